@@ -1,0 +1,104 @@
+# contactmap — build into .output/, quiet unless V=1.
+OUTPUT ?= .output
+CLANG ?= clang
+BPFTOOL ?= $(shell command -v bpftool || echo /usr/sbin/bpftool)
+CC ?= cc
+ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+PYTHON ?= /usr/bin/python3
+PREFIX ?= /usr/local
+
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -D_GNU_SOURCE
+LDLIBS += -lbpf -lelf -lz -ljson-c -lm
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Ivmlinux/$(ARCH) -Iinclude \
+	-Wall -Wno-unused-function -Wno-compare-distinct-pointer-types
+# clang's own system includes for the BPF target (libbpf-bootstrap's trick)
+CLANG_BPF_SYS_INCLUDES := $(shell $(CLANG) -v -E - </dev/null 2>&1 \
+	| sed -n '/<...> search starts here:/,/End of search list./{ s| \(/.*\)|-idirafter \1|p }')
+
+ifeq ($(V),1)
+Q =
+msg =
+else
+Q = @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+# maps.bpf.o defines what the others declare extern; the linker wants it first
+BPF_OBJS := $(OUTPUT)/bpf/maps.bpf.o $(filter-out $(OUTPUT)/bpf/maps.bpf.o,$(patsubst bpf/%.bpf.c,$(OUTPUT)/bpf/%.bpf.o,$(BPF_SRCS)))
+SRCS := $(wildcard src/*.c)
+OBJS := $(patsubst src/%.c,$(OUTPUT)/%.o,$(SRCS)) $(OUTPUT)/syscall_table.o
+LIB_OBJS := $(filter-out $(OUTPUT)/main.o,$(OBJS))
+
+.PHONY: all clean test unit demo check install
+.DELETE_ON_ERROR:
+
+all: $(OUTPUT)/contactmap contactmap
+
+contactmap: $(OUTPUT)/contactmap
+	$(Q)ln -sf $(OUTPUT)/contactmap $@
+
+$(OUTPUT) $(OUTPUT)/bpf $(OUTPUT)/tests:
+	$(Q)mkdir -p $@
+
+$(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c bpf/common.bpf.h include/contactmap.h | $(OUTPUT)/bpf
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) $(BPF_CFLAGS) $(CLANG_BPF_SYS_INCLUDES) -c $< -o $@
+
+$(OUTPUT)/contactmap.bpf.o: $(BPF_OBJS)
+	$(call msg,LINK-BPF,$@)
+	$(Q)$(BPFTOOL) gen object $@ $^
+
+$(OUTPUT)/contactmap.skel.h: $(OUTPUT)/contactmap.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name contactmap_bpf > $@
+
+$(OUTPUT)/syscall_table.c: maps/syscalls_$(shell uname -m).tsv scripts/gen-syscall-table.sh | $(OUTPUT)
+	$(call msg,GEN,$@)
+	$(Q)sh scripts/gen-syscall-table.sh $< > $@
+
+$(OUTPUT)/syscall_table.o: $(OUTPUT)/syscall_table.c include/cm.h
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(OUTPUT)/%.o: src/%.c $(wildcard include/*.h) $(OUTPUT)/contactmap.skel.h | $(OUTPUT)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(OUTPUT)/contactmap: $(OBJS)
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+# --- tests -----------------------------------------------------------------
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(OUTPUT)/tests/%,$(UNIT_SRCS))
+WL_SRCS := $(wildcard tests/workloads/*.c)
+WL_BINS := $(patsubst tests/workloads/%.c,$(OUTPUT)/tests/%,$(WL_SRCS))
+
+# unit tests build with sanitizers against the user-space objects
+$(OUTPUT)/tests/test_%: tests/unit/test_%.c $(LIB_OBJS) | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -fsanitize=address,undefined $< $(patsubst $(OUTPUT)/%.o,src/%.c,$(filter-out $(OUTPUT)/syscall_table.o,$(LIB_OBJS))) $(OUTPUT)/syscall_table.c $(LDLIBS) -o $@
+
+$(OUTPUT)/tests/%: tests/workloads/%.c | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) -O1 -g -Wall -D_GNU_SOURCE $< -lpthread -o $@
+
+test-bins: $(UNIT_BINS) $(WL_BINS)
+
+unit: $(UNIT_BINS)
+	$(Q)for t in $(UNIT_BINS); do $$t || exit 1; done
+
+test: all test-bins
+	$(PYTHON) -m pytest -q tests
+
+demo: all
+	./contactmap -o $(OUTPUT)/demo.json -- $(PYTHON) examples/infer.py
+
+install: all
+	install -D -m 0755 $(OUTPUT)/contactmap $(DESTDIR)$(PREFIX)/bin/contactmap
+
+clean:
+	$(call msg,CLEAN)
+	$(Q)rm -rf $(OUTPUT) contactmap

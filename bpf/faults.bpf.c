@@ -1,0 +1,26 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * User page faults. The exact minor/major counts come from the task's own
+ * counters (read at exit, or from /proc at the end); this tracepoint marks
+ * when a fault happened so that a block right after it is charged to the
+ * fault, and counts faults taken from user mode.
+ */
+#include "common.bpf.h"
+
+static __always_inline int on_fault(void)
+{
+	struct cm_thread *t = thread_of((__u32)bpf_get_current_pid_tgid());
+
+	if (t) {
+		t->last_fault_ts = bpf_ktime_get_ns();
+		t->user_faults++;
+	}
+	return 0;
+}
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(page_fault_user_btf) { return on_fault(); }
+SEC("raw_tp/page_fault_user")
+int BPF_PROG(page_fault_user_raw) { return on_fault(); }
+
+char LICENSE[] SEC("license") = "GPL";

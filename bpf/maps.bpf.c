@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The one definition of every map and global the other objects share. */
+#define CM_DEFINE
+#include "common.bpf.h"
+
+const volatile struct cm_thread zero_thread = {};
+const volatile struct cm_sys_stat zero_sys = {};
+const volatile struct cm_blk_stat zero_blk = {};
+
+struct cm_counters counters = {};
+__s64 live_threads = 0;
+
+char LICENSE[] SEC("license") = "GPL";

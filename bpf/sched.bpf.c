@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Scheduler side of the ledger: on-CPU, run-queue and blocked intervals from
+ * sched_switch / sched_wakeup(_new); thread life from fork, exec and exit.
+ * Each handler has a tp_btf twin and a raw_tp twin; user space loads one set.
+ * Bodies use BPF_CORE_READ so the same code serves both.
+ */
+#include "common.bpf.h"
+
+static __always_inline int on_switch(bool preempt, struct task_struct *prev,
+				     struct task_struct *next, unsigned int prev_state)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct cm_thread *t;
+	__u32 tid;
+
+	tid = BPF_CORE_READ(prev, pid);
+	t = thread_of(tid);
+	if (t) {
+		__u64 seg = t->state_ts;
+
+		account_oncpu(t, now);
+		if ((prev_state & TASK_DEAD_STATE) && (t->flags & CM_TF_EXITED)) {
+			t->state = CM_DEAD;
+			t->end_ns = now;
+		} else if (preempt || prev_state == TASK_RUNNING_STATE) {
+			/* still runnable: preempted, or yielded */
+			t->state = CM_RUNQ_PREEMPT;
+			t->invol_switches++;
+		} else {
+			t->state = CM_BLOCKED;
+			t->vol_switches++;
+			t->blk_iowait = BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait);
+			if (t->sc_nr1)
+				t->blk_cause = CM_CAUSE_SYSCALL;
+			else if (t->last_fault_ts && t->last_fault_ts >= seg)
+				t->blk_cause = CM_CAUSE_FAULT;
+			else
+				t->blk_cause = CM_CAUSE_OTHER;
+		}
+	}
+
+	tid = BPF_CORE_READ(next, pid);
+	t = thread_of(tid);
+	if (t) {
+		__u64 d = now - t->state_ts;
+		__u32 cpu = bpf_get_smp_processor_id();
+
+		switch (t->state) {
+		case CM_RUNQ_WAKE:
+			t->runq_wake_ns += d;
+			t->runq_waits++;
+			hist_add(t->runq_hist, d);
+			break;
+		case CM_RUNQ_PREEMPT:
+			t->runq_preempt_ns += d;
+			t->runq_waits++;
+			hist_add(t->runq_hist, d);
+			break;
+		case CM_BLOCKED:
+			/* resumed with no wakeup seen: all of it was blocked */
+			account_blocked(t, d);
+			__sync_fetch_and_add(&counters.switch_in_blocked, 1);
+			break;
+		default:
+			/* UNKNOWN: runnable or woken before we attached */
+			t->unattributed_ns += d;
+		}
+		if (t->last_cpu != cpu && t->last_cpu != (__u32)-1)
+			t->migrations++;
+		t->last_cpu = cpu;
+		t->state = CM_RUNNING;
+		t->state_ts = now;
+	}
+	return 0;
+}
+
+static __always_inline int on_wakeup(struct task_struct *p)
+{
+	struct cm_thread *t = thread_of(BPF_CORE_READ(p, pid));
+	__u64 now;
+
+	if (!t)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (t->state == CM_BLOCKED) {
+		account_blocked(t, now - t->state_ts);
+	} else if (t->state == CM_UNKNOWN) {
+		/* blocked since before we attached, cause unknown */
+		t->unattributed_ns += now - t->state_ts;
+	} else {
+		return 0;	/* already runnable or running */
+	}
+	t->wakeups++;
+	t->state = CM_RUNQ_WAKE;
+	t->state_ts = now;
+	return 0;
+}
+
+static __always_inline int on_fork(struct task_struct *parent, struct task_struct *child)
+{
+	__u32 ptid = BPF_CORE_READ(parent, pid);
+	__u32 tid = BPF_CORE_READ(child, pid);
+	__u32 pid = BPF_CORE_READ(child, tgid);
+	struct cm_thread *pt, *t;
+
+	pt = thread_of(ptid);
+	if (!pt)
+		return 0;
+	if (bpf_map_update_elem(&threads, &tid, (void *)&zero_thread, BPF_NOEXIST)) {
+		__sync_fetch_and_add(&counters.threads_full, 1);
+		return 0;
+	}
+	t = thread_of(tid);
+	if (!t)
+		return 0;
+	t->tid = tid;
+	t->pid = pid;
+	t->ppid = pid != pt->pid ? pt->pid : pt->ppid;
+	BPF_CORE_READ_STR_INTO(&t->comm, child, comm);
+	t->start_ns = bpf_ktime_get_ns();
+	/* from fork to its first run it is being set up and then runnable */
+	t->state = CM_RUNQ_WAKE;
+	t->state_ts = t->start_ns;
+	t->last_cpu = (__u32)-1;
+	__sync_fetch_and_add(&live_threads, 1);
+	return 0;
+}
+
+static __always_inline int on_exit(struct task_struct *p)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct cm_thread *t = thread_of(tid);
+	struct task_struct *cur;
+	__u64 now;
+
+	if (!t || (t->flags & CM_TF_EXITED))
+		return 0;
+	cur = (struct task_struct *)bpf_get_current_task();
+	now = bpf_ktime_get_ns();
+	t->flags |= CM_TF_EXITED;
+	t->exit_code = BPF_CORE_READ(cur, exit_code);
+	t->min_flt = BPF_CORE_READ(cur, min_flt);
+	t->maj_flt = BPF_CORE_READ(cur, maj_flt);
+	bpf_get_current_comm(&t->comm, sizeof(t->comm));
+	/* exit and exit_group never return: close them as completed calls */
+	if (t->sc_nr1) {
+		struct cm_sys_key key = { .tid = tid, .nr = t->sc_nr1 - 1 };
+		struct cm_sys_stat *s;
+
+		account_oncpu(t, now);
+		bpf_map_update_elem(&sysstats, &key, (void *)&zero_sys, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&sysstats, &key);
+		if (s) {
+			__u64 total = now - t->sc_enter_ts;
+
+			if (!t->sc_partial) {
+				s->count++;
+				s->total_ns += total;
+				if (total > s->max_ns)
+					s->max_ns = total;
+				hist_add(s->hist, total);
+			}
+			s->oncpu_ns += t->sc_oncpu;
+			s->offcpu_ns += t->sc_offcpu;
+			s->iowait_ns += t->sc_iowait;
+		} else {
+			__sync_fetch_and_add(&counters.sysstats_full, 1);
+		}
+		t->sc_nr1 = 0;
+	}
+	__sync_fetch_and_add(&live_threads, -1);
+	return 0;
+}
+
+static __always_inline int on_exec(struct task_struct *p)
+{
+	struct cm_thread *t = thread_of((__u32)bpf_get_current_pid_tgid());
+
+	if (t) {
+		t->flags |= CM_TF_EXECED;
+		bpf_get_current_comm(&t->comm, sizeof(t->comm));
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(sched_switch_btf, bool preempt, struct task_struct *prev,
+	     struct task_struct *next, unsigned int prev_state)
+{
+	return on_switch(preempt, prev, next, prev_state);
+}
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev,
+	     struct task_struct *next, unsigned int prev_state)
+{
+	return on_switch(preempt, prev, next, prev_state);
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(sched_wakeup_btf, struct task_struct *p) { return on_wakeup(p); }
+SEC("raw_tp/sched_wakeup")
+int BPF_PROG(sched_wakeup_raw, struct task_struct *p) { return on_wakeup(p); }
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(sched_wakeup_new_btf, struct task_struct *p) { return on_wakeup(p); }
+SEC("raw_tp/sched_wakeup_new")
+int BPF_PROG(sched_wakeup_new_raw, struct task_struct *p) { return on_wakeup(p); }
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sched_process_fork_btf, struct task_struct *parent, struct task_struct *child)
+{
+	return on_fork(parent, child);
+}
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(sched_process_fork_raw, struct task_struct *parent, struct task_struct *child)
+{
+	return on_fork(parent, child);
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(sched_process_exit_btf, struct task_struct *p) { return on_exit(p); }
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(sched_process_exit_raw, struct task_struct *p) { return on_exit(p); }
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sched_process_exec_btf, struct task_struct *p) { return on_exec(p); }
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(sched_process_exec_raw, struct task_struct *p) { return on_exec(p); }
+
+char LICENSE[] SEC("license") = "GPL";

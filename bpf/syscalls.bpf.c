@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Syscalls: the boundary between user and kernel on-CPU time, and per-thread,
+ * per-syscall counts, errors and latency (on-CPU, blocked, io-wait parts).
+ */
+#include "common.bpf.h"
+
+static __always_inline int on_sys_enter(long id)
+{
+	struct cm_thread *t = thread_of((__u32)bpf_get_current_pid_tgid());
+	__u64 now;
+
+	if (!t)
+		return 0;
+	now = bpf_ktime_get_ns();
+	account_oncpu(t, now);
+	t->sc_nr1 = (__u32)id + 1;
+	t->sc_partial = 0;
+	t->sc_enter_ts = now;
+	t->sc_oncpu = 0;
+	t->sc_offcpu = 0;
+	t->sc_iowait = 0;
+	return 0;
+}
+
+static __always_inline int on_sys_exit(long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct cm_thread *t = thread_of(tid);
+	struct cm_sys_stat *s;
+	struct cm_sys_key key;
+	__u64 now, total;
+
+	if (!t)
+		return 0;
+	now = bpf_ktime_get_ns();
+	account_oncpu(t, now);
+	if (!t->sc_nr1)
+		return 0;	/* entered before we attached and not seeded */
+	key.tid = tid;
+	key.nr = t->sc_nr1 - 1;
+	t->sc_nr1 = 0;
+	s = bpf_map_lookup_elem(&sysstats, &key);
+	if (!s) {
+		bpf_map_update_elem(&sysstats, &key, (void *)&zero_sys, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&sysstats, &key);
+		if (!s) {
+			__sync_fetch_and_add(&counters.sysstats_full, 1);
+			return 0;
+		}
+	}
+	if (!t->sc_partial) {
+		total = now - t->sc_enter_ts;
+		s->count++;
+		if (ret < 0 && ret >= -4095)
+			s->errors++;
+		s->total_ns += total;
+		if (total > s->max_ns)
+			s->max_ns = total;
+		hist_add(s->hist, total);
+	}
+	s->oncpu_ns += t->sc_oncpu;
+	s->offcpu_ns += t->sc_offcpu;
+	s->iowait_ns += t->sc_iowait;
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id) { return on_sys_enter(id); }
+SEC("raw_tp/sys_enter")
+int BPF_PROG(sys_enter_raw, struct pt_regs *regs, long id) { return on_sys_enter(id); }
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit_btf, struct pt_regs *regs, long ret) { return on_sys_exit(ret); }
+SEC("raw_tp/sys_exit")
+int BPF_PROG(sys_exit_raw, struct pt_regs *regs, long ret) { return on_sys_exit(ret); }
+
+char LICENSE[] SEC("license") = "GPL";

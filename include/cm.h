@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* User-space interfaces of contactmap. Kernel type names stay out of here. */
+#ifndef CM_H
+#define CM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <json-c/json.h>
+
+#define CM_VERSION "0.1.0"
+#define CM_SCHEMA "contactmap/1"
+
+/* ---- errors and logging (log.c) ------------------------------------------ */
+extern int cm_verbose;
+/* Prints "contactmap: error: <msg>" on one line to stderr. */
+void cm_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cm_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cm_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));	/* -v */
+void cm_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));	/* -vv */
+
+/* ---- syscall table (generated from maps/syscalls_<arch>.tsv) ---------------- */
+/* Subsystems of the contact map, in display order. */
+enum cm_subsys {
+	CM_SS_CPU_USER,
+	CM_SS_RUNQ,
+	CM_SS_MEMORY,
+	CM_SS_SYNC,
+	CM_SS_FILE_IO,
+	CM_SS_NETWORK,
+	CM_SS_BLOCK_IO,
+	CM_SS_SLEEP,
+	CM_SS_POLL,
+	CM_SS_PROCESS,
+	CM_SS_OTHER,
+	CM_SS_UNATTRIBUTED,
+	CM_SS_COUNT
+};
+
+struct cm_syscall_info {
+	const char *name;
+	enum cm_subsys group;
+};
+
+extern const struct cm_syscall_info cm_syscalls[];
+extern const unsigned cm_nsyscalls;
+/* Name of syscall nr; "syscall_<nr>" (in a static buffer) when unknown. */
+const char *cm_syscall_name(unsigned nr);
+/* Number of a syscall by name, or -1. */
+int cm_syscall_nr(const char *name);
+enum cm_subsys cm_syscall_group(unsigned nr);
+/* Stable key ("file_io") and label ("file I/O") of a subsystem. */
+const char *cm_subsys_key(enum cm_subsys s);
+const char *cm_subsys_label(enum cm_subsys s);
+/* Subsystem from its key, or -1. */
+int cm_subsys_from_key(const char *key);
+
+/* ---- histograms (hist.c) ------------------------------------------------- */
+#define CM_NSLOTS 40
+/* Value at quantile q (0..1) of a log2 histogram, interpolated linearly inside
+ * the bucket and clamped to max_ns when max_ns > 0. 0 for an empty histogram. */
+uint64_t cm_hist_quantile(const uint64_t *hist, unsigned nslots, double q, uint64_t max_ns);
+
+/* ---- strings (util.c) ------------------------------------------------------ */
+/* Copies a kernel comm (up to n bytes, maybe not NUL-terminated, any bytes)
+ * into out as valid UTF-8: printable ASCII kept, other bytes as "\xNN". */
+void cm_sanitize_comm(const char *in, size_t n, char *out, size_t outsz);
+/* "1.23 s", "456 ms", "7.8 us", "90 ns" into buf. */
+const char *cm_fmt_ns(uint64_t ns, char *buf, size_t sz);
+/* "1.5 GiB" etc. */
+const char *cm_fmt_bytes(uint64_t b, char *buf, size_t sz);
+
+/* ---- output (render.c) ------------------------------------------------------ */
+struct cm_render_opts {
+	bool threads;		/* -t: per-thread rows */
+	int width;		/* columns, 80 by default */
+	int top_syscalls;	/* syscall rows per process */
+};
+/* Prints the text contact map of a contactmap/1 report. 0 or -1 (message printed). */
+int cm_render_text(json_object *report, const struct cm_render_opts *o, FILE *out);
+
+/* Writes the report atomically (temp file + rename); "-" means stdout. */
+int cm_write_json(json_object *report, const char *path);
+/* Reads and checks a report ("schema" must be contactmap/1). NULL on error (printed). */
+json_object *cm_read_json(const char *path);
+/* Fails early (before tracing) if the file cannot be created; leaves nothing behind. */
+int cm_check_writable(const char *path);
+
+/* ---- host facts (host.c) --------------------------------------------------- */
+json_object *cm_host_facts(void);
+
+#endif /* CM_H */

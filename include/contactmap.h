@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Structures shared by the BPF programs and user space. Plain __u32/__u64 only,
+ * so the same bytes mean the same thing on both sides of a map.
+ */
+#ifndef CONTACTMAP_H
+#define CONTACTMAP_H
+
+#define CM_COMM_LEN 16
+/* log2 buckets: slot i holds [2^i, 2^(i+1)) ns; slot 39 is ~550 s and up. */
+#define CM_HIST_SLOTS 40
+
+/* Thread states of the ledger's state machine. */
+enum cm_state {
+	CM_UNKNOWN = 0,	/* seeded at attach; resolved by the first event */
+	CM_RUNNING = 1,	/* on a CPU */
+	CM_RUNQ_WAKE = 2,	/* runnable after a wakeup (or fork) */
+	CM_RUNQ_PREEMPT = 3,	/* runnable after being preempted */
+	CM_BLOCKED = 4,	/* off CPU, waiting; cause in blk_cause */
+	CM_DEAD = 5,	/* final switch-out after exit */
+};
+
+/* Off-CPU causes outside syscalls; syscall causes are the syscall number. */
+#define CM_CAUSE_SYSCALL 0
+#define CM_CAUSE_FAULT 1
+#define CM_CAUSE_OTHER 2
+
+/* Per-thread ledger and state, one entry of the `threads` hash map. */
+struct cm_thread {
+	__u32 tid;
+	__u32 pid;		/* tgid */
+	__u32 ppid;		/* tgid of the parent process, for a new process */
+	__u32 flags;		/* CM_TF_* */
+	char comm[CM_COMM_LEN];
+
+	__u64 start_ns;		/* start of its traced window */
+	__u64 end_ns;		/* final switch-out after exit, 0 while alive */
+	__s64 exit_code;	/* task->exit_code at exit */
+
+	/* state machine */
+	__u64 state_ts;		/* when the current state (or on-CPU segment) began */
+	__u32 state;		/* enum cm_state */
+	__u32 blk_cause;	/* CM_CAUSE_* while BLOCKED */
+	__u32 blk_iowait;	/* blocked through io_schedule() (task->in_iowait) */
+	__u32 last_cpu;
+	__u64 last_fault_ts;	/* last user page fault; tells a fault block from others */
+
+	/* the syscall in flight: nr + 1, 0 when in user space */
+	__u32 sc_nr1;
+	__u32 sc_partial;	/* entered before tracing began: time kept, not counted */
+	__u64 sc_enter_ts;
+	__u64 sc_oncpu;
+	__u64 sc_offcpu;
+	__u64 sc_iowait;
+
+	/* the ledger */
+	__u64 oncpu_user_ns;
+	__u64 oncpu_sys_ns;
+	__u64 runq_wake_ns;
+	__u64 runq_preempt_ns;
+	__u64 off_fault_ns;	/* blocked in a page fault outside syscalls */
+	__u64 off_other_ns;	/* blocked, neither syscall nor fault */
+	__u64 off_fault_iowait_ns;	/* part of off_fault_ns in io_schedule */
+	__u64 off_other_iowait_ns;
+	__u64 unattributed_ns;
+
+	/* scheduler */
+	__u64 vol_switches;
+	__u64 invol_switches;
+	__u64 migrations;
+	__u64 wakeups;
+	__u64 runq_waits;
+	__u64 runq_hist[CM_HIST_SLOTS];
+
+	/* faults: the task's own counters (exact), and the tracepoint's count */
+	__u64 min_flt_base;
+	__u64 maj_flt_base;
+	__u64 min_flt;
+	__u64 maj_flt;
+	__u64 user_faults;	/* exceptions:page_fault_user events */
+};
+
+#define CM_TF_SEEDED 1		/* existed before tracing began */
+#define CM_TF_EXITED 2		/* sched_process_exit seen */
+#define CM_TF_EXECED 4
+
+/* Per-thread, per-syscall statistics: key of the `sysstats` map. */
+struct cm_sys_key {
+	__u32 tid;
+	__u32 nr;
+};
+
+struct cm_sys_stat {
+	__u64 count;
+	__u64 errors;
+	__u64 total_ns;
+	__u64 oncpu_ns;
+	__u64 offcpu_ns;	/* blocked, iowait included */
+	__u64 iowait_ns;	/* the part of offcpu_ns in io_schedule() */
+	__u64 max_ns;
+	__u64 hist[CM_HIST_SLOTS];
+};
+
+/* Block I/O, per submitting process, device and operation. */
+struct cm_blk_key {
+	__u32 pid;
+	__u32 dev;		/* MKDEV as the kernel's dev_t: major << 20 | minor */
+	__u32 op;		/* CM_BLK_* */
+	__u32 pad;
+};
+
+#define CM_BLK_READ 0
+#define CM_BLK_WRITE 1
+#define CM_BLK_FLUSH 2
+#define CM_BLK_DISCARD 3
+#define CM_BLK_OTHER 4
+
+struct cm_blk_stat {
+	__u64 count;
+	__u64 bytes;
+	__u64 total_ns;
+	__u64 max_ns;
+	__u64 hist[CM_HIST_SLOTS];
+};
+
+struct cm_blk_start {
+	__u64 ts;
+	struct cm_blk_key key;
+	__u64 bytes;
+};
+
+/* Drop and anomaly counters, kept in .bss and reported under "lost". */
+struct cm_counters {
+	__u64 threads_full;	/* a traced thread could not get a map entry */
+	__u64 sysstats_full;
+	__u64 blk_full;
+	__u64 blk_inflight_full;
+	__u64 switch_in_blocked;	/* resumed without a wakeup event seen */
+};
+
+#endif /* CONTACTMAP_H */
