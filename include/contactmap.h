@@ -6,6 +6,10 @@
 #ifndef CONTACTMAP_H
 #define CONTACTMAP_H
 
+#ifndef __VMLINUX_H__	/* BPF side gets the types from vmlinux.h */
+#include <linux/types.h>
+#endif
+
 #define CM_COMM_LEN 16
 /* log2 buckets: slot i holds [2^i, 2^(i+1)) ns; slot 39 is ~550 s and up. */
 #define CM_HIST_SLOTS 40

@@ -1,0 +1,446 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Loading, attaching and reading back the BPF side; seeding threads that
+ * existed before tracing began.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/perf_event.h>
+#include <sys/syscall.h>
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include "cm.h"
+#include "tracer.h"
+#include "contactmap.skel.h"
+
+uint64_t cm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_DEBUG && cm_verbose < 2)
+		return 0;
+	if (level == LIBBPF_INFO && cm_verbose < 2)
+		return 0;
+	if (level == LIBBPF_WARN && cm_verbose < 1)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && !strcmp(s + n - m, suffix);
+}
+
+static bool btf_has_tp(const struct btf *vmlinux, const char *tp)
+{
+	char name[128];
+
+	snprintf(name, sizeof(name), "btf_trace_%s", tp);
+	return vmlinux && btf__find_by_name_kind(vmlinux, name, BTF_KIND_TYPEDEF) >= 0;
+}
+
+/* A trivial fentry program on a stable kernel function: loads only where the
+ * kernel lets tracing programs attach to functions (not on this VM: EPERM). */
+static bool probe_fentry(const struct btf *vmlinux)
+{
+	struct bpf_insn insns[] = {
+		{ .code = 0xb7, .dst_reg = 0, .imm = 0 },	/* r0 = 0 */
+		{ .code = 0x95 },				/* exit */
+	};
+	LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = BPF_TRACE_FENTRY);
+	int id, fd;
+
+	if (!vmlinux)
+		return false;
+	id = btf__find_by_name_kind(vmlinux, "vfs_read", BTF_KIND_FUNC);
+	if (id < 0)
+		return false;
+	opts.attach_btf_id = id;
+	fd = bpf_prog_load(BPF_PROG_TYPE_TRACING, "cm_fentry_probe", "GPL", insns, 2, &opts);
+	if (fd < 0)
+		return false;
+	/* loading is not enough: attaching needs the trampoline */
+	int link = bpf_link_create(fd, 0, BPF_TRACE_FENTRY, NULL);
+	bool ok = link >= 0;
+
+	if (link >= 0)
+		close(link);
+	close(fd);
+	return ok;
+}
+
+static bool probe_perf(uint32_t type, uint64_t config)
+{
+	struct perf_event_attr attr = {
+		.size = sizeof(attr), .type = type, .config = config,
+		.sample_period = 1000000, .disabled = 1,
+	};
+	int fd = syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+void cm_probe_features(struct cm_features *f)
+{
+	struct btf *vmlinux = btf__load_vmlinux_btf();
+
+	if (libbpf_get_error(vmlinux))
+		vmlinux = NULL;
+	f->btf = vmlinux != NULL;
+	f->fentry = probe_fentry(vmlinux);
+	f->kprobes = access("/sys/bus/event_source/devices/kprobe/type", R_OK) == 0;
+	f->ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
+	f->task_storage = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, NULL) == 1;
+	f->perf_cpu_clock = probe_perf(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK);
+	f->hw_counters = probe_perf(PERF_TYPE_HARDWARE, PERF_COUNT_HW_CPU_CYCLES);
+	f->page_fault_tp = btf_has_tp(vmlinux, "page_fault_user");
+	f->block_tp = btf_has_tp(vmlinux, "block_rq_issue") && btf_has_tp(vmlinux, "block_rq_complete") &&
+		      btf_has_tp(vmlinux, "block_rq_insert");
+	btf__free(vmlinux);
+}
+
+/* Chooses one twin of every program: suffix "_btf" or "_raw". */
+static void select_programs(struct contactmap_bpf *skel, const char *suffix,
+			    const struct cm_features *f)
+{
+	struct bpf_program *p;
+
+	bpf_object__for_each_program(p, skel->obj) {
+		const char *name = bpf_program__name(p);
+		bool on = has_suffix(name, suffix);
+
+		if (!f->page_fault_tp && !strncmp(name, "page_fault_user", 15))
+			on = false;
+		if (!f->block_tp && !strncmp(name, "block_rq", 8))
+			on = false;
+		bpf_program__set_autoload(p, on);
+	}
+}
+
+static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
+{
+	struct contactmap_bpf *skel = contactmap_bpf__open();
+
+	if (!skel) {
+		cm_err("cannot open the BPF object: %s", strerror(errno));
+		return NULL;
+	}
+	bpf_map__set_max_entries(skel->maps.threads, o->max_threads);
+	bpf_map__set_max_entries(skel->maps.sysstats, o->max_syscall_rows);
+	return skel;
+}
+
+int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+{
+	struct cm_features *f = &tr->feat;
+	const char *force = o->force_attach;
+	int err = -1;
+
+	libbpf_set_print(libbpf_print);
+	cm_probe_features(f);
+	if (!f->btf) {
+		cm_err("kernel BTF not found at /sys/kernel/btf/vmlinux: contactmap needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+		return -1;
+	}
+
+	if (!force || !strcmp(force, "tp_btf")) {
+		tr->skel = open_sized(o);
+		if (!tr->skel)
+			return -1;
+		select_programs(tr->skel, "_btf", f);
+		err = contactmap_bpf__load(tr->skel);
+		if (!err) {
+			f->tp_btf = true;
+			f->attach_type = "tp_btf";
+		} else {
+			snprintf(f->tp_btf_error, sizeof(f->tp_btf_error), "%s", strerror(-err));
+			cm_info("tp_btf programs did not load (%s); trying raw tracepoints", strerror(-err));
+			contactmap_bpf__destroy(tr->skel);
+			tr->skel = NULL;
+		}
+	}
+	if (err && (!force || !strcmp(force, "raw_tp"))) {
+		tr->skel = open_sized(o);
+		if (!tr->skel)
+			return -1;
+		select_programs(tr->skel, "_raw", f);
+		err = contactmap_bpf__load(tr->skel);
+		if (!err) {
+			f->raw_tp = true;
+			f->attach_type = "raw_tp";
+		}
+	}
+	if (err) {
+		if (err == -EPERM || err == -EACCES)
+			cm_err("cannot load BPF programs: %s: contactmap needs root or CAP_BPF+CAP_PERFMON", strerror(-err));
+		else
+			cm_err("cannot load BPF programs: %s (run with -vv for the verifier log)", strerror(-err));
+		contactmap_bpf__destroy(tr->skel);
+		tr->skel = NULL;
+		return -1;
+	}
+	err = contactmap_bpf__attach(tr->skel);
+	if (err) {
+		cm_err("cannot attach BPF programs: %s (is tracefs or debugfs usable? try -vv)", strerror(-err));
+		contactmap_bpf__destroy(tr->skel);
+		tr->skel = NULL;
+		return -1;
+	}
+	tr->start_ns = cm_now_ns();
+	return 0;
+}
+
+int64_t cm_tracer_live_threads(struct cm_tracer *tr)
+{
+	return __atomic_load_n(&tr->skel->bss->live_threads, __ATOMIC_RELAXED);
+}
+
+/* Fields of /proc/PID/task/TID/stat after the comm: state is field 3. */
+static int read_task_stat(pid_t pid, pid_t tid, char *state, int *ppid,
+			  uint64_t *minflt, uint64_t *majflt, char *comm, size_t commsz)
+{
+	char path[96], buf[1024];
+	unsigned long long mn = 0, mj = 0;
+	char *open_paren, *close_paren;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	/* comm may contain spaces and parentheses: it ends at the last ')' */
+	open_paren = strchr(buf, '(');
+	close_paren = strrchr(buf, ')');
+	if (!open_paren || !close_paren || close_paren < open_paren)
+		return -1;
+	if (comm)
+		cm_sanitize_comm(open_paren + 1, close_paren - open_paren - 1, comm, commsz);
+	if (sscanf(close_paren + 2, "%c %d %*d %*d %*d %*d %*u %llu %*u %llu",
+		   state, ppid, &mn, &mj) != 4)
+		return -1;
+	*minflt = mn;
+	*majflt = mj;
+	return 0;
+}
+
+/* The syscall a blocked task sits in, from /proc/.../syscall: nr, or -1. */
+static long read_task_syscall(pid_t pid, pid_t tid)
+{
+	char path[96], buf[64];
+	long nr = -1;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/syscall", pid, tid);
+	fp = fopen(path, "re");
+	if (!fp)
+		return -1;
+	if (fgets(buf, sizeof(buf), fp) && buf[0] >= '0' && buf[0] <= '9')
+		nr = strtol(buf, NULL, 10);
+	fclose(fp);
+	return nr;
+}
+
+static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid)
+{
+	int fd = bpf_map__fd(tr->skel->maps.threads);
+	struct cm_thread t;
+	uint64_t minflt, majflt;
+	uint32_t key = tid;
+	char state;
+	int ppid;
+	long nr;
+
+	if (bpf_map_lookup_elem(fd, &key, &t) == 0)
+		return 0;	/* already traced (seeded or forked) */
+	if (read_task_stat(pid, tid, &state, &ppid, &minflt, &majflt, NULL, 0))
+		return -1;
+	if (state == 'Z' || state == 'X')
+		return 0;
+	memset(&t, 0, sizeof(t));
+	t.tid = tid;
+	t.pid = pid;
+	t.ppid = ppid;
+	t.flags = CM_TF_SEEDED;
+	t.last_cpu = (uint32_t)-1;
+	t.min_flt_base = minflt;
+	t.maj_flt_base = majflt;
+	t.start_ns = cm_now_ns();
+	t.state_ts = t.start_ns;
+	t.state = CM_UNKNOWN;
+	if (state != 'R') {
+		/* blocked now: in a syscall (its time is kept, the call not counted) or not */
+		nr = read_task_syscall(pid, tid);
+		t.state = CM_BLOCKED;
+		t.blk_cause = CM_CAUSE_OTHER;
+		if (nr >= 0) {
+			t.blk_cause = CM_CAUSE_SYSCALL;
+			t.sc_nr1 = nr + 1;
+			t.sc_partial = 1;
+			t.sc_enter_ts = t.start_ns;
+		}
+	}
+	if (bpf_map_update_elem(fd, &key, &t, BPF_NOEXIST)) {
+		if (errno == EEXIST)
+			return 0;
+		__atomic_fetch_add(&tr->skel->bss->counters.threads_full, 1, __ATOMIC_RELAXED);
+		return -1;
+	}
+	__atomic_fetch_add(&tr->skel->bss->live_threads, 1, __ATOMIC_RELAXED);
+	tr->seeded++;
+	return 0;
+}
+
+int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid)
+{
+	char path[64];
+	int found = 0;
+
+	/* twice: a thread created while we scanned was missed by the fork hook */
+	for (int pass = 0; pass < 2; pass++) {
+		struct dirent *de;
+		DIR *d;
+
+		snprintf(path, sizeof(path), "/proc/%d/task", pid);
+		d = opendir(path);
+		if (!d)
+			return found ? 0 : -1;
+		while ((de = readdir(d))) {
+			pid_t tid = atoi(de->d_name);
+
+			if (tid > 0 && seed_thread(tr, pid, tid) == 0)
+				found++;
+		}
+		closedir(d);
+	}
+	return found ? 0 : -1;
+}
+
+static int grow(void **p, size_t *cap, size_t n, size_t elem)
+{
+	void *np;
+
+	if (n < *cap)
+		return 0;
+	*cap = *cap ? *cap * 2 : 256;
+	np = realloc(*p, *cap * elem);
+	if (!np)
+		return -1;
+	*p = np;
+	return 0;
+}
+
+static uint64_t recursion_misses(struct contactmap_bpf *skel)
+{
+	struct bpf_program *p;
+	uint64_t total = 0;
+
+	bpf_object__for_each_program(p, skel->obj) {
+		struct bpf_prog_info info = {};
+		uint32_t len = sizeof(info);
+		int fd = bpf_program__fd(p);
+
+		if (fd >= 0 && !bpf_obj_get_info_by_fd(fd, &info, &len))
+			total += info.recursion_misses;
+	}
+	return total;
+}
+
+int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
+{
+	int fd;
+	size_t cap;
+
+	contactmap_bpf__detach(tr->skel);
+	tr->end_ns = cm_now_ns();
+	memset(s, 0, sizeof(*s));
+	s->counters = tr->skel->bss->counters;
+	s->recursion_misses = recursion_misses(tr->skel);
+
+	fd = bpf_map__fd(tr->skel->maps.threads);
+	cap = 0;
+	for (uint32_t key, *prev = NULL;; prev = &key) {
+		uint32_t next;
+
+		if (bpf_map_get_next_key(fd, prev, &next))
+			break;
+		key = next;
+		if (grow((void **)&s->threads, &cap, s->nthreads, sizeof(*s->threads)))
+			goto oom;
+		if (!bpf_map_lookup_elem(fd, &key, &s->threads[s->nthreads]))
+			s->nthreads++;
+	}
+
+	fd = bpf_map__fd(tr->skel->maps.sysstats);
+	cap = 0;
+	size_t kcap = 0;
+	for (struct cm_sys_key key, *prev = NULL;; prev = &key) {
+		struct cm_sys_key next;
+
+		if (bpf_map_get_next_key(fd, prev, &next))
+			break;
+		key = next;
+		if (grow((void **)&s->sys_stats, &cap, s->nsys, sizeof(*s->sys_stats)) ||
+		    grow((void **)&s->sys_keys, &kcap, s->nsys, sizeof(*s->sys_keys)))
+			goto oom;
+		if (!bpf_map_lookup_elem(fd, &key, &s->sys_stats[s->nsys]))
+			s->sys_keys[s->nsys++] = key;
+	}
+
+	fd = bpf_map__fd(tr->skel->maps.blkstats);
+	cap = kcap = 0;
+	for (struct cm_blk_key key, *prev = NULL;; prev = &key) {
+		struct cm_blk_key next;
+
+		if (bpf_map_get_next_key(fd, prev, &next))
+			break;
+		key = next;
+		if (grow((void **)&s->blk_stats, &cap, s->nblk, sizeof(*s->blk_stats)) ||
+		    grow((void **)&s->blk_keys, &kcap, s->nblk, sizeof(*s->blk_keys)))
+			goto oom;
+		if (!bpf_map_lookup_elem(fd, &key, &s->blk_stats[s->nblk]))
+			s->blk_keys[s->nblk++] = key;
+	}
+	return 0;
+oom:
+	cm_err("out of memory reading the BPF maps");
+	return -1;
+}
+
+void cm_snapshot_free(struct cm_snapshot *s)
+{
+	free(s->threads);
+	free(s->sys_keys);
+	free(s->sys_stats);
+	free(s->blk_keys);
+	free(s->blk_stats);
+	memset(s, 0, sizeof(*s));
+}
+
+void cm_tracer_close(struct cm_tracer *tr)
+{
+	contactmap_bpf__destroy(tr->skel);
+	tr->skel = NULL;
+}
