@@ -1,0 +1,681 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The text contact map. It reads nothing but the contactmap/1 report, so a
+ * live run and `contactmap report` of its saved JSON print the same text.
+ * Every key is optional here: a truncated, older or hand-edited report prints
+ * what it has, and an absent number reads as 0.
+ *
+ * Tables use fixed columns sized for 80; the width option only sets how far
+ * the bars, wrapped lists and truncated names may reach.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cm.h"
+
+#define DEF_WIDTH 80
+#define DEF_TOP_SYSCALLS 10
+#define TOP_CAUSES 5
+
+/* Each use gets its own compound-literal buffer, alive to the end of the
+ * enclosing block, so several formatted values can feed one fprintf. */
+#define T(ns) cm_fmt_ns((ns), (char[32]){0}, 32)
+#define B(n) cm_fmt_bytes((n), (char[32]){0}, 32)
+#define N(n, w) fmt_count((n), (w), (char[32]){0}, 32)
+
+/* ---- reading the report ---------------------------------------------------- */
+
+static json_object *get(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!o || !json_object_is_type(o, json_type_object))
+		return NULL;
+	return json_object_object_get_ex(o, key, &v) ? v : NULL;
+}
+
+static json_object *get_type(json_object *o, const char *key, json_type t)
+{
+	json_object *v = get(o, key);
+
+	return v && json_object_is_type(v, t) ? v : NULL;
+}
+
+#define obj(o, k) get_type((o), (k), json_type_object)
+#define arr(o, k) get_type((o), (k), json_type_array)
+
+static const char *str(json_object *o, const char *key)
+{
+	json_object *v = get_type(o, key, json_type_string);
+
+	return v ? json_object_get_string(v) : NULL;
+}
+
+/* Every number in the report is a non-negative integer; anything else
+ * (negative, NaN, a string, null) reads as 0 rather than wrapping. */
+static uint64_t val_num(json_object *v)
+{
+	double d;
+
+	switch (v ? json_object_get_type(v) : json_type_null) {
+	case json_type_int:
+		return json_object_get_uint64(v);	/* 0 for negatives */
+	case json_type_double:
+		d = json_object_get_double(v);
+		if (!(d > 0))
+			return 0;
+		return d >= 18446744073709551616.0 ? UINT64_MAX : (uint64_t)d;
+	default:
+		return 0;
+	}
+}
+
+static uint64_t num(json_object *o, const char *key)
+{
+	return val_num(get(o, key));
+}
+
+static double pct(uint64_t part, uint64_t whole)
+{
+	return whole ? 100.0 * (double)part / (double)whole : 0.0;
+}
+
+static size_t arr_len(json_object *a)
+{
+	return a ? json_object_array_length(a) : 0;
+}
+
+/* ---- text ---------------------------------------------------------------- */
+
+/* Columns a UTF-8 string takes, one per character (no wide CJK in comms). */
+static int cols(const char *s)
+{
+	int n = 0;
+
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xc0) != 0x80;
+	return n;
+}
+
+/* Prints at most max columns of s. Control characters become '?': the report
+ * holds argv and comm strings, and a stray escape must not drive the terminal.
+ * Never cuts inside a UTF-8 sequence. Returns the columns printed. */
+static int put_text(FILE *out, const char *s, int max)
+{
+	int n = 0;
+
+	for (; *s; s++) {
+		unsigned char c = *s;
+
+		if ((c & 0xc0) != 0x80) {
+			if (n >= max)
+				break;
+			n++;
+		}
+		fputc(c < 0x20 || c == 0x7f ? '?' : c, out);
+	}
+	return n;
+}
+
+/* s left-aligned in exactly w columns, cut if longer. */
+static void field(FILE *out, const char *s, int w)
+{
+	for (int n = put_text(out, s ? s : "", w); n < w; n++)
+		fputc(' ', out);
+}
+
+/* A count in at most w characters: exact while it fits, else 12.3M-style. */
+static const char *fmt_count(uint64_t n, int w, char *buf, size_t sz)
+{
+	static const char unit[] = "kMGTPE";
+	double d = (double)n;
+	int i;
+
+	if (snprintf(buf, sz, "%" PRIu64, n) <= w)
+		return buf;
+	for (i = -1; d >= 999.95 && i < 5; i++)
+		d /= 1000;
+	snprintf(buf, sz, d < 9.995 ? "%.2f%c" : d < 99.95 ? "%.1f%c" : "%.0f%c", d, unit[i]);
+	return buf;
+}
+
+/* Thread-seconds with about three significant digits. */
+static const char *fmt_secs(uint64_t ns, char *buf, size_t sz)
+{
+	double s = (double)ns / 1e9;
+
+	snprintf(buf, sz, s >= 100 ? "%.0f" : s >= 10 ? "%.1f" : s >= 1 ? "%.2f" : "%.3g", s);
+	return buf;
+}
+
+/* A list that wraps at the width, continuation lines indented. */
+struct wrap {
+	FILE *out;
+	int width, indent, col;
+	bool fresh;		/* nothing yet on this line but the lead or indent */
+};
+
+static void wrap_start(struct wrap *w, FILE *out, int width, const char *lead, int indent)
+{
+	*w = (struct wrap){ .out = out, .width = width, .indent = indent, .fresh = true };
+	w->col = put_text(out, lead, width);
+}
+
+static void __attribute__((format(printf, 3, 4)))
+wrap_item(struct wrap *w, const char *sep, const char *fmt, ...)
+{
+	char buf[512];
+	int n, seplen = cols(sep);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	n = cols(buf);
+	if (!w->fresh && w->col + seplen + n > w->width) {
+		/* the separator's punctuation stays at the end of the broken line */
+		size_t k = strlen(sep);
+
+		while (k && sep[k - 1] == ' ')
+			k--;
+		fprintf(w->out, "%.*s\n%*s", (int)k, sep, w->indent, "");
+		w->col = w->indent;
+		w->fresh = true;
+	}
+	if (!w->fresh) {
+		fputs(sep, w->out);
+		w->col += seplen;
+	}
+	/* an item longer than a whole line is cut rather than overflow it,
+	 * leaving a column for the separator's comma should the line break */
+	if (w->col + n > w->width && w->width - w->col > 4) {
+		w->col += put_text(w->out, buf, w->width - w->col - 4);
+		w->col += fprintf(w->out, "...");
+	} else {
+		w->col += put_text(w->out, buf, n);
+	}
+	w->fresh = false;
+}
+
+static void wrap_end(struct wrap *w)
+{
+	fputc('\n', w->out);
+}
+
+/* ---- header ---------------------------------------------------------------- */
+
+/* argv as a shell would need it typed, so a copied line runs as traced. */
+static void put_arg(struct wrap *w, const char *a)
+{
+	char q[512];
+	size_t n = 0;
+
+	if (*a && !strpbrk(a, " \t\n'\"\\$`*?[]{}()<>|&;#~")) {
+		wrap_item(w, " ", "%s", a);
+		return;
+	}
+	q[n++] = '\'';
+	for (; *a && n < sizeof(q) - 6; a++) {
+		if (*a == '\'') {
+			memcpy(q + n, "'\\''", 4);
+			n += 4;
+		} else {
+			q[n++] = *a;
+		}
+	}
+	q[n++] = '\'';
+	q[n] = 0;
+	wrap_item(w, " ", "%s", q);
+}
+
+/* "exit 0", "killed by signal 9": exit_code is the kernel's status << 8 | signal */
+static const char *fmt_exit_code(uint64_t code, char *buf, size_t sz)
+{
+	if (code & 0x7f)
+		snprintf(buf, sz, "killed by signal %d%s", (int)(code & 0x7f),
+			 code & 0x80 ? " (core dumped)" : "");
+	else
+		snprintf(buf, sz, "exit %d", (int)((code >> 8) & 0xff));
+	return buf;
+}
+
+static void render_header(json_object *r, int width, FILE *out)
+{
+	json_object *tool = obj(r, "tool"), *host = obj(r, "host");
+	json_object *target = obj(r, "target"), *win = obj(r, "window");
+	json_object *ex = obj(r, "exit"), *cmd = arr(target, "command");
+	json_object *pids = arr(target, "pids");
+	const char *ver = str(tool, "version"), *s;
+	char lead[64];
+	struct wrap w;
+
+	snprintf(lead, sizeof(lead), "contactmap %s — ", ver ? ver : CM_VERSION);
+	wrap_start(&w, out, width, lead, 4);
+	if (arr_len(cmd)) {
+		for (size_t i = 0; i < arr_len(cmd); i++) {
+			s = json_object_get_string(json_object_array_get_idx(cmd, i));
+			put_arg(&w, s ? s : "");
+		}
+	} else if (arr_len(pids)) {
+		for (size_t i = 0; i < arr_len(pids); i++)
+			wrap_item(&w, ",", "%s%" PRIu64, i ? "" : "pids ",
+				  val_num(json_object_array_get_idx(pids, i)));
+	} else {
+		wrap_item(&w, "", "(target not recorded)");
+	}
+	wrap_end(&w);
+
+	if (host) {
+		wrap_start(&w, out, width, "host: ", 6);
+		if ((s = str(host, "hostname")))
+			wrap_item(&w, ", ", "%s", s);
+		if ((s = str(host, "kernel")))
+			wrap_item(&w, ", ", "Linux %s", s);
+		if (num(host, "cpus"))
+			wrap_item(&w, ", ", "%" PRIu64 " CPUs", num(host, "cpus"));
+		if ((s = str(host, "cpu_model")))
+			wrap_item(&w, ", ", "%s", s);
+		if (num(host, "memory_bytes"))
+			wrap_item(&w, ", ", "%s memory", B(num(host, "memory_bytes")));
+		wrap_end(&w);
+	}
+
+	wrap_start(&w, out, width, "window: ", 8);
+	if (get(win, "duration_ns"))
+		wrap_item(&w, ", ", "%s", T(num(win, "duration_ns")));
+	else
+		wrap_item(&w, ", ", "not recorded");
+	if ((s = str(target, "mode")))
+		wrap_item(&w, ", ", "%s mode", s);
+	if (get(ex, "signal"))
+		wrap_item(&w, ", ", "command killed by signal %" PRIu64 " (status %" PRIu64 ")",
+			  num(ex, "signal"), num(ex, "status"));
+	else if (get(ex, "status"))
+		wrap_item(&w, ", ", "command exit status %" PRIu64, num(ex, "status"));
+	wrap_end(&w);
+}
+
+/* ---- the contact map -------------------------------------------------------- */
+
+/* 2 + label 14 + time 9 + share 8 + on-CPU 9 + count 10 + 2 before the bar */
+#define MAP_FIXED 54
+
+static void render_map(json_object *r, int width, FILE *out)
+{
+	json_object *rows = arr(r, "contact_map"), *totals = obj(r, "totals");
+	json_object *procs = arr(r, "processes");
+	uint64_t total = num(totals, "wall_ns"), oncpu = num(totals, "oncpu_ns");
+	size_t nthreads = 0, shown = 0;
+	int barw = width - MAP_FIXED;
+
+	fprintf(out, "\nOS contact map\n");
+	if (!rows) {
+		fprintf(out, "  (not in report)\n");
+		return;
+	}
+	/* without totals, the rows themselves cover all the wall time */
+	if (!totals) {
+		for (size_t i = 0; i < arr_len(rows); i++) {
+			total += num(json_object_array_get_idx(rows, i), "time_ns");
+			oncpu += num(json_object_array_get_idx(rows, i), "oncpu_ns");
+		}
+	}
+	fprintf(out, "  %-14s %8s %7s %8s %9s\n", "subsystem", "time", "share", "on-CPU", "count");
+	for (size_t i = 0; i < arr_len(rows); i++) {
+		json_object *row = json_object_array_get_idx(rows, i);
+		json_object *sh = get(row, "share");
+		uint64_t t = num(row, "time_ns"), c = num(row, "count");
+		const char *label = str(row, "label");
+		double share;
+		int bar;
+
+		if (!t || !json_object_is_type(row, json_type_object))
+			continue;
+		share = sh && (json_object_is_type(sh, json_type_double) ||
+			       json_object_is_type(sh, json_type_int))
+			? json_object_get_double(sh) : pct(t, total) / 100;
+		if (!(share >= 0))
+			share = 0;
+		fputs("  ", out);
+		field(out, label ? label : str(row, "subsystem") ? str(row, "subsystem") : "?", 14);
+		/* "-" where a subsystem has no on-CPU part or no count by definition
+		 * (run queue, block I/O, CPU (user)), rather than a misleading 0 */
+		fprintf(out, " %8s %6.1f%% %8s %9s", T(t), share * 100,
+			num(row, "oncpu_ns") ? T(num(row, "oncpu_ns")) : "-", c ? N(c, 9) : "-");
+		bar = barw > 0 ? (int)(share * barw + 0.5) : 0;
+		if (bar > barw)
+			bar = barw;
+		if (bar > 0)
+			fputs("  ", out);
+		while (bar-- > 0)
+			fputc('#', out);
+		fputc('\n', out);
+		shown++;
+	}
+	if (!shown) {
+		fprintf(out, "  (no time recorded)\n");
+		return;
+	}
+	fprintf(out, "  %-14s %8s %6.1f%% %8s\n", "total", T(total), total ? 100.0 : 0.0, T(oncpu));
+
+	for (size_t i = 0; i < arr_len(procs); i++)
+		nthreads += arr_len(arr(json_object_array_get_idx(procs, i), "threads"));
+	/* thread-seconds exceed the window when threads run side by side */
+	fprintf(out, "  shares of %s thread-seconds", fmt_secs(total, (char[32]){0}, 32));
+	if (nthreads)
+		fprintf(out, " (the wall time of %zu thread%s added up)",
+			nthreads, nthreads == 1 ? "" : "s");
+	fputc('\n', out);
+}
+
+/* ---- one process ------------------------------------------------------------- */
+
+struct cause {
+	const char *name;
+	uint64_t ns;
+};
+
+static int cause_cmp(const void *a, const void *b)
+{
+	const struct cause *x = a, *y = b;
+
+	if (x->ns != y->ns)
+		return x->ns < y->ns ? 1 : -1;
+	return strcmp(x->name, y->name);	/* stable output for ties */
+}
+
+/* The causes of offcpu_by_cause, largest first, in a malloc'ed array. The
+ * object is unordered, hence the sort. NULL with *n = 0 when there are none. */
+static struct cause *sorted_causes(json_object *by, size_t *n)
+{
+	struct cause *c;
+	size_t k = 0;
+
+	*n = 0;
+	if (!by || !json_object_object_length(by))
+		return NULL;
+	c = calloc(json_object_object_length(by), sizeof(*c));
+	if (!c)
+		return NULL;
+	json_object_object_foreach(by, key, v) {
+		uint64_t ns = val_num(v);
+
+		if (ns)
+			c[k++] = (struct cause){ key, ns };
+	}
+	qsort(c, k, sizeof(*c), cause_cmp);
+	*n = k;
+	return c;
+}
+
+static void ledger_row(FILE *out, const char *label, uint64_t ns, uint64_t wall)
+{
+	fprintf(out, "  %-14s %8s %6.1f%%", label, T(ns), pct(ns, wall));
+}
+
+static void render_ledger(json_object *l, FILE *out)
+{
+	uint64_t wall = num(l, "wall_ns");
+	struct cause *c;
+	size_t n;
+
+	ledger_row(out, "wall", wall, wall);
+	fputc('\n', out);
+	ledger_row(out, "on-CPU", num(l, "oncpu_ns"), wall);
+	fprintf(out, "  user %s, in syscalls %s\n",
+		T(num(l, "oncpu_user_ns")), T(num(l, "oncpu_syscall_ns")));
+	ledger_row(out, "run queue", num(l, "runq_ns"), wall);
+	fprintf(out, "  after wakeup %s, preempted %s\n",
+		T(num(l, "runq_wakeup_ns")), T(num(l, "runq_preempt_ns")));
+	ledger_row(out, "off-CPU", num(l, "offcpu_ns"), wall);
+	if (num(l, "iowait_ns"))
+		fprintf(out, "  in I/O wait %s", T(num(l, "iowait_ns")));
+	fputc('\n', out);
+	ledger_row(out, "unattributed", num(l, "unattributed_ns"), wall);
+	fputc('\n', out);
+
+	c = sorted_causes(obj(l, "offcpu_by_cause"), &n);
+	if (!n)
+		return;
+	fprintf(out, "  top off-CPU causes (%% of wall)\n");
+	for (size_t i = 0; i < n && i < TOP_CAUSES; i++) {
+		fputs("    ", out);
+		field(out, c[i].name, 22);
+		fprintf(out, " %8s %6.1f%%\n", T(c[i].ns), pct(c[i].ns, wall));
+	}
+	if (n > TOP_CAUSES) {
+		uint64_t rest = 0;
+
+		for (size_t i = TOP_CAUSES; i < n; i++)
+			rest += c[i].ns;
+		fprintf(out, "    (%zu more: %s)\n", n - TOP_CAUSES, T(rest));
+	}
+	free(c);
+}
+
+static void render_syscalls(json_object *sc, int top, FILE *out)
+{
+	size_t n = arr_len(sc), i;
+	uint64_t rest = 0;
+
+	if (!n)
+		return;
+	fprintf(out, "  %-17s %8s %6s %8s %8s %8s %8s %7s\n",
+		"syscall", "count", "errors", "total", "p50", "p99", "max", "off-CPU");
+	for (i = 0; i < n && i < (size_t)top; i++) {
+		json_object *s = json_object_array_get_idx(sc, i);
+		const char *name = str(s, "name");
+		uint64_t total = num(s, "total_ns");
+		char nrname[32];
+
+		if (!json_object_is_type(s, json_type_object))
+			continue;
+		if (!name) {
+			snprintf(nrname, sizeof(nrname), "syscall_%" PRIu64, num(s, "nr"));
+			name = nrname;
+		}
+		fputs("  ", out);
+		field(out, name, 17);
+		fprintf(out, " %8s %6s %8s %8s %8s %8s %6.1f%%\n",
+			N(num(s, "count"), 8), N(num(s, "errors"), 6), T(total),
+			T(num(s, "p50_ns")), T(num(s, "p99_ns")), T(num(s, "max_ns")),
+			pct(num(s, "offcpu_ns"), total));
+	}
+	if (i < n) {
+		for (size_t j = i; j < n; j++)
+			rest += num(json_object_array_get_idx(sc, j), "total_ns");
+		fprintf(out, "  (%zu more syscall%s: %s)\n", n - i, n - i == 1 ? "" : "s", T(rest));
+	}
+}
+
+static void render_sched_faults(json_object *p, int width, FILE *out)
+{
+	json_object *s = obj(p, "sched"), *f = obj(p, "faults");
+	struct wrap w;
+
+	if (s) {
+		wrap_start(&w, out, width, "  sched   ", 10);
+		wrap_item(&w, ", ", "%" PRIu64 " voluntary", num(s, "voluntary_switches"));
+		wrap_item(&w, ", ", "%" PRIu64 " involuntary switches", num(s, "involuntary_switches"));
+		wrap_item(&w, ", ", "%" PRIu64 " migration%s", num(s, "migrations"),
+			  num(s, "migrations") == 1 ? "" : "s");
+		if (num(s, "runq_waits"))
+			wrap_item(&w, ", ", "run-queue wait p50 %s, p99 %s",
+				  T(num(s, "runq_p50_ns")), T(num(s, "runq_p99_ns")));
+		wrap_end(&w);
+	}
+	if (f) {
+		wrap_start(&w, out, width, "  faults  ", 10);
+		wrap_item(&w, ", ", "%" PRIu64 " minor", num(f, "minor"));
+		wrap_item(&w, ", ", "%" PRIu64 " major", num(f, "major"));
+		wrap_end(&w);
+	}
+}
+
+static void render_block(json_object *bio, FILE *out)
+{
+	if (!arr_len(bio))
+		return;
+	fprintf(out, "  %-12s %-7s %8s %10s %8s %8s\n",
+		"block dev", "op", "requests", "bytes", "avg", "max");
+	for (size_t i = 0; i < arr_len(bio); i++) {
+		json_object *b = json_object_array_get_idx(bio, i);
+		uint64_t c = num(b, "count");
+
+		if (!json_object_is_type(b, json_type_object))
+			continue;
+		fputs("  ", out);
+		field(out, str(b, "device") ? str(b, "device") : "?", 12);
+		fputc(' ', out);
+		field(out, str(b, "op") ? str(b, "op") : "?", 7);
+		fprintf(out, " %8s %10s %8s %8s\n", N(c, 8), B(num(b, "bytes")),
+			T(c ? num(b, "total_ns") / c : 0), T(num(b, "max_ns")));
+	}
+}
+
+/* 2 + tid 7 + comm 16 + four times 8 + 2 before the cause */
+#define THREAD_FIXED 59
+
+static void render_threads(json_object *th, int width, FILE *out)
+{
+	int causew = width - THREAD_FIXED;
+
+	if (!arr_len(th))
+		return;
+	fprintf(out, "  %7s %-15s %7s %7s %7s %7s  %s\n",
+		"tid", "comm", "wall", "on-CPU", "runq", "off-CPU", "top cause");
+	for (size_t i = 0; i < arr_len(th); i++) {
+		json_object *t = json_object_array_get_idx(th, i), *l = obj(t, "ledger");
+		struct cause *c;
+		size_t n;
+
+		if (!json_object_is_type(t, json_type_object))
+			continue;
+		fprintf(out, "  %7" PRIu64 " ", num(t, "tid"));
+		field(out, str(t, "comm"), 15);
+		fprintf(out, " %7s %7s %7s %7s", T(num(l, "wall_ns")), T(num(l, "oncpu_ns")),
+			T(num(l, "runq_ns")), T(num(l, "offcpu_ns")));
+		c = sorted_causes(obj(l, "offcpu_by_cause"), &n);
+		if (n && causew > 0) {
+			const char *name = c[0].name;
+
+			fputs("  ", out);
+			/* "syscall:" is most of the column; "sys:" keeps the name whole */
+			if (cols(name) > causew && !strncmp(name, "syscall:", 8)) {
+				fputs("sys:", out);
+				put_text(out, name + 8, causew - 4);
+			} else {
+				put_text(out, name, causew);
+			}
+		}
+		free(c);
+		fputc('\n', out);
+	}
+}
+
+static void render_process(json_object *p, const struct cm_render_opts *o, FILE *out)
+{
+	json_object *th = arr(p, "threads");
+	int top = o->top_syscalls > 0 ? o->top_syscalls : DEF_TOP_SYSCALLS;
+	struct wrap w;
+	char lead[64];
+
+	snprintf(lead, sizeof(lead), "pid %" PRIu64 " ", num(p, "pid"));
+	fputc('\n', out);
+	wrap_start(&w, out, o->width, lead, 4);
+	wrap_item(&w, "", "%s", str(p, "comm") ? str(p, "comm") : "?");
+	if (get(p, "ppid"))
+		wrap_item(&w, " ", "(ppid %" PRIu64 ")", num(p, "ppid"));
+	if (get(p, "exit_code"))
+		wrap_item(&w, ", ", "%s", fmt_exit_code(num(p, "exit_code"), (char[48]){0}, 48));
+	else if (get(p, "end_ns") && !num(p, "end_ns"))
+		wrap_item(&w, ", ", "alive at the end");
+	if (th)
+		wrap_item(&w, ", ", "%zu thread%s", arr_len(th), arr_len(th) == 1 ? "" : "s");
+	wrap_end(&w);
+
+	if (obj(p, "ledger"))
+		render_ledger(obj(p, "ledger"), out);
+	render_syscalls(arr(p, "syscalls"), top, out);
+	render_sched_faults(p, o->width, out);
+	render_block(arr(p, "block_io"), out);
+	if (o->threads)
+		render_threads(th, o->width, out);
+}
+
+/* ---- lost and anomalies ------------------------------------------------------ */
+
+/* Nonzero counters of o (nested objects as "outer.inner"), one row each when
+ * out is set; returns how many there are. */
+static size_t nonzero(json_object *o, const char *prefix, FILE *out)
+{
+	size_t n = 0;
+
+	if (!o || !json_object_is_type(o, json_type_object))
+		return 0;
+	json_object_object_foreach(o, key, v) {
+		char name[128];
+
+		snprintf(name, sizeof(name), "%s%s%s", prefix, *prefix ? "." : "", key);
+		if (json_object_is_type(v, json_type_object)) {
+			n += nonzero(v, name, out);
+		} else if (val_num(v)) {
+			n++;
+			if (out) {
+				fputs("  ", out);
+				field(out, name, 28);
+				fprintf(out, " %12" PRIu64 "\n", val_num(v));
+			}
+		}
+	}
+	return n;
+}
+
+static void render_lost(json_object *r, FILE *out)
+{
+	json_object *lost = obj(r, "lost"), *anom = obj(r, "anomalies");
+
+	fputc('\n', out);
+	if (!lost) {
+		fprintf(out, "lost: not recorded in this report\n");
+	} else if (!nonzero(lost, "", NULL)) {
+		fprintf(out, "lost: none\n");
+	} else {
+		fprintf(out, "lost: the tracer dropped data; the numbers above may be incomplete\n");
+		nonzero(lost, "", out);
+	}
+	if (nonzero(anom, "", NULL)) {
+		fprintf(out, "anomalies (counted, nothing lost):\n");
+		nonzero(anom, "", out);
+	}
+}
+
+int cm_render_text(json_object *report, const struct cm_render_opts *opts, FILE *out)
+{
+	struct cm_render_opts o = opts ? *opts : (struct cm_render_opts){ 0 };
+	json_object *procs;
+
+	if (!report || !json_object_is_type(report, json_type_object)) {
+		cm_err("the report is not a JSON object; is it a contactmap -o file?");
+		return -1;
+	}
+	if (o.width <= 0)
+		o.width = DEF_WIDTH;
+	else if (o.width < 40)
+		o.width = 40;	/* narrower only breaks the fixed tables worse */
+
+	render_header(report, o.width, out);
+	render_map(report, o.width, out);
+	procs = arr(report, "processes");
+	if (!procs)
+		fprintf(out, "\nno processes in this report\n");
+	for (size_t i = 0; i < arr_len(procs); i++) {
+		json_object *p = json_object_array_get_idx(procs, i);
+
+		if (json_object_is_type(p, json_type_object))
+			render_process(p, &o, out);
+	}
+	render_lost(report, out);
+	return 0;
+}
