@@ -62,7 +62,7 @@ $(OUTPUT)/syscall_table.o: $(OUTPUT)/syscall_table.c include/cm.h
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
-$(OUTPUT)/%.o: src/%.c $(wildcard include/*.h) $(OUTPUT)/contactmap.skel.h | $(OUTPUT)
+$(OUTPUT)/%.o: src/%.c $(wildcard include/*.h src/*.h) $(OUTPUT)/contactmap.skel.h | $(OUTPUT)
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 

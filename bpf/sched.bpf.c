@@ -7,15 +7,20 @@
  */
 #include "common.bpf.h"
 
-static __always_inline int on_switch(bool preempt, struct task_struct *prev,
+/*
+ * tp_btf arguments are trusted pointers the verifier lets us load from
+ * directly; raw_tp ones need bpf_probe_read. The twins pass `btf` as a
+ * constant so each keeps only its own kind of read.
+ */
+#define TASK_PID(btf, p) ((btf) ? (p)->pid : BPF_CORE_READ((p), pid))
+
+static __always_inline int on_switch(bool btf, bool preempt, struct task_struct *prev,
 				     struct task_struct *next, unsigned int prev_state)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct cm_thread *t;
-	__u32 tid;
 
-	tid = BPF_CORE_READ(prev, pid);
-	t = thread_of(tid);
+	t = thread_of(TASK_PID(btf, prev));
 	if (t) {
 		__u64 seg = t->state_ts;
 
@@ -30,7 +35,10 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 		} else {
 			t->state = CM_BLOCKED;
 			t->vol_switches++;
-			t->blk_iowait = BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait);
+			if (btf)
+				t->blk_iowait = BPF_CORE_READ_BITFIELD(prev, in_iowait);
+			else
+				t->blk_iowait = BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait);
 			if (t->sc_nr1)
 				t->blk_cause = CM_CAUSE_SYSCALL;
 			else if (t->last_fault_ts && t->last_fault_ts >= seg)
@@ -40,8 +48,7 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 		}
 	}
 
-	tid = BPF_CORE_READ(next, pid);
-	t = thread_of(tid);
+	t = thread_of(TASK_PID(btf, next));
 	if (t) {
 		__u64 d = now - t->state_ts;
 		__u32 cpu = bpf_get_smp_processor_id();
@@ -75,9 +82,9 @@ static __always_inline int on_switch(bool preempt, struct task_struct *prev,
 	return 0;
 }
 
-static __always_inline int on_wakeup(struct task_struct *p)
+static __always_inline int on_wakeup(bool btf, struct task_struct *p)
 {
-	struct cm_thread *t = thread_of(BPF_CORE_READ(p, pid));
+	struct cm_thread *t = thread_of(TASK_PID(btf, p));
 	__u64 now;
 
 	if (!t)
@@ -188,24 +195,24 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(sched_switch_btf, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
-	return on_switch(preempt, prev, next, prev_state);
+	return on_switch(true, preempt, prev, next, prev_state);
 }
 
 SEC("raw_tp/sched_switch")
 int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
-	return on_switch(preempt, prev, next, prev_state);
+	return on_switch(false, preempt, prev, next, prev_state);
 }
 
 SEC("tp_btf/sched_wakeup")
-int BPF_PROG(sched_wakeup_btf, struct task_struct *p) { return on_wakeup(p); }
+int BPF_PROG(sched_wakeup_btf, struct task_struct *p) { return on_wakeup(true, p); }
 SEC("raw_tp/sched_wakeup")
-int BPF_PROG(sched_wakeup_raw, struct task_struct *p) { return on_wakeup(p); }
+int BPF_PROG(sched_wakeup_raw, struct task_struct *p) { return on_wakeup(false, p); }
 SEC("tp_btf/sched_wakeup_new")
-int BPF_PROG(sched_wakeup_new_btf, struct task_struct *p) { return on_wakeup(p); }
+int BPF_PROG(sched_wakeup_new_btf, struct task_struct *p) { return on_wakeup(true, p); }
 SEC("raw_tp/sched_wakeup_new")
-int BPF_PROG(sched_wakeup_new_raw, struct task_struct *p) { return on_wakeup(p); }
+int BPF_PROG(sched_wakeup_new_raw, struct task_struct *p) { return on_wakeup(false, p); }
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(sched_process_fork_btf, struct task_struct *parent, struct task_struct *child)

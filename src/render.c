@@ -651,6 +651,23 @@ static void render_lost(json_object *r, FILE *out)
 	}
 }
 
+/* What the tracer itself cost, from the kernel's BPF run-time statistics. */
+static void render_observer(json_object *r, FILE *out)
+{
+	json_object *ob = obj(r, "observer"), *w = obj(r, "window");
+	uint64_t ns = num(ob, "run_time_ns"), dur = num(w, "duration_ns");
+
+	if (!ob)
+		return;
+	if (!json_object_get_boolean(get(ob, "bpf_stats"))) {
+		fprintf(out, "observer cost: not measured (BPF run-time statistics unavailable)\n");
+		return;
+	}
+	fprintf(out, "observer cost: %s of CPU in BPF programs (%.2f%% of one CPU), "
+		"%" PRIu64 " events, %" PRIu64 " ns each\n",
+		T(ns), dur ? 100.0 * ns / dur : 0.0, num(ob, "events"), num(ob, "avg_ns"));
+}
+
 int cm_render_text(json_object *report, const struct cm_render_opts *opts, FILE *out)
 {
 	struct cm_render_opts o = opts ? *opts : (struct cm_render_opts){ 0 };
@@ -677,5 +694,6 @@ int cm_render_text(json_object *report, const struct cm_render_opts *opts, FILE 
 			render_process(p, &o, out);
 	}
 	render_lost(report, out);
+	render_observer(report, out);
 	return 0;
 }

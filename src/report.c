@@ -486,6 +486,35 @@ json_object *cm_features_json(const struct cm_features *f)
 	return o;
 }
 
+/* What contactmap's own programs cost every CPU of the machine, traced or not. */
+static json_object *observer_json(const struct cm_tracer *tr, const struct cm_snapshot *s)
+{
+	json_object *o = json_object_new_object(), *progs = json_object_new_array();
+	uint64_t cnt = 0, ns = 0;
+
+	json_object_object_add(o, "bpf_stats", json_object_new_boolean(s->stats_on));
+	for (size_t i = 0; i < s->nprogs; i++) {
+		const struct cm_prog_cost *c = &s->progs[i];
+		json_object *p = json_object_new_object();
+
+		json_object_object_add(p, "name", json_object_new_string(c->name));
+		J_INT(p, "run_cnt", c->run_cnt);
+		J_INT(p, "run_time_ns", c->run_time_ns);
+		J_INT(p, "avg_ns", c->run_cnt ? c->run_time_ns / c->run_cnt : 0);
+		json_object_array_add(progs, p);
+		cnt += c->run_cnt;
+		ns += c->run_time_ns;
+	}
+	J_INT(o, "events", cnt);
+	J_INT(o, "run_time_ns", ns);
+	J_INT(o, "avg_ns", cnt ? ns / cnt : 0);
+	json_object_object_add(o, "cpu_share",
+			       json_object_new_double(tr->end_ns > tr->start_ns
+				       ? (double)ns / (double)(tr->end_ns - tr->start_ns) : 0));
+	json_object_object_add(o, "programs", progs);
+	return o;
+}
+
 json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 			     json_object *target, json_object *exitj)
 {
@@ -518,6 +547,7 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	J_INT(o, "block_inflight_full", s->counters.blk_inflight_full);
 	J_INT(o, "prog_recursion_misses", s->recursion_misses);
 	json_object_object_add(r, "lost", o);
+	json_object_object_add(r, "observer", observer_json(tr, s));
 	o = json_object_new_object();
 	J_INT(o, "switch_in_without_wakeup", s->counters.switch_in_blocked);
 	json_object_object_add(r, "anomalies", o);

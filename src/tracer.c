@@ -153,6 +153,7 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 	const char *force = o->force_attach;
 	int err = -1;
 
+	tr->stats_fd = -1;
 	libbpf_set_print(libbpf_print);
 	cm_probe_features(f);
 	if (!f->btf) {
@@ -203,6 +204,11 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		tr->skel = NULL;
 		return -1;
 	}
+	/* run-time statistics cost two clock reads per event; the observer cost
+	 * they give is worth it (BPF_ENABLE_STATS needs CAP_SYS_ADMIN) */
+	tr->stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+	if (tr->stats_fd < 0)
+		cm_info("BPF run-time statistics unavailable (%s): no observer cost", strerror(errno));
 	tr->start_ns = cm_now_ns();
 	return 0;
 }
@@ -352,20 +358,26 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem)
 	return 0;
 }
 
-static uint64_t recursion_misses(struct contactmap_bpf *skel)
+static void read_prog_info(struct contactmap_bpf *skel, struct cm_snapshot *s)
 {
 	struct bpf_program *p;
-	uint64_t total = 0;
 
 	bpf_object__for_each_program(p, skel->obj) {
 		struct bpf_prog_info info = {};
 		uint32_t len = sizeof(info);
 		int fd = bpf_program__fd(p);
 
-		if (fd >= 0 && !bpf_obj_get_info_by_fd(fd, &info, &len))
-			total += info.recursion_misses;
+		if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len))
+			continue;
+		s->recursion_misses += info.recursion_misses;
+		if (s->nprogs < sizeof(s->progs) / sizeof(s->progs[0])) {
+			struct cm_prog_cost *c = &s->progs[s->nprogs++];
+
+			snprintf(c->name, sizeof(c->name), "%s", bpf_program__name(p));
+			c->run_cnt = info.run_cnt;
+			c->run_time_ns = info.run_time_ns;
+		}
 	}
-	return total;
 }
 
 int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
@@ -377,7 +389,8 @@ int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 	tr->end_ns = cm_now_ns();
 	memset(s, 0, sizeof(*s));
 	s->counters = tr->skel->bss->counters;
-	s->recursion_misses = recursion_misses(tr->skel);
+	s->stats_on = tr->stats_fd >= 0;
+	read_prog_info(tr->skel, s);
 
 	fd = bpf_map__fd(tr->skel->maps.threads);
 	cap = 0;
@@ -441,6 +454,9 @@ void cm_snapshot_free(struct cm_snapshot *s)
 
 void cm_tracer_close(struct cm_tracer *tr)
 {
+	if (tr->stats_fd > 0)
+		close(tr->stats_fd);
+	tr->stats_fd = -1;
 	contactmap_bpf__destroy(tr->skel);
 	tr->skel = NULL;
 }

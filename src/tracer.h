@@ -36,6 +36,7 @@ struct cm_features {
 
 struct cm_tracer {
 	struct contactmap_bpf *skel;
+	int stats_fd;		/* BPF run-time statistics stay on while it is open */
 	struct cm_features feat;
 	uint64_t start_ns, end_ns;
 	unsigned seeded;
@@ -53,6 +54,13 @@ struct cm_snapshot {
 	size_t nblk;
 	struct cm_counters counters;
 	uint64_t recursion_misses;
+	/* observer cost: what each loaded program cost the whole system */
+	struct cm_prog_cost {
+		char name[32];
+		uint64_t run_cnt, run_time_ns;
+	} progs[32];
+	size_t nprogs;
+	bool stats_on;
 };
 
 uint64_t cm_now_ns(void);
