@@ -31,7 +31,7 @@ SRCS := $(wildcard src/*.c)
 OBJS := $(patsubst src/%.c,$(OUTPUT)/%.o,$(SRCS)) $(OUTPUT)/syscall_table.o
 LIB_OBJS := $(filter-out $(OUTPUT)/main.o,$(OBJS))
 
-.PHONY: all clean test unit demo check install
+.PHONY: all clean test test-bins unit demo check install
 .DELETE_ON_ERROR:
 
 all: $(OUTPUT)/contactmap contactmap
@@ -77,11 +77,11 @@ WL_SRCS := $(wildcard tests/workloads/*.c)
 WL_BINS := $(patsubst tests/workloads/%.c,$(OUTPUT)/tests/%,$(WL_SRCS))
 
 # unit tests build with sanitizers against the user-space objects
-$(OUTPUT)/tests/test_%: tests/unit/test_%.c $(LIB_OBJS) | $(OUTPUT)/tests
+$(OUTPUT)/tests/test_%: tests/unit/test_%.c $(wildcard tests/unit/*.h) $(LIB_OBJS) | $(OUTPUT)/tests
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) -fsanitize=address,undefined $< $(patsubst $(OUTPUT)/%.o,src/%.c,$(filter-out $(OUTPUT)/syscall_table.o,$(LIB_OBJS))) $(OUTPUT)/syscall_table.c $(LDLIBS) -o $@
 
-$(OUTPUT)/tests/%: tests/workloads/%.c | $(OUTPUT)/tests
+$(OUTPUT)/tests/%: tests/workloads/%.c $(wildcard tests/workloads/*.h) | $(OUTPUT)/tests
 	$(call msg,CC,$@)
 	$(Q)$(CC) -O1 -g -Wall -D_GNU_SOURCE $< -lpthread -o $@
 

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what contactmap needs to build, test and run its example, from
+# Debian 12's own packages (nothing is downloaded from anywhere else). Run as root.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+deps=(make gcc clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev libjson-c-dev pkg-config
+      python3 python3-pytest python3-torch)
+missing=()
+for p in "${deps[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
