@@ -85,14 +85,45 @@ static __always_inline struct cm_thread *thread_of(__u32 tid)
 	return bpf_map_lookup_elem(&threads, &tid);
 }
 
+/* Blocked time ends (wakeup, or a switch-in with no wakeup seen). */
+static __always_inline void account_blocked(struct cm_thread *t, __u64 d);
+
+/*
+ * The thread runs code although its last event left it off CPU: its switch-in
+ * was never traced (this kernel's sched_switch tracepoint sometimes reports a
+ * switch-out with no switch-in to match). The kernel's own exec-time counter
+ * says how much of the gap it ran; the rest was the state we had it in. The
+ * counter lags by at most a tick, so the run part is a slight underestimate.
+ */
+static __always_inline void resync(struct cm_thread *t, __u64 d)
+{
+	struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
+	__u64 ran = BPF_CORE_READ(cur, se.sum_exec_runtime) - t->exec_at_out;
+
+	__sync_fetch_and_add(&counters.run_while_off, 1);
+	if (ran > d)
+		ran = d;
+	if (t->state == CM_RUNQ_PREEMPT || t->state == CM_RUNQ_WAKE)
+		t->runq_preempt_ns += d - ran;
+	else if (t->state == CM_BLOCKED)
+		account_blocked(t, d - ran);
+	else
+		t->unattributed_ns += d - ran;
+	if (t->sc_nr1) {
+		t->oncpu_sys_ns += ran;
+		t->sc_oncpu += ran;
+	} else {
+		t->oncpu_user_ns += ran;
+	}
+}
+
 /* On-CPU time since the last boundary goes to user or syscall time. */
 static __always_inline void account_oncpu(struct cm_thread *t, __u64 now)
 {
 	__u64 d = now - t->state_ts;
 
 	if (t->state != CM_RUNNING && t->state != CM_UNKNOWN) {
-		/* running code while we believed it off CPU: a missed event */
-		t->unattributed_ns += d;
+		resync(t, d);
 	} else if (t->sc_nr1) {
 		t->oncpu_sys_ns += d;
 		t->sc_oncpu += d;

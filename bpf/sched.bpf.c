@@ -25,6 +25,7 @@ static __always_inline int on_switch(bool btf, bool preempt, struct task_struct 
 		__u64 seg = t->state_ts;
 
 		account_oncpu(t, now);
+		t->exec_at_out = BPF_CORE_READ(prev, se.sum_exec_runtime);
 		if ((prev_state & TASK_DEAD_STATE) && (t->flags & CM_TF_EXITED)) {
 			t->state = CM_DEAD;
 			t->end_ns = now;
@@ -50,7 +51,7 @@ static __always_inline int on_switch(bool btf, bool preempt, struct task_struct 
 
 	t = thread_of(TASK_PID(btf, next));
 	if (t) {
-		__u64 d = now - t->state_ts;
+		__u64 d = now - t->state_ts, wake;
 		__u32 cpu = bpf_get_smp_processor_id();
 
 		switch (t->state) {
@@ -65,13 +66,33 @@ static __always_inline int on_switch(bool btf, bool preempt, struct task_struct 
 			hist_add(t->runq_hist, d);
 			break;
 		case CM_BLOCKED:
-			/* resumed with no wakeup seen: all of it was blocked */
-			account_blocked(t, d);
-			__sync_fetch_and_add(&counters.switch_in_blocked, 1);
+		case CM_UNKNOWN:
+			/* blocked until the wakeup, then runnable until now */
+			wake = t->wake_ts;
+			if (wake > t->state_ts && wake <= now) {
+				if (t->state == CM_BLOCKED) {
+					account_blocked(t, wake - t->state_ts);
+				} else {
+					t->unattributed_ns += wake - t->state_ts;
+					__sync_fetch_and_add(&counters.wakeup_unknown, 1);
+				}
+				t->wakeups++;
+				t->runq_wake_ns += now - wake;
+				t->runq_waits++;
+				hist_add(t->runq_hist, now - wake);
+			} else if (t->state == CM_BLOCKED) {
+				/* resumed with no wakeup seen: all of it was blocked */
+				account_blocked(t, d);
+				__sync_fetch_and_add(&counters.switch_in_blocked, 1);
+			} else {
+				/* runnable since before we attached */
+				t->unattributed_ns += d;
+				__sync_fetch_and_add(&counters.switch_in_unknown, 1);
+			}
 			break;
 		default:
-			/* UNKNOWN: runnable or woken before we attached */
 			t->unattributed_ns += d;
+			__sync_fetch_and_add(&counters.switch_in_unknown, 1);
 		}
 		if (t->last_cpu != cpu && t->last_cpu != (__u32)-1)
 			t->migrations++;
@@ -82,25 +103,17 @@ static __always_inline int on_switch(bool btf, bool preempt, struct task_struct 
 	return 0;
 }
 
+/*
+ * The waker runs on its own CPU, and the wakee may already be switched in on
+ * another before this program finishes: so the wakeup only stamps wake_ts,
+ * and every state change stays with the thread's own, ordered events.
+ */
 static __always_inline int on_wakeup(bool btf, struct task_struct *p)
 {
 	struct cm_thread *t = thread_of(TASK_PID(btf, p));
-	__u64 now;
 
-	if (!t)
-		return 0;
-	now = bpf_ktime_get_ns();
-	if (t->state == CM_BLOCKED) {
-		account_blocked(t, now - t->state_ts);
-	} else if (t->state == CM_UNKNOWN) {
-		/* blocked since before we attached, cause unknown */
-		t->unattributed_ns += now - t->state_ts;
-	} else {
-		return 0;	/* already runnable or running */
-	}
-	t->wakeups++;
-	t->state = CM_RUNQ_WAKE;
-	t->state_ts = now;
+	if (t && (t->state == CM_BLOCKED || t->state == CM_UNKNOWN))
+		t->wake_ts = bpf_ktime_get_ns();
 	return 0;
 }
 

@@ -89,4 +89,22 @@ int cm_check_writable(const char *path);
 /* ---- host facts (host.c) --------------------------------------------------- */
 json_object *cm_host_facts(void);
 
+/* ---- diff (diff.c) ---------------------------------------------------------- */
+int cm_diff_main(int argc, char **argv);
+
+/* ==== added for diff and environment capture (issue 5) ======================= */
+#include <sys/types.h>
+
+/* cm_host_facts() also records, where readable: "cmdline", "cpufreq_governor",
+ * "thp", "thp_defrag", "swappiness", "sched" {tunables}, "numa_nodes" and
+ * "gpu" {nvidia_driver, count, gpus[{model, bus}], cuda_toolkit}. */
+
+/* The target's context: {"cgroup": v2 path, "cgroup_limits": {cpu.max,
+ * memory.max, cpuset.cpus.effective (or their v1 names)}, "env": {a fixed list
+ * of threading/allocator/GPU variables that are set}}. Keys that cannot be
+ * read are left out; never NULL unless out of memory. Read it while PID lives
+ * (a zombie's environ is empty). */
+json_object *cm_target_env(pid_t pid);
+/* ==== end of issue 5 additions ============================================== */
+
 #endif /* CM_H */

@@ -18,9 +18,9 @@
 enum cm_state {
 	CM_UNKNOWN = 0,	/* seeded at attach; resolved by the first event */
 	CM_RUNNING = 1,	/* on a CPU */
-	CM_RUNQ_WAKE = 2,	/* runnable after a wakeup (or fork) */
+	CM_RUNQ_WAKE = 2,	/* runnable after fork */
 	CM_RUNQ_PREEMPT = 3,	/* runnable after being preempted */
-	CM_BLOCKED = 4,	/* off CPU, waiting; cause in blk_cause */
+	CM_BLOCKED = 4,	/* off CPU, waiting (cause in blk_cause), until wake_ts if set */
 	CM_DEAD = 5,	/* final switch-out after exit */
 };
 
@@ -47,6 +47,8 @@ struct cm_thread {
 	__u32 blk_cause;	/* CM_CAUSE_* while BLOCKED */
 	__u32 blk_iowait;	/* blocked through io_schedule() (task->in_iowait) */
 	__u32 last_cpu;
+	__u64 wake_ts;		/* last wakeup while BLOCKED: the one field another CPU writes */
+	__u64 exec_at_out;	/* task->se.sum_exec_runtime at the last switch-out */
 	__u64 last_fault_ts;	/* last user page fault; tells a fault block from others */
 
 	/* the syscall in flight: nr + 1, 0 when in user space */
@@ -140,6 +142,9 @@ struct cm_counters {
 	__u64 blk_full;
 	__u64 blk_inflight_full;
 	__u64 switch_in_blocked;	/* resumed without a wakeup event seen */
+	__u64 run_while_off;	/* ran code while believed off CPU (a missed switch-in) */
+	__u64 switch_in_unknown;	/* switch-in from an unknown or running state */
+	__u64 wakeup_unknown;	/* woken from a state seeded as unknown */
 };
 
 #endif /* CONTACTMAP_H */

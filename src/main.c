@@ -31,6 +31,7 @@ static const char usage[] =
 "Usage: contactmap [OPTIONS] -- COMMAND [ARG...]   trace COMMAND and what it starts\n"
 "       contactmap [OPTIONS] -p PID[,PID...]       attach to running processes\n"
 "       contactmap report [-t] REPORT.json         print a saved report\n"
+"       contactmap diff BEFORE.json... [--] AFTER.json...  compare reports\n"
 "       contactmap check                           kernel features and fallbacks\n"
 "\n"
 "Where does a program's wall time go? contactmap prints a ledger per process and\n"
@@ -295,10 +296,11 @@ static int run_wrap(struct opts *o)
 	}
 	close(go[0]);
 	close(errp[1]);
+	/* the window opens before the first thread is seeded, so every thread's
+	 * start lies inside it */
+	tr.start_ns = cm_now_ns();
 	if (cm_tracer_seed_process(&tr, child))
 		cm_warn("could not register the command's process %d", child);
-	/* the window starts when the command is let go */
-	tr.start_ns = cm_now_ns();
 	if (write(go[1], "g", 1) != 1) {
 		cm_err("could not start the command: %s", strerror(errno));
 		kill(child, SIGKILL);
@@ -396,6 +398,7 @@ static int run_attach(struct opts *o)
 	if (cm_tracer_start(&tr, &o->tr))
 		return 1;
 	sfd = signal_fd(&oldmask);
+	tr.start_ns = cm_now_ns();
 	for (int i = 0; i < o->npids; i++) {
 		if (cm_tracer_seed_process(&tr, o->pids[i])) {
 			cm_err("no such process: %d (it exited before tracing began)", o->pids[i]);
@@ -403,7 +406,6 @@ static int run_attach(struct opts *o)
 			return 1;
 		}
 	}
-	tr.start_ns = cm_now_ns();
 	deadline = o->duration > 0 ? tr.start_ns + (uint64_t)(o->duration * 1e9) : 0;
 	if (!deadline)
 		cm_info("tracing %d process(es); Ctrl-C to stop", o->npids);
@@ -512,10 +514,8 @@ int main(int argc, char **argv)
 		return cmd_report(argc - 1, argv + 1);
 	if (argc > 1 && !strcmp(argv[1], "check"))
 		return cmd_check();
-	if (argc > 1 && !strcmp(argv[1], "diff")) {
-		cm_err("diff is not implemented yet");
-		return 2;
-	}
+	if (argc > 1 && !strcmp(argv[1], "diff"))
+		return cm_diff_main(argc - 1, argv + 1);
 	parse_args(argc, argv, &o);
 	if (check_privileges())
 		return 1;

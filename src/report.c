@@ -71,6 +71,11 @@ static void close_open_interval(struct cm_thread *t, struct cm_sys_stat *infligh
 		t->runq_preempt_ns += d;
 		break;
 	case CM_BLOCKED:
+		if (t->wake_ts > t->state_ts && t->wake_ts <= end) {
+			/* woken, not yet on a CPU: runnable since the wakeup */
+			t->runq_wake_ns += end - t->wake_ts;
+			d = t->wake_ts - t->state_ts;
+		}
 		if (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) {
 			t->sc_offcpu += d;
 			if (t->blk_iowait)
@@ -241,10 +246,11 @@ struct sysrow {
 static int cmp_sysrow(const void *a, const void *b)
 {
 	const struct sysrow *x = a, *y = b;
-	uint64_t tx = x->st->total_ns + x->st->offcpu_ns, ty = y->st->total_ns + y->st->offcpu_ns;
-
-	if (tx != ty)
-		return tx > ty ? -1 : 1;
+	/* calls in flight at the window's edges have time but no total */
+	if (x->st->total_ns != y->st->total_ns)
+		return x->st->total_ns > y->st->total_ns ? -1 : 1;
+	if (x->st->offcpu_ns != y->st->offcpu_ns)
+		return x->st->offcpu_ns > y->st->offcpu_ns ? -1 : 1;
 	return x->nr < y->nr ? -1 : x->nr > y->nr;
 }
 
@@ -550,6 +556,9 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	json_object_object_add(r, "observer", observer_json(tr, s));
 	o = json_object_new_object();
 	J_INT(o, "switch_in_without_wakeup", s->counters.switch_in_blocked);
+	J_INT(o, "ran_while_off_cpu", s->counters.run_while_off);
+	J_INT(o, "switch_in_from_unknown", s->counters.switch_in_unknown);
+	J_INT(o, "wakeup_from_unknown", s->counters.wakeup_unknown);
 	json_object_object_add(r, "anomalies", o);
 
 	/* close open intervals and read what only /proc still knows */

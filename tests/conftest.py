@@ -1,0 +1,502 @@
+"""Shared helpers of contactmap's ground-truth (end-to-end) tests.
+
+The e2e tests run ./contactmap as root around small C workloads
+(tests/workloads/*.c, built by `make test-bins` into .output/tests/) that print
+their own ground truth as one JSON line on stdout, and compare the report with it.
+
+Run:  make all test-bins && /usr/bin/python3 -m pytest -q tests
+
+Only one reason to skip exists: not being root (BPF needs it). Everything else
+that is missing (contactmap not built, workloads not built) is a failure.
+"""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUT = REPO / ".output"
+WORKLOADS = OUTPUT / "tests"
+NSLOTS = 40
+
+# Seconds one contactmap run may take before the test fails (not hangs).
+RUN_TIMEOUT_S = 60
+
+ROOT_SKIP_REASON = ("NOT RUN: contactmap's end-to-end tests need root (BPF); "
+                    "run `sudo /usr/bin/python3 -m pytest -q tests`")
+
+
+def is_root():
+    return os.geteuid() == 0
+
+
+def contactmap_bin():
+    for p in (REPO / "contactmap", OUTPUT / "contactmap"):
+        if p.exists() and os.access(p, os.X_OK):
+            return str(p)
+    pytest.fail("contactmap is not built: run `make all test-bins` first", pytrace=False)
+
+
+def workload(name):
+    p = WORKLOADS / name
+    if not (p.exists() and os.access(p, os.X_OK)):
+        pytest.fail(f"workload {name} is not built ({p}): run `make test-bins` first",
+                    pytrace=False)
+    return str(p)
+
+
+# --------------------------------------------------------------------------
+# root gate: e2e test modules use `pytestmark = pytest.mark.usefixtures("need_root")`
+# (not autouse, so that tests/test_unit.py, which needs no root, still runs).
+
+_skipped_for_root = []
+
+
+@pytest.fixture
+def need_root(request):
+    if not is_root():
+        _skipped_for_root.append(request.node.nodeid)
+        pytest.skip(ROOT_SKIP_REASON)
+
+
+def pytest_report_header(config):
+    return (f"contactmap e2e: euid={os.geteuid()}"
+            + ("" if is_root() else "  ** NOT ROOT: end-to-end tests will be SKIPPED **"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _skipped_for_root:
+        tr = terminalreporter
+        tr.write_sep("!", "contactmap end-to-end tests SKIPPED", red=True, bold=True)
+        tr.write_line(f"{len(_skipped_for_root)} tests skipped: {ROOT_SKIP_REASON}",
+                      red=True, bold=True)
+
+
+# --------------------------------------------------------------------------
+# running contactmap
+
+class Run:
+    """One contactmap run: report (dict or None), truth (the workload's JSON
+    line or None), rc, stdout, stderr, argv, json_path."""
+
+    def __init__(self, argv, proc, json_path):
+        self.argv = argv
+        self.rc = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.json_path = json_path
+        self.report = None
+        if json_path and Path(json_path).exists():
+            with open(json_path) as f:
+                self.report = json.load(f)
+        self.truth = parse_truth(self.stdout)
+
+    def __iter__(self):  # report, truth, rc = run
+        return iter((self.report, self.truth, self.rc))
+
+    def describe(self):
+        return (f"argv={self.argv}\nrc={self.rc}\nstdout(tail)={self.stdout[-2000:]!r}\n"
+                f"stderr(tail)={self.stderr[-4000:]!r}")
+
+
+def parse_truth(stdout):
+    """The workload's ground truth: its last stdout line that parses as a JSON object."""
+    for line in reversed((stdout or "").splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def run_cm(args, timeout=RUN_TIMEOUT_S, **kw):
+    """Runs ./contactmap ARGS; returns the CompletedProcess (text mode)."""
+    argv = [contactmap_bin()] + [str(a) for a in args]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              cwd=REPO, **kw)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"contactmap did not finish in {timeout}s: {argv}\n"
+                    f"stderr so far: {e.stderr!r}", pytrace=False)
+
+
+def wrap_run(json_path, name, *args, timeout=RUN_TIMEOUT_S, extra=()):
+    """./contactmap [extra] -o JSON -- <workload name> ARGS...; returns a Run."""
+    json_path = Path(json_path)
+    if json_path.exists():
+        json_path.unlink()
+    cmd = [workload(name)] + [str(a) for a in args]
+    argv = list(extra) + ["-o", str(json_path), "--"] + cmd
+    proc = run_cm(argv, timeout=timeout)
+    r = Run([contactmap_bin()] + argv, proc, json_path)
+    if r.report is None:
+        pytest.fail(f"no JSON report written at {json_path}\n{r.describe()}", pytrace=False)
+    return r
+
+
+@pytest.fixture
+def cmwrap(tmp_path, need_root):
+    """cmwrap(workload, *args) runs `./contactmap -o <tmp>/r.json -- workload args`
+    and returns a Run: `report, truth, rc = cmwrap("getppid_loop", 1000)`."""
+    counter = [0]
+
+    def go(name, *args, **kw):
+        counter[0] += 1
+        return wrap_run(tmp_path / f"r{counter[0]}.json", name, *args, **kw)
+
+    return go
+
+
+# Session-wide cache: each (workload, args) is traced once and shared by the
+# ground-truth test and the schema/ledger-invariant tests that read the same report.
+_cache = {}
+
+
+@pytest.fixture(scope="session")
+def traced(tmp_path_factory):
+    d = tmp_path_factory.mktemp("reports")
+
+    def get(name, *args):
+        key = (name,) + tuple(str(a) for a in args)
+        if key not in _cache:
+            if not is_root():
+                pytest.skip(ROOT_SKIP_REASON)
+            fn = "_".join(key).replace("/", "_")[:120] + ".json"
+            _cache[key] = wrap_run(d / fn, name, *args)
+        return _cache[key]
+
+    return get
+
+
+# --------------------------------------------------------------------------
+# report helpers
+
+def find_proc(report, pid=None, comm=None):
+    """The process of the report with this pid (or the only one with this comm)."""
+    procs = report.get("processes", [])
+    if pid is not None:
+        hits = [p for p in procs if p.get("pid") == pid]
+    else:
+        hits = [p for p in procs if p.get("comm") == comm]
+    if len(hits) != 1:
+        listing = [(p.get("pid"), p.get("comm")) for p in procs]
+        pytest.fail(f"expected one process with pid={pid} comm={comm!r} in the report, "
+                    f"found {len(hits)}; processes: {listing}", pytrace=False)
+    return hits[0]
+
+
+def find_thread(proc, tid):
+    hits = [t for t in proc.get("threads", []) if t.get("tid") == tid]
+    if len(hits) != 1:
+        pytest.fail(f"expected thread {tid} in process {proc.get('pid')}, threads: "
+                    f"{[t.get('tid') for t in proc.get('threads', [])]}", pytrace=False)
+    return hits[0]
+
+
+def syscall_rows(proc, name):
+    return [s for s in proc.get("syscalls", []) if s.get("name") == name]
+
+
+def syscall_count(proc, name):
+    """Sum of `count` over the process's syscall rows named NAME (0 if none)."""
+    return sum(s["count"] for s in syscall_rows(proc, name))
+
+
+def syscall_sum(proc, name, field):
+    return sum(s[field] for s in syscall_rows(proc, name))
+
+
+def all_threads(report):
+    for p in report.get("processes", []):
+        for t in p.get("threads", []):
+            yield p, t
+
+
+def kill_quietly(pid, sig=signal.SIGKILL):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError, TypeError):
+        pass
+
+
+def wait_for(pred, timeout, step=0.02):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def block_devices_of(path):
+    """'major:minor' strings under which block I/O for a file at PATH can show up:
+    its filesystem's device, the whole disk when that is a partition, and the
+    devices under a stacked (dm/md) device."""
+    st = os.stat(path)
+    first = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    out, todo = set(), [first]
+    while todo:
+        dev = todo.pop()
+        if dev in out:
+            continue
+        out.add(dev)
+        sysd = Path("/sys/dev/block") / dev
+        if not sysd.exists():
+            continue
+        real = sysd.resolve()
+        if (real / "partition").exists():
+            todo.append((real.parent / "dev").read_text().strip())
+        slaves = real / "slaves"
+        if slaves.is_dir():
+            for s in slaves.iterdir():
+                todo.append((s / "dev").read_text().strip())
+    return out
+
+
+# --------------------------------------------------------------------------
+# report invariants (each returns a list of problems; empty = fine)
+
+LEDGER_KEYS = ("wall_ns", "oncpu_ns", "oncpu_user_ns", "oncpu_syscall_ns", "runq_ns",
+               "runq_wakeup_ns", "runq_preempt_ns", "offcpu_ns", "offcpu_by_cause",
+               "iowait_ns", "unattributed_ns")
+LEDGER_INT_KEYS = tuple(k for k in LEDGER_KEYS if k != "offcpu_by_cause")
+SUBSYSTEMS = {"cpu_user", "runq", "memory", "sync", "file_io", "network", "block_io",
+              "sleep", "poll", "process", "other", "unattributed", "gpu"}
+
+# "unattributed_ns ... must stay under 1% of wall_ns for any thread traced from
+# its start to its end" (SPEC.md).
+UNATTRIBUTED_MAX_FRACTION = 0.01
+# Shares are floats; they must add up to 1 within this.
+SHARE_SUM_TOLERANCE = 1e-3
+
+
+def _is_uint(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _missing(obj, keys, where):
+    if not isinstance(obj, dict):
+        return [f"{where}: not an object: {obj!r:.200}"]
+    return [f"{where}: missing key {k!r}" for k in keys if k not in obj]
+
+
+def _hist_problems(row, hkey, ckey, where):
+    h = row.get(hkey)
+    if not isinstance(h, list) or len(h) != NSLOTS:
+        return [f"{where}: {hkey} is not a list of {NSLOTS} slots: {h!r:.200}"]
+    if not all(_is_uint(x) for x in h):
+        return [f"{where}: {hkey} has non-integer slots: {h}"]
+    if ckey in row and sum(h) != row[ckey]:
+        return [f"{where}: sum({hkey})={sum(h)} != {ckey}={row[ckey]}"]
+    return []
+
+
+def schema_problems(report, command_exited=True):
+    """Required keys of SPEC.md / docs/report.md, types, histogram shape and sums.
+    command_exited=False: a wrap-mode run cut short (SIGINT) needs no "exit"."""
+    P = []
+    P += _missing(report, ("schema", "tool", "host", "target", "window", "features", "lost",
+                           "processes", "totals", "contact_map"), "report")
+    if P:
+        return P
+    if report["schema"] != "contactmap/1":
+        P.append(f"schema is {report['schema']!r}, not 'contactmap/1'")
+    P += _missing(report["tool"], ("version",), "tool")
+    P += _missing(report["host"], ("kernel", "cpus", "cpu_model", "memory_bytes"), "host")
+    tgt = report["target"]
+    P += _missing(tgt, ("mode",), "target")
+    if tgt.get("mode") == "wrap":
+        P += _missing(tgt, ("command",), "target")
+        if command_exited and "exit" not in report:
+            P.append("wrap mode report has no 'exit'")
+    elif tgt.get("mode") == "attach":
+        P += _missing(tgt, ("pids",), "target")
+    else:
+        P.append(f"target.mode is {tgt.get('mode')!r}")
+    w = report["window"]
+    P += _missing(w, ("start_ns", "end_ns", "duration_ns"), "window")
+    if all(k in w for k in ("start_ns", "end_ns", "duration_ns")):
+        if w["duration_ns"] != w["end_ns"] - w["start_ns"]:
+            P.append(f"window.duration_ns {w['duration_ns']} != end-start "
+                     f"{w['end_ns'] - w['start_ns']}")
+    if not isinstance(report["features"], dict):
+        P.append("features is not an object")
+    lost = report["lost"]
+    if not isinstance(lost, dict) or not lost:
+        P.append(f"lost is not a non-empty object: {lost!r}")
+    else:
+        # tiny test workloads must not overflow anything: "all 0 when nothing lost"
+        for k, v in lost.items():
+            if v != 0:
+                P.append(f"lost.{k} = {v} (expected 0 for a small workload)")
+    P += _missing(report["totals"], LEDGER_KEYS, "totals")
+
+    pids = [p.get("pid") for p in report["processes"]]
+    if pids != sorted(pids):
+        P.append(f"processes not ordered by pid: {pids}")
+    for p in report["processes"]:
+        where = f"process {p.get('pid')}"
+        m = _missing(p, ("pid", "ppid", "comm", "start_ns", "end_ns", "ledger", "threads",
+                         "syscalls", "sched", "faults", "block_io"), where)
+        if m:
+            P += m
+            continue
+        P += _missing(p["ledger"], LEDGER_KEYS, where + " ledger")
+        for t in p["threads"]:
+            tw = f"{where} thread {t.get('tid')}"
+            P += _missing(t, ("tid", "comm", "ledger"), tw)
+            P += _missing(t.get("ledger", {}), LEDGER_KEYS, tw + " ledger")
+        for s in p["syscalls"]:
+            sw = f"{where} syscall {s.get('name')}"
+            m = _missing(s, ("name", "nr", "count", "errors", "total_ns", "oncpu_ns",
+                             "offcpu_ns", "hist_log2_ns", "p50_ns", "p99_ns", "max_ns"), sw)
+            if m:
+                P += m
+                continue
+            P += _hist_problems(s, "hist_log2_ns", "count", sw)
+            if s["errors"] > s["count"]:
+                P.append(f"{sw}: errors {s['errors']} > count {s['count']}")
+            if s["count"] and not (s["p50_ns"] <= s["p99_ns"] <= s["max_ns"] <= s["total_ns"]):
+                P.append(f"{sw}: not p50 {s['p50_ns']} <= p99 {s['p99_ns']} <= max "
+                         f"{s['max_ns']} <= total {s['total_ns']}")
+        tot = [s["total_ns"] for s in p["syscalls"] if "total_ns" in s]
+        if tot != sorted(tot, reverse=True):
+            P.append(f"{where}: syscalls not ordered by total_ns descending: "
+                     f"{[(s.get('name'), s.get('total_ns')) for s in p['syscalls']]}")
+        sc = p["sched"]
+        m = _missing(sc, ("voluntary_switches", "involuntary_switches", "migrations",
+                          "runq_hist_log2_ns"), where + " sched")
+        P += m
+        if not m:
+            P += _hist_problems(sc, "runq_hist_log2_ns", "runq_waits", where + " sched")
+        P += _missing(p["faults"], ("minor", "major"), where + " faults")
+        for b in p["block_io"]:
+            bw = f"{where} block_io {b.get('device')} {b.get('op')}"
+            m = _missing(b, ("device", "op", "count", "bytes", "total_ns", "hist_log2_ns"), bw)
+            P += m
+            if not m:
+                P += _hist_problems(b, "hist_log2_ns", "count", bw)
+                if b["op"] not in ("read", "write", "flush", "discard", "other"):
+                    P.append(f"{bw}: unknown op")
+    for row in report["contact_map"]:
+        P += _missing(row, ("subsystem", "time_ns", "share", "count"), "contact_map row")
+        if row.get("subsystem") not in SUBSYSTEMS:
+            P.append(f"contact_map: unknown subsystem {row.get('subsystem')!r}")
+    times = [r.get("time_ns", 0) for r in report["contact_map"]]
+    if times != sorted(times, reverse=True):
+        P.append(f"contact_map not ordered largest time first: {times}")
+    return P
+
+
+def ledger_problems_one(L, where):
+    P = []
+    for k in LEDGER_INT_KEYS:
+        if not _is_uint(L.get(k)):
+            P.append(f"{where}: {k} is not a non-negative integer: {L.get(k)!r}")
+    causes = L.get("offcpu_by_cause")
+    if not isinstance(causes, dict) or not all(_is_uint(v) for v in causes.values()):
+        P.append(f"{where}: offcpu_by_cause is not an object of integers: {causes!r}")
+        return P
+    if P:
+        return P
+    parts = L["oncpu_ns"] + L["runq_ns"] + L["offcpu_ns"] + L["unattributed_ns"]
+    if L["wall_ns"] != parts:
+        P.append(f"{where}: wall_ns {L['wall_ns']} != oncpu {L['oncpu_ns']} + runq "
+                 f"{L['runq_ns']} + offcpu {L['offcpu_ns']} + unattributed "
+                 f"{L['unattributed_ns']} = {parts} (diff {L['wall_ns'] - parts})")
+    if L["offcpu_ns"] != sum(causes.values()):
+        P.append(f"{where}: offcpu_ns {L['offcpu_ns']} != sum(offcpu_by_cause) "
+                 f"{sum(causes.values())} {causes}")
+    if L["oncpu_ns"] != L["oncpu_user_ns"] + L["oncpu_syscall_ns"]:
+        P.append(f"{where}: oncpu_ns {L['oncpu_ns']} != user {L['oncpu_user_ns']} + "
+                 f"syscall {L['oncpu_syscall_ns']}")
+    if L["runq_ns"] != L["runq_wakeup_ns"] + L["runq_preempt_ns"]:
+        P.append(f"{where}: runq_ns {L['runq_ns']} != wakeup {L['runq_wakeup_ns']} + "
+                 f"preempt {L['runq_preempt_ns']}")
+    if L["iowait_ns"] > L["offcpu_ns"]:
+        P.append(f"{where}: iowait_ns {L['iowait_ns']} > offcpu_ns {L['offcpu_ns']}")
+    if any(v == 0 for v in causes.values()):
+        P.append(f"{where}: zero-time causes must be left out: {causes}")
+    return P
+
+
+def _sum_ledgers(ledgers):
+    out = {k: 0 for k in LEDGER_INT_KEYS}
+    out["offcpu_by_cause"] = {}
+    for L in ledgers:
+        for k in LEDGER_INT_KEYS:
+            out[k] += L.get(k, 0)
+        for c, v in L.get("offcpu_by_cause", {}).items():
+            out["offcpu_by_cause"][c] = out["offcpu_by_cause"].get(c, 0) + v
+    return out
+
+
+def _ledger_diff(a, b):
+    d = {k: (a.get(k), b.get(k)) for k in LEDGER_INT_KEYS if a.get(k) != b.get(k)}
+    if a.get("offcpu_by_cause") != b.get("offcpu_by_cause"):
+        d["offcpu_by_cause"] = (a.get("offcpu_by_cause"), b.get("offcpu_by_cause"))
+    return d
+
+
+def _contact_map_problems(rows, wall, where):
+    P = []
+    s = sum(r.get("time_ns", 0) for r in rows)
+    if s != wall:
+        P.append(f"{where}: contact_map time_ns sum {s} != wall_ns {wall} (diff {wall - s}); "
+                 f"rows {[(r.get('subsystem'), r.get('time_ns')) for r in rows]}")
+    if wall > 0:
+        sh = sum(r.get("share", 0) for r in rows)
+        if abs(sh - 1.0) > SHARE_SUM_TOLERANCE:
+            P.append(f"{where}: contact_map shares sum to {sh}, not 1")
+    return P
+
+
+def ledger_problems(report, from_start_to_end=None):
+    """The ledger identities for every thread, process sums, totals, the
+    contact map's closure, and (for threads traced from start to end, which
+    in wrap mode is every thread that exited) unattributed < 1% of wall."""
+    P = []
+    if from_start_to_end is None:
+        from_start_to_end = report.get("target", {}).get("mode") == "wrap"
+    wstart = report.get("window", {}).get("start_ns", 0)
+    procs = report.get("processes", [])
+    for p in procs:
+        where = f"process {p.get('pid')} ({p.get('comm')})"
+        for t in p.get("threads", []):
+            tw = f"{where} thread {t.get('tid')}"
+            L = t.get("ledger", {})
+            P += ledger_problems_one(L, tw)
+            traced_whole = (from_start_to_end and t.get("end_ns", 0) != 0
+                            and t.get("start_ns", 0) >= wstart)
+            if traced_whole and _is_uint(L.get("unattributed_ns")) and _is_uint(L.get("wall_ns")):
+                if L["unattributed_ns"] > 0 and \
+                        L["unattributed_ns"] >= UNATTRIBUTED_MAX_FRACTION * L["wall_ns"]:
+                    P.append(f"{tw}: unattributed_ns {L['unattributed_ns']} is not < 1% of "
+                             f"wall_ns {L['wall_ns']} (thread traced from start to end)")
+        P += ledger_problems_one(p.get("ledger", {}), where + " ledger")
+        d = _ledger_diff(p.get("ledger", {}), _sum_ledgers(t.get("ledger", {})
+                                                            for t in p.get("threads", [])))
+        if d:
+            P.append(f"{where}: process ledger != sum of its threads' ledgers: {d}")
+        if "contact_map" in p:
+            P += _contact_map_problems(p["contact_map"], p.get("ledger", {}).get("wall_ns", 0),
+                                       where)
+    tot = report.get("totals", {})
+    P += ledger_problems_one(tot, "totals")
+    d = _ledger_diff(tot, _sum_ledgers(p.get("ledger", {}) for p in procs))
+    if d:
+        P.append(f"totals != sum of process ledgers: {d}")
+    P += _contact_map_problems(report.get("contact_map", []), tot.get("wall_ns", 0), "report")
+    return P
+
+
+def assert_no_problems(problems, what):
+    if problems:
+        pytest.fail(f"{what}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:60]),
+                    pytrace=False)
