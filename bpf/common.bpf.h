@@ -48,6 +48,24 @@ CM_EXTERN struct {
 	__type(value, struct cm_blk_stat);
 } blkstats SEC(".maps");
 
+/* Stacks: kernel and frame-pointer user stacks, deduplicated by the kernel. */
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, CM_STACK_DEPTH * sizeof(__u64));
+} stacks SEC(".maps");
+
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} stack_events SEC(".maps");
+
+/* Set before load: stacks off unless asked for (-f / --stacks). */
+CM_EXTERN const volatile bool cfg_oncpu_stacks;
+CM_EXTERN const volatile bool cfg_offcpu_stacks;
+CM_EXTERN const volatile __u64 cfg_min_block_ns;
+
 /* Zeroed templates: the values are larger than the 512-byte BPF stack. */
 CM_EXTERN const volatile struct cm_thread zero_thread;
 CM_EXTERN const volatile struct cm_sys_stat zero_sys;
@@ -150,6 +168,85 @@ static __always_inline void account_blocked(struct cm_thread *t, __u64 d)
 		if (t->blk_iowait)
 			t->off_other_iowait_ns += d;
 	}
+}
+
+/* Copies the user stack from sp up in 1 KiB chunks, then 128-byte ones: a
+ * read that crosses the end of the stack mapping fails whole. */
+static __always_inline __u32 snap_user_stack(__u8 *dst, __u64 sp)
+{
+	__u32 off = 0;
+
+	for (int i = 0; i < CM_STACK_SNAP / CM_SNAP_CHUNK; i++) {
+		if (bpf_probe_read_user(dst + off, CM_SNAP_CHUNK, (void *)(sp + off)))
+			break;
+		off += CM_SNAP_CHUNK;
+	}
+	if (off < CM_STACK_SNAP) {
+		for (int j = 0; j < CM_SNAP_CHUNK / 128; j++) {
+			if (off > CM_STACK_SNAP - 128)
+				break;
+			if (bpf_probe_read_user(dst + off, 128, (void *)(sp + off)))
+				break;
+			off += 128;
+		}
+	}
+	return off;
+}
+
+/* Fills regs and the stack snapshot from the task's user registers. */
+static __always_inline void snap_user(struct cm_stack_event *e, struct pt_regs *uregs)
+{
+	if (bpf_probe_read_kernel(&e->regs, sizeof(e->regs), uregs)) {
+		e->snap_len = 0;
+		return;
+	}
+	e->snap_len = snap_user_stack(e->stack, e->regs.sp);
+}
+
+/* An off-CPU stack event: the thread blocked for d ns (called in its context). */
+static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 nr, __u64 d,
+				       bool dwarf)
+{
+	struct cm_stack_event *e;
+
+	e = bpf_ringbuf_reserve(&stack_events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&counters.ringbuf_full, 1);
+		return;
+	}
+	e->type = CM_EV_OFFCPU;
+	e->pid = t->pid;
+	e->tid = t->tid;
+	e->kstack_id = t->out_kstack;
+	e->ustack_id = t->out_ustack;
+	e->cause = cause;
+	e->sc_nr = nr;
+	e->weight = d;
+	e->ts = bpf_ktime_get_ns();
+	__builtin_memcpy(e->comm, t->comm, sizeof(e->comm));
+	e->snap_len = 0;
+	if (dwarf)
+		snap_user(e, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Tells user space to read the process's mappings while it lives. */
+static __always_inline void emit_maps(struct cm_thread *t)
+{
+	struct cm_stack_event *e;
+
+	if (!cfg_oncpu_stacks && !cfg_offcpu_stacks)
+		return;
+	/* a short record: user space looks at type before the rest */
+	e = bpf_ringbuf_reserve(&stack_events, 16, 0);
+	if (!e) {
+		__sync_fetch_and_add(&counters.ringbuf_full, 1);
+		return;
+	}
+	e->type = CM_EV_MAPS;
+	e->pid = t->pid;
+	e->tid = t->tid;
+	bpf_ringbuf_submit(e, 0);
 }
 
 #endif /* CM_COMMON_BPF_H */

@@ -7,6 +7,10 @@ const volatile struct cm_thread zero_thread = {};
 const volatile struct cm_sys_stat zero_sys = {};
 const volatile struct cm_blk_stat zero_blk = {};
 
+const volatile bool cfg_oncpu_stacks = false;
+const volatile bool cfg_offcpu_stacks = false;
+const volatile __u64 cfg_min_block_ns = 1000000;
+
 struct cm_counters counters = {};
 __s64 live_threads = 0;
 

@@ -14,7 +14,21 @@
  */
 #define TASK_PID(btf, p) ((btf) ? (p)->pid : BPF_CORE_READ((p), pid))
 
-static __always_inline int on_switch(bool btf, bool preempt, struct task_struct *prev,
+/* Blocks outside syscalls get their off-CPU stack here (the thread is not
+ * current, so frame-pointer stacks only); a syscall's at its sys_exit. */
+static __always_inline void offcpu_nonsyscall(struct cm_thread *t, __u64 d)
+{
+	if (!cfg_offcpu_stacks || (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1))
+		return;
+	if (d >= cfg_min_block_ns) {
+		emit_offcpu(t, t->blk_cause, 0, d, false);
+	} else {
+		__sync_fetch_and_add(&counters.offcpu_skipped, 1);
+		__sync_fetch_and_add(&counters.offcpu_skipped_ns, d);
+	}
+}
+
+static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct task_struct *prev,
 				     struct task_struct *next, unsigned int prev_state)
 {
 	__u64 now = bpf_ktime_get_ns();
@@ -46,6 +60,11 @@ static __always_inline int on_switch(bool btf, bool preempt, struct task_struct 
 				t->blk_cause = CM_CAUSE_FAULT;
 			else
 				t->blk_cause = CM_CAUSE_OTHER;
+			if (cfg_offcpu_stacks) {
+				/* current is still prev: these are its stacks */
+				t->out_kstack = bpf_get_stackid(ctx, &stacks, 0);
+				t->out_ustack = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+			}
 		}
 	}
 
@@ -72,6 +91,7 @@ static __always_inline int on_switch(bool btf, bool preempt, struct task_struct 
 			if (wake > t->state_ts && wake <= now) {
 				if (t->state == CM_BLOCKED) {
 					account_blocked(t, wake - t->state_ts);
+					offcpu_nonsyscall(t, wake - t->state_ts);
 				} else {
 					t->unattributed_ns += wake - t->state_ts;
 					__sync_fetch_and_add(&counters.wakeup_unknown, 1);
@@ -83,6 +103,7 @@ static __always_inline int on_switch(bool btf, bool preempt, struct task_struct 
 			} else if (t->state == CM_BLOCKED) {
 				/* resumed with no wakeup seen: all of it was blocked */
 				account_blocked(t, d);
+				offcpu_nonsyscall(t, d);
 				__sync_fetch_and_add(&counters.switch_in_blocked, 1);
 			} else {
 				/* runnable since before we attached */
@@ -200,6 +221,7 @@ static __always_inline int on_exec(struct task_struct *p)
 	if (t) {
 		t->flags |= CM_TF_EXECED;
 		bpf_get_current_comm(&t->comm, sizeof(t->comm));
+		emit_maps(t);
 	}
 	return 0;
 }
@@ -208,14 +230,14 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(sched_switch_btf, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
-	return on_switch(true, preempt, prev, next, prev_state);
+	return on_switch(ctx, true, preempt, prev, next, prev_state);
 }
 
 SEC("raw_tp/sched_switch")
 int BPF_PROG(sched_switch_raw, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
-	return on_switch(false, preempt, prev, next, prev_state);
+	return on_switch(ctx, false, preempt, prev, next, prev_state);
 }
 
 SEC("tp_btf/sched_wakeup")

@@ -5,7 +5,11 @@
  */
 #include "common.bpf.h"
 
-static __always_inline int on_sys_enter(long id)
+#define NR_MMAP 9
+#define NR_MPROTECT 10
+#define PROT_EXEC_ 4
+
+static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 {
 	struct cm_thread *t = thread_of((__u32)bpf_get_current_pid_tgid());
 	__u64 now;
@@ -20,6 +24,9 @@ static __always_inline int on_sys_enter(long id)
 	t->sc_oncpu = 0;
 	t->sc_offcpu = 0;
 	t->sc_iowait = 0;
+	t->sc_exec_map = 0;
+	if ((cfg_oncpu_stacks || cfg_offcpu_stacks) && (id == NR_MMAP || id == NR_MPROTECT))
+		t->sc_exec_map = (BPF_CORE_READ(regs, dx) & PROT_EXEC_) != 0;
 	return 0;
 }
 
@@ -62,13 +69,23 @@ static __always_inline int on_sys_exit(long ret)
 	s->oncpu_ns += t->sc_oncpu;
 	s->offcpu_ns += t->sc_offcpu;
 	s->iowait_ns += t->sc_iowait;
+	if (cfg_offcpu_stacks && t->sc_offcpu && !t->sc_partial) {
+		if (t->sc_offcpu >= cfg_min_block_ns) {
+			emit_offcpu(t, CM_CAUSE_SYSCALL, key.nr, t->sc_offcpu, true);
+		} else {
+			__sync_fetch_and_add(&counters.offcpu_skipped, 1);
+			__sync_fetch_and_add(&counters.offcpu_skipped_ns, t->sc_offcpu);
+		}
+	}
+	if (t->sc_exec_map && ret >= 0)
+		emit_maps(t);
 	return 0;
 }
 
 SEC("tp_btf/sys_enter")
-int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id) { return on_sys_enter(id); }
+int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id) { return on_sys_enter(regs, id); }
 SEC("raw_tp/sys_enter")
-int BPF_PROG(sys_enter_raw, struct pt_regs *regs, long id) { return on_sys_enter(id); }
+int BPF_PROG(sys_enter_raw, struct pt_regs *regs, long id) { return on_sys_enter(regs, id); }
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit_btf, struct pt_regs *regs, long ret) { return on_sys_exit(ret); }
 SEC("raw_tp/sys_exit")

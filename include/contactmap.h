@@ -49,11 +49,14 @@ struct cm_thread {
 	__u32 last_cpu;
 	__u64 wake_ts;		/* last wakeup while BLOCKED: the one field another CPU writes */
 	__u64 exec_at_out;	/* task->se.sum_exec_runtime at the last switch-out */
+	__s32 out_kstack;	/* stacks where it last blocked (when stacks are on) */
+	__s32 out_ustack;
 	__u64 last_fault_ts;	/* last user page fault; tells a fault block from others */
 
 	/* the syscall in flight: nr + 1, 0 when in user space */
 	__u32 sc_nr1;
-	__u32 sc_partial;	/* entered before tracing began: time kept, not counted */
+	__u16 sc_partial;	/* entered before tracing began: time kept, not counted */
+	__u16 sc_exec_map;	/* an mmap/mprotect with PROT_EXEC: maps change */
 	__u64 sc_enter_ts;
 	__u64 sc_oncpu;
 	__u64 sc_offcpu;
@@ -135,6 +138,37 @@ struct cm_blk_start {
 	__u64 bytes;
 };
 
+/* ---- stacks ------------------------------------------------------------------ */
+#define CM_STACK_DEPTH 127	/* frames per stack in the stack map */
+#define CM_STACK_SNAP 16384	/* bytes of user stack copied for DWARF unwinding */
+#define CM_SNAP_CHUNK 1024
+
+#define CM_EV_ONCPU 1		/* a cpu-clock sample */
+#define CM_EV_OFFCPU 2		/* a block that lasted at least the minimum */
+#define CM_EV_MAPS 3		/* the process mapped code: re-read its maps */
+
+/* The user registers, in x86_64 pt_regs order (what libdw needs to unwind). */
+struct cm_regs {
+	__u64 r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	__u64 ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+
+struct cm_stack_event {
+	__u32 type;		/* CM_EV_* */
+	__u32 pid;
+	__u32 tid;
+	__s32 kstack_id;	/* kernel stack in the `stacks` map, or -errno */
+	__s32 ustack_id;	/* frame-pointer user stack, or -errno */
+	__u32 cause;		/* CM_CAUSE_* for off-CPU */
+	__u32 sc_nr;		/* syscall, when cause is CM_CAUSE_SYSCALL */
+	__u32 snap_len;		/* bytes of stack[] that are valid (0: no DWARF) */
+	__u64 weight;		/* 1 for a sample, blocked ns for off-CPU */
+	__u64 ts;
+	char comm[CM_COMM_LEN];
+	struct cm_regs regs;
+	__u8 stack[CM_STACK_SNAP];
+};
+
 /* Drop and anomaly counters, kept in .bss and reported under "lost". */
 struct cm_counters {
 	__u64 threads_full;	/* a traced thread could not get a map entry */
@@ -145,6 +179,12 @@ struct cm_counters {
 	__u64 run_while_off;	/* ran code while believed off CPU (a missed switch-in) */
 	__u64 switch_in_unknown;	/* switch-in from an unknown or running state */
 	__u64 wakeup_unknown;	/* woken from a state seeded as unknown */
+	__u64 ringbuf_full;	/* stack events dropped: ring buffer full */
+	__u64 kstack_missing;	/* kernel stack not captured (map full, -EFAULT) */
+	__u64 ustack_missing;
+	__u64 offcpu_skipped;	/* blocks shorter than the minimum: no stack */
+	__u64 offcpu_skipped_ns;
+	__u64 samples;		/* cpu-clock samples of traced threads */
 };
 
 #endif /* CONTACTMAP_H */

@@ -15,10 +15,12 @@
 #include <sys/wait.h>
 #include "cm.h"
 #include "tracer.h"
+#include "stacks.h"
 
 struct opts {
 	const char *json_path;
 	const char *folded_path;
+	int fold_which;		/* CM_FOLD_* for -f */
 	double duration;
 	bool threads;
 	pid_t *pids;
@@ -39,7 +41,10 @@ static const char usage[] =
 "\n"
 "Options:\n"
 "  -o, --json FILE        write the JSON report (contactmap/1) to FILE ('-' = stdout)\n"
-"  -f, --folded FILE      write folded stacks (not yet implemented)\n"
+"  -f, --folded FILE      write folded stacks, on-CPU and off-CPU in one file\n"
+"  -F, --freq HZ          on-CPU samples per second with stacks (default 99)\n"
+"      --stacks WHICH     collect stacks: oncpu, offcpu or both (implied by -f)\n"
+"      --min-block USEC   off-CPU stacks only for blocks this long (default 200)\n"
 "  -d, --duration SECS    stop tracing after SECS seconds\n"
 "  -p, --pid PID[,PID]    attach to these processes (all threads, and children)\n"
 "  -t, --threads          per-thread rows in the text map\n"
@@ -88,7 +93,7 @@ static int parse_pids(const char *s, struct opts *o)
 
 static void parse_args(int argc, char **argv, struct opts *o)
 {
-	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE };
+	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -97,6 +102,9 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "threads", no_argument, NULL, 't' },
 		{ "max-threads", required_argument, NULL, OPT_MAX_THREADS },
 		{ "attach-type", required_argument, NULL, OPT_ATTACH_TYPE },
+		{ "freq", required_argument, NULL, 'F' },
+		{ "stacks", required_argument, NULL, OPT_STACKS },
+		{ "min-block", required_argument, NULL, OPT_MIN_BLOCK },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -107,7 +115,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 
 	opterr = 0;
 	/* '+': stop at the command's name, so its own options stay its own */
-	while ((c = getopt_long(argc, argv, "+:o:f:d:p:tvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:o:f:F:d:p:tvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
 			o->json_path = optarg;
@@ -127,6 +135,26 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case 't':
 			o->threads = true;
+			break;
+		case 'F':
+			o->tr.sample_hz = strtoul(optarg, &end, 10);
+			if (*end || end == optarg || o->tr.sample_hz < 1 || o->tr.sample_hz > 10000)
+				bad_usage("bad frequency '%s': 1 to 10000 Hz", optarg);
+			break;
+		case OPT_STACKS:
+			if (!strcmp(optarg, "oncpu"))
+				o->fold_which = CM_FOLD_ONCPU;
+			else if (!strcmp(optarg, "offcpu"))
+				o->fold_which = CM_FOLD_OFFCPU;
+			else if (!strcmp(optarg, "both"))
+				o->fold_which = CM_FOLD_ONCPU | CM_FOLD_OFFCPU;
+			else
+				bad_usage("bad --stacks '%s': oncpu, offcpu or both", optarg);
+			break;
+		case OPT_MIN_BLOCK:
+			o->tr.min_block_ns = strtoull(optarg, &end, 10) * 1000;
+			if (*end || end == optarg)
+				bad_usage("bad --min-block '%s': microseconds", optarg);
 			break;
 		case OPT_MAX_THREADS:
 			o->tr.max_threads = strtoul(optarg, &end, 10);
@@ -160,8 +188,15 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		bad_usage("%s", "give either -p PID or -- COMMAND, not both");
 	if (!o->argv && !o->npids)
 		bad_usage("%s", "nothing to trace: give -- COMMAND or -p PID");
-	if (o->folded_path)
-		bad_usage("%s", "-f/--folded is not implemented yet");
+	if (o->folded_path && !o->fold_which)
+		o->fold_which = CM_FOLD_ONCPU | CM_FOLD_OFFCPU;
+	if (o->fold_which & CM_FOLD_ONCPU) {
+		if (!o->tr.sample_hz)
+			o->tr.sample_hz = 99;
+	} else {
+		o->tr.sample_hz = 0;
+	}
+	o->tr.offcpu_stacks = (o->fold_which & CM_FOLD_OFFCPU) != 0;
 }
 
 static int check_privileges(void)
@@ -248,11 +283,37 @@ static int emit(struct cm_tracer *tr, const struct opts *o, json_object *target,
 	cm_snapshot_free(&snap);
 	if (o->json_path && cm_write_json(report, o->json_path))
 		rc = -1;
+	if (o->folded_path && tr->stacks &&
+	    cm_stacks_write_folded(tr->stacks, o->folded_path, o->fold_which))
+		rc = -1;
 	if (cm_render_text(report, &ro, text_to_stderr || (o->json_path && !strcmp(o->json_path, "-"))
 					     ? stderr : stdout))
 		rc = -1;
 	json_object_put(report);
 	return rc;
+}
+
+/* Waits (briefly) until the held child sleeps on the go pipe, so it is seeded
+ * in a known state rather than as "runnable since before tracing". */
+static void wait_blocked(pid_t child)
+{
+	char path[64], buf[512], *p;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", child);
+	for (int i = 0; i < 2000; i++) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+		if (fd >= 0)
+			close(fd);
+		if (n <= 0)
+			return;
+		buf[n] = 0;
+		p = strrchr(buf, ')');
+		if (p && p[1] == ' ' && p[2] == 'S')
+			return;
+		usleep(100);
+	}
 }
 
 static int run_wrap(struct opts *o)
@@ -296,6 +357,7 @@ static int run_wrap(struct opts *o)
 	}
 	close(go[0]);
 	close(errp[1]);
+	wait_blocked(child);
 	/* the window opens before the first thread is seeded, so every thread's
 	 * start lies inside it */
 	tr.start_ns = cm_now_ns();
@@ -320,7 +382,8 @@ static int run_wrap(struct opts *o)
 	int stop_sig = 0;
 
 	while (!exited && !stop_sig) {
-		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN }, { .fd = pidfd, .events = POLLIN } };
+		struct pollfd pfd[3] = { { .fd = sfd, .events = POLLIN }, { .fd = pidfd, .events = POLLIN },
+					 { .fd = cm_tracer_event_fd(&tr), .events = POLLIN } };
 		int timeout = -1;
 
 		if (deadline) {
@@ -332,8 +395,12 @@ static int run_wrap(struct opts *o)
 		}
 		if (pidfd < 0 && (timeout < 0 || timeout > 100))
 			timeout = 100;	/* no pidfd: poll for the exit */
-		if (poll(pfd, pidfd >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR)
+		if (pidfd < 0)
+			pfd[1].fd = -1;	/* poll ignores negative fds */
+		if (poll(pfd, 3, timeout) < 0 && errno != EINTR)
 			break;
+		if (pfd[2].revents & POLLIN)
+			cm_tracer_consume(&tr);
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 
@@ -410,7 +477,8 @@ static int run_attach(struct opts *o)
 	if (!deadline)
 		cm_info("tracing %d process(es); Ctrl-C to stop", o->npids);
 	while (!stop_sig) {
-		struct pollfd pfd = { .fd = sfd, .events = POLLIN };
+		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN },
+					 { .fd = cm_tracer_event_fd(&tr), .events = POLLIN } };
 		uint64_t now = cm_now_ns();
 		int timeout = 100;
 
@@ -422,12 +490,14 @@ static int run_attach(struct opts *o)
 			if ((deadline - now) / 1000000 < 100)
 				timeout = (int)((deadline - now) / 1000000) + 1;
 		}
-		if (poll(&pfd, 1, timeout) > 0 && (pfd.revents & POLLIN)) {
+		if (poll(pfd, 2, timeout) > 0 && (pfd[0].revents & POLLIN)) {
 			struct signalfd_siginfo si;
 
 			if (read(sfd, &si, sizeof(si)) == sizeof(si))
 				stop_sig = si.ssi_signo;
 		}
+		if (pfd[1].revents & POLLIN)
+			cm_tracer_consume(&tr);
 	}
 
 	json_object *target = json_object_new_object(), *pids = json_object_new_array();
@@ -505,7 +575,8 @@ static int cmd_check(void)
 
 int main(int argc, char **argv)
 {
-	struct opts o = { .tr = { .max_threads = 8192, .max_syscall_rows = 16384 } };
+	struct opts o = { .tr = { .max_threads = 8192, .max_syscall_rows = 16384,
+				  .min_block_ns = 200000 } };
 	int rc;
 
 	/* report output and pipes: a closed reader must not kill us mid-write */
@@ -520,6 +591,8 @@ int main(int argc, char **argv)
 	if (check_privileges())
 		return 1;
 	if (o.json_path && cm_check_writable(o.json_path))
+		return 1;
+	if (o.folded_path && cm_check_writable(o.folded_path))
 		return 1;
 	rc = o.argv ? run_wrap(&o) : run_attach(&o);
 	free(o.pids);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include "cm.h"
 #include "tracer.h"
+#include "stacks.h"
 
 #define J_INT(o, k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))
 
@@ -552,6 +553,9 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	J_INT(o, "block_map_full", s->counters.blk_full);
 	J_INT(o, "block_inflight_full", s->counters.blk_inflight_full);
 	J_INT(o, "prog_recursion_misses", s->recursion_misses);
+	J_INT(o, "stack_ringbuf_full", s->counters.ringbuf_full);
+	J_INT(o, "kernel_stack_missing", s->counters.kstack_missing);
+	J_INT(o, "user_stack_missing", s->counters.ustack_missing);
 	json_object_object_add(r, "lost", o);
 	json_object_object_add(r, "observer", observer_json(tr, s));
 	o = json_object_new_object();
@@ -617,6 +621,9 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 
 			if (json_object_object_get_ex(json_object_object_get(pj, "ledger"), "offcpu_by_cause", &pc))
 				causes_merge(tcauses, pc);
+			if (tr->stacks)
+				json_object_object_add(pj, "stacks",
+						       cm_stacks_process_json(tr->stacks, p.pid, 5));
 			json_object_array_add(procs, pj);
 			ledger_add(&total, &pl);
 			cmap_add(&tmap, &pmap);
@@ -625,6 +632,15 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 		i = j;
 	}
 	free(pids);
+	if (tr->stacks) {
+		json_object *st = cm_stacks_summary_json(tr->stacks);
+
+		J_INT(st, "samples", s->counters.samples);
+		J_INT(st, "offcpu_min_block_ns", tr->min_block_ns);
+		J_INT(st, "offcpu_skipped", s->counters.offcpu_skipped);
+		J_INT(st, "offcpu_skipped_ns", s->counters.offcpu_skipped_ns);
+		json_object_object_add(r, "stacks", st);
+	}
 	json_object_object_add(r, "processes", procs);
 	json_object_object_add(r, "totals", ledger_json(&total, tcauses));
 	json_object_object_add(r, "contact_map", cmap_json(&tmap));

@@ -18,6 +18,8 @@
 #include "cm.h"
 #include "tracer.h"
 #include "contactmap.skel.h"
+#include "stacks.h"
+#include "sym.h"
 
 uint64_t cm_now_ns(void)
 {
@@ -130,6 +132,8 @@ static void select_programs(struct contactmap_bpf *skel, const char *suffix,
 			on = false;
 		if (!f->block_tp && !strncmp(name, "block_rq", 8))
 			on = false;
+		if (!strcmp(name, "cpu_sample"))
+			on = skel->rodata->cfg_oncpu_stacks;
 		bpf_program__set_autoload(p, on);
 	}
 }
@@ -144,7 +148,88 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 	}
 	bpf_map__set_max_entries(skel->maps.threads, o->max_threads);
 	bpf_map__set_max_entries(skel->maps.sysstats, o->max_syscall_rows);
+	skel->rodata->cfg_oncpu_stacks = o->sample_hz > 0;
+	skel->rodata->cfg_offcpu_stacks = o->offcpu_stacks;
+	skel->rodata->cfg_min_block_ns = o->min_block_ns;
+	if (o->sample_hz || o->offcpu_stacks) {
+		/* a record carries a 16 KiB stack snapshot: room for ~1000 */
+		bpf_map__set_max_entries(skel->maps.stack_events, 16 << 20);
+		bpf_map__set_max_entries(skel->maps.stacks, 16384);
+	}
 	return skel;
+}
+
+static int on_stack_event(void *ctx, void *data, size_t len)
+{
+	return cm_stacks_event(ctx, data, len);
+}
+
+/* One cpu-clock event per CPU, sampling at hz, each running cpu_sample. */
+static int start_sampling(struct cm_tracer *tr, unsigned hz)
+{
+	int ncpu = libbpf_num_possible_cpus();
+
+	if (ncpu <= 0)
+		return -1;
+	tr->perf_links = calloc(ncpu, sizeof(*tr->perf_links));
+	tr->perf_fds = calloc(ncpu, sizeof(*tr->perf_fds));
+	if (!tr->perf_links || !tr->perf_fds)
+		return -1;
+	for (int cpu = 0; cpu < ncpu; cpu++) {
+		struct perf_event_attr attr = {
+			.size = sizeof(attr), .type = PERF_TYPE_SOFTWARE,
+			.config = PERF_COUNT_SW_CPU_CLOCK, .freq = 1, .sample_freq = hz,
+		};
+		int fd = syscall(SYS_perf_event_open, &attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == ENODEV)
+				continue;	/* possible but offline */
+			cm_err("cannot open a cpu-clock perf event on CPU %d: %s (perf_event_paranoid?)",
+			       cpu, strerror(errno));
+			return -1;
+		}
+		tr->perf_fds[tr->nperf] = fd;
+		tr->perf_links[tr->nperf] = bpf_program__attach_perf_event(tr->skel->progs.cpu_sample, fd);
+		if (!tr->perf_links[tr->nperf]) {
+			cm_err("cannot attach the sampling program on CPU %d: %s", cpu, strerror(errno));
+			close(fd);
+			return -1;
+		}
+		tr->nperf++;
+	}
+	return 0;
+}
+
+static int start_stacks(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+{
+	tr->min_block_ns = o->offcpu_stacks ? o->min_block_ns : 0;
+	tr->sym = cm_sym_new();
+	tr->stacks = tr->sym ? cm_stacks_new(tr->sym, bpf_map__fd(tr->skel->maps.stacks)) : NULL;
+	if (!tr->stacks) {
+		cm_err("out of memory for stacks");
+		return -1;
+	}
+	tr->rb = ring_buffer__new(bpf_map__fd(tr->skel->maps.stack_events), on_stack_event,
+				  tr->stacks, NULL);
+	if (!tr->rb) {
+		cm_err("cannot open the stack ring buffer: %s", strerror(errno));
+		return -1;
+	}
+	if (o->sample_hz && start_sampling(tr, o->sample_hz))
+		return -1;
+	return 0;
+}
+
+int cm_tracer_event_fd(struct cm_tracer *tr)
+{
+	return tr->rb ? ring_buffer__epoll_fd(tr->rb) : -1;
+}
+
+void cm_tracer_consume(struct cm_tracer *tr)
+{
+	if (tr->rb)
+		ring_buffer__consume(tr->rb);
 }
 
 int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
@@ -204,6 +289,8 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		tr->skel = NULL;
 		return -1;
 	}
+	if ((o->sample_hz || o->offcpu_stacks) && start_stacks(tr, o))
+		return -1;
 	/* run-time statistics cost two clock reads per event; the observer cost
 	 * they give is worth it (BPF_ENABLE_STATS needs CAP_SYS_ADMIN) */
 	tr->stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
@@ -385,8 +472,13 @@ int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 	int fd;
 	size_t cap;
 
+	for (int i = 0; i < tr->nperf; i++)
+		bpf_link__destroy(tr->perf_links[i]);
+	tr->nperf = 0;
 	contactmap_bpf__detach(tr->skel);
 	tr->end_ns = cm_now_ns();
+	/* what the programs wrote before they were detached */
+	cm_tracer_consume(tr);
 	memset(s, 0, sizeof(*s));
 	s->counters = tr->skel->bss->counters;
 	s->stats_on = tr->stats_fd >= 0;
@@ -456,6 +548,19 @@ void cm_tracer_close(struct cm_tracer *tr)
 {
 	if (tr->stats_fd > 0)
 		close(tr->stats_fd);
+	for (int i = 0; i < tr->nperf; i++)
+		bpf_link__destroy(tr->perf_links[i]);
+	/* the links own the perf event fds: destroying one closes its fd */
+	free(tr->perf_links);
+	free(tr->perf_fds);
+	tr->perf_links = NULL;
+	tr->perf_fds = NULL;
+	ring_buffer__free(tr->rb);
+	tr->rb = NULL;
+	cm_stacks_free(tr->stacks);
+	tr->stacks = NULL;
+	cm_sym_free(tr->sym);
+	tr->sym = NULL;
 	tr->stats_fd = -1;
 	contactmap_bpf__destroy(tr->skel);
 	tr->skel = NULL;

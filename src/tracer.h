@@ -15,6 +15,9 @@ struct cm_tracer_opts {
 	unsigned max_threads;
 	unsigned max_syscall_rows;
 	const char *force_attach;	/* "tp_btf" or "raw_tp"; NULL = best available */
+	unsigned sample_hz;		/* on-CPU stack samples per second; 0 = off */
+	bool offcpu_stacks;
+	uint64_t min_block_ns;		/* shorter blocks get no off-CPU stack */
 };
 
 /* Features found on this kernel, and the choices made. */
@@ -34,8 +37,19 @@ struct cm_features {
 	char tp_btf_error[128];		/* why tp_btf was not used */
 };
 
+struct cm_stacks;
+struct cm_sym;
+struct ring_buffer;
+
 struct cm_tracer {
 	struct contactmap_bpf *skel;
+	struct cm_sym *sym;
+	struct cm_stacks *stacks;	/* NULL when stacks are off */
+	struct ring_buffer *rb;
+	struct bpf_link **perf_links;
+	int *perf_fds;
+	int nperf;
+	uint64_t min_block_ns;
 	int stats_fd;		/* BPF run-time statistics stay on while it is open */
 	struct cm_features feat;
 	uint64_t start_ns, end_ns;
@@ -70,6 +84,9 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o);
 /* Adds every thread of pid to the traced set, state read from /proc. */
 int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid);
 int64_t cm_tracer_live_threads(struct cm_tracer *tr);
+/* Event stream: an fd to poll (or -1), and a non-blocking drain. */
+int cm_tracer_event_fd(struct cm_tracer *tr);
+void cm_tracer_consume(struct cm_tracer *tr);
 /* Detaches, stamps end_ns, reads the maps. */
 int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *snap);
 void cm_tracer_close(struct cm_tracer *tr);

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* Stack events from BPF: unwound as they arrive, aggregated, symbolized at the end. */
+#ifndef CM_STACKS_H
+#define CM_STACKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <json-c/json.h>
+
+struct cm_stacks;
+struct cm_sym;
+
+#define CM_FOLD_ONCPU 1
+#define CM_FOLD_OFFCPU 2
+
+struct cm_stacks *cm_stacks_new(struct cm_sym *sym, int stackmap_fd);
+void cm_stacks_free(struct cm_stacks *s);
+/* One ring-buffer record (struct cm_stack_event, or a short CM_EV_MAPS one). */
+int cm_stacks_event(struct cm_stacks *s, const void *data, size_t len);
+/* Writes folded stacks ("comm;frame;...;leaf COUNT"), atomically. 0 or -1 (printed). */
+int cm_stacks_write_folded(struct cm_stacks *s, const char *path, int which);
+/* Per process: the heaviest stacks on-CPU and behind each off-CPU cause. */
+json_object *cm_stacks_process_json(struct cm_stacks *s, uint32_t pid, int top);
+/* Run-wide figures: methods, truncation, how many reached main. */
+json_object *cm_stacks_summary_json(struct cm_stacks *s);
+
+#endif /* CM_STACKS_H */
