@@ -25,6 +25,7 @@ static __always_inline int claim(struct request *rq)
 		return 0;	/* claimed at insert; keep the earlier time */
 	st.ts = bpf_ktime_get_ns();
 	st.key.pid = t->pid;
+	st.tid = t->tid;
 	disk = BPF_CORE_READ(rq, q, disk);
 	if (disk)
 		st.key.dev = (BPF_CORE_READ(disk, major) << 20) | BPF_CORE_READ(disk, first_minor);
@@ -61,6 +62,9 @@ static __always_inline int complete(struct request *rq)
 	} else {
 		__sync_fetch_and_add(&counters.blk_full, 1);
 	}
+	if (cfg_trace)
+		emit_slice(st->key.pid, st->tid, NULL, CM_SL_BLOCK_IO, 0, st->key.op,
+			   st->ts, st->ts + d, st->bytes);
 	bpf_map_delete_elem(&blk_inflight, &key);
 	return 0;
 }

@@ -61,6 +61,23 @@ CM_EXTERN struct {
 	__uint(max_entries, 4096);
 } stack_events SEC(".maps");
 
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} trace_events SEC(".maps");
+
+/* per-CPU rate limit of the timeline: [0] window start, [1] events in it */
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} trace_rate SEC(".maps");
+
+CM_EXTERN const volatile bool cfg_trace;
+CM_EXTERN const volatile __u64 cfg_trace_sys_min_ns;
+CM_EXTERN const volatile __u64 cfg_trace_max_per_sec;	/* per CPU */
+
 /* Set before load: stacks off unless asked for (-f / --stacks). */
 CM_EXTERN const volatile bool cfg_oncpu_stacks;
 CM_EXTERN const volatile bool cfg_offcpu_stacks;
@@ -227,6 +244,47 @@ static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 
 	e->snap_len = 0;
 	if (dwarf)
 		snap_user(e, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* One timeline slice; dropped (and counted) past the per-CPU rate or when
+ * the ring buffer is full. The thread's seq advances either way. */
+static __always_inline void emit_slice(__u32 pid, __u32 tid, __u32 *seq, __u16 kind,
+				       __u16 cause, __u32 nr, __u64 start, __u64 end, __u64 bytes)
+{
+	struct cm_slice_event *e;
+	__u32 k0 = 0, k1 = 1;
+	__u64 *win, *cnt;
+
+	if (seq)
+		(*seq)++;
+	win = bpf_map_lookup_elem(&trace_rate, &k0);
+	cnt = bpf_map_lookup_elem(&trace_rate, &k1);
+	if (!win || !cnt)
+		return;
+	if (end - *win > 1000000000ULL) {
+		*win = end;
+		*cnt = 0;
+	}
+	if (++*cnt > cfg_trace_max_per_sec) {
+		__sync_fetch_and_add(&counters.trace_rate_limited, 1);
+		return;
+	}
+	e = bpf_ringbuf_reserve(&trace_events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&counters.trace_ringbuf_full, 1);
+		return;
+	}
+	e->type = CM_EV_SLICE;
+	e->pid = pid;
+	e->tid = tid;
+	e->kind = kind;
+	e->cause = cause;
+	e->nr = nr;
+	e->seq = seq ? *seq : 0;
+	e->start = start;
+	e->end = end;
+	e->bytes = bytes;
 	bpf_ringbuf_submit(e, 0);
 }
 

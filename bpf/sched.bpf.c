@@ -14,6 +14,15 @@
  */
 #define TASK_PID(btf, p) ((btf) ? (p)->pid : BPF_CORE_READ((p), pid))
 
+static __always_inline void trace_slice(struct cm_thread *t, __u16 kind, __u64 start, __u64 end)
+{
+	__u16 cause = kind == CM_SL_BLOCKED ? t->blk_cause : 0;
+	__u32 nr = kind == CM_SL_BLOCKED && t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1 ? t->sc_nr1 - 1 : 0;
+
+	if (cfg_trace)
+		emit_slice(t->pid, t->tid, &t->trace_seq, kind, cause, nr, start, end, 0);
+}
+
 /* Blocks outside syscalls get their off-CPU stack here (the thread is not
  * current, so frame-pointer stacks only); a syscall's at its sys_exit. */
 static __always_inline void offcpu_nonsyscall(struct cm_thread *t, __u64 d)
@@ -40,6 +49,8 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 
 		account_oncpu(t, now);
 		t->exec_at_out = BPF_CORE_READ(prev, se.sum_exec_runtime);
+		if (cfg_trace && t->run_ts)
+			emit_slice(t->pid, t->tid, &t->trace_seq, CM_SL_RUN, 0, 0, t->run_ts, now, 0);
 		if ((prev_state & TASK_DEAD_STATE) && (t->flags & CM_TF_EXITED)) {
 			t->state = CM_DEAD;
 			t->end_ns = now;
@@ -78,11 +89,13 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 			t->runq_wake_ns += d;
 			t->runq_waits++;
 			hist_add(t->runq_hist, d);
+			trace_slice(t, CM_SL_RUNQ, t->state_ts, now);
 			break;
 		case CM_RUNQ_PREEMPT:
 			t->runq_preempt_ns += d;
 			t->runq_waits++;
 			hist_add(t->runq_hist, d);
+			trace_slice(t, CM_SL_RUNQ, t->state_ts, now);
 			break;
 		case CM_BLOCKED:
 		case CM_UNKNOWN:
@@ -100,10 +113,13 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 				t->runq_wake_ns += now - wake;
 				t->runq_waits++;
 				hist_add(t->runq_hist, now - wake);
+				trace_slice(t, CM_SL_BLOCKED, t->state_ts, wake);
+				trace_slice(t, CM_SL_RUNQ, wake, now);
 			} else if (t->state == CM_BLOCKED) {
 				/* resumed with no wakeup seen: all of it was blocked */
 				account_blocked(t, d);
 				offcpu_nonsyscall(t, d);
+				trace_slice(t, CM_SL_BLOCKED, t->state_ts, now);
 				__sync_fetch_and_add(&counters.switch_in_blocked, 1);
 			} else {
 				/* runnable since before we attached */
@@ -120,6 +136,7 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 		t->last_cpu = cpu;
 		t->state = CM_RUNNING;
 		t->state_ts = now;
+		t->run_ts = now;
 	}
 	return 0;
 }

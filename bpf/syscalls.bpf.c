@@ -79,6 +79,8 @@ static __always_inline int on_sys_exit(long ret)
 	}
 	if (t->sc_exec_map && ret >= 0)
 		emit_maps(t);
+	if (cfg_trace && !t->sc_partial && now - t->sc_enter_ts >= cfg_trace_sys_min_ns)
+		emit_slice(t->pid, tid, &t->trace_seq, CM_SL_SYSCALL, 0, key.nr, t->sc_enter_ts, now, 0);
 	return 0;
 }
 

@@ -49,6 +49,9 @@ struct cm_thread {
 	__u32 last_cpu;
 	__u64 wake_ts;		/* last wakeup while BLOCKED: the one field another CPU writes */
 	__u64 exec_at_out;	/* task->se.sum_exec_runtime at the last switch-out */
+	__u64 run_ts;		/* when it was last switched in (timeline) */
+	__u32 trace_seq;	/* timeline events emitted or dropped for this thread */
+	__u32 pad2;
 	__s32 out_kstack;	/* stacks where it last blocked (when stacks are on) */
 	__s32 out_ustack;
 	__u64 last_fault_ts;	/* last user page fault; tells a fault block from others */
@@ -136,6 +139,8 @@ struct cm_blk_start {
 	__u64 ts;
 	struct cm_blk_key key;
 	__u64 bytes;
+	__u32 tid;		/* the submitter, for the timeline */
+	__u32 pad;
 };
 
 /* ---- stacks ------------------------------------------------------------------ */
@@ -169,6 +174,28 @@ struct cm_stack_event {
 	__u8 stack[CM_STACK_SNAP];
 };
 
+/* ---- timeline ------------------------------------------------------------------- */
+#define CM_EV_SLICE 4
+
+#define CM_SL_RUN 1		/* on a CPU */
+#define CM_SL_RUNQ 2		/* runnable, waiting for a CPU */
+#define CM_SL_BLOCKED 3		/* off CPU; cause and nr say why */
+#define CM_SL_SYSCALL 4		/* a syscall at least cfg_trace_sys_min_ns long */
+#define CM_SL_BLOCK_IO 5	/* a block request: tid is the submitter, nr the op */
+
+struct cm_slice_event {
+	__u32 type;		/* CM_EV_SLICE */
+	__u32 pid;
+	__u32 tid;
+	__u16 kind;		/* CM_SL_* */
+	__u16 cause;		/* CM_CAUSE_* for BLOCKED */
+	__u32 nr;		/* syscall number; block op for BLOCK_IO */
+	__u32 seq;		/* per thread: a jump tells user space events were dropped */
+	__u64 start;
+	__u64 end;
+	__u64 bytes;		/* BLOCK_IO */
+};
+
 /* Drop and anomaly counters, kept in .bss and reported under "lost". */
 struct cm_counters {
 	__u64 threads_full;	/* a traced thread could not get a map entry */
@@ -185,6 +212,8 @@ struct cm_counters {
 	__u64 offcpu_skipped;	/* blocks shorter than the minimum: no stack */
 	__u64 offcpu_skipped_ns;
 	__u64 samples;		/* cpu-clock samples of traced threads */
+	__u64 trace_ringbuf_full;	/* timeline events dropped: ring buffer full */
+	__u64 trace_rate_limited;	/* timeline events dropped by the rate limit */
 };
 
 #endif /* CONTACTMAP_H */

@@ -16,11 +16,13 @@
 #include "cm.h"
 #include "tracer.h"
 #include "stacks.h"
+#include "timeline.h"
 
 struct opts {
 	const char *json_path;
 	const char *folded_path;
 	int fold_which;		/* CM_FOLD_* for -f */
+
 	double duration;
 	bool threads;
 	pid_t *pids;
@@ -45,6 +47,10 @@ static const char usage[] =
 "  -F, --freq HZ          on-CPU samples per second with stacks (default 99)\n"
 "      --stacks WHICH     collect stacks: oncpu, offcpu or both (implied by -f)\n"
 "      --min-block USEC   off-CPU stacks only for blocks this long (default 200)\n"
+"      --trace FILE       timeline in Chrome Trace Event JSON (Perfetto, chrome://tracing)\n"
+"      --trace-syscall-min USEC  syscalls on the timeline from this long (default 100)\n"
+"      --trace-rate N     timeline events per second per CPU at most (default 100000)\n"
+"      --trace-max-mb MB  cap the timeline file (default 256)\n"
 "  -d, --duration SECS    stop tracing after SECS seconds\n"
 "  -p, --pid PID[,PID]    attach to these processes (all threads, and children)\n"
 "  -t, --threads          per-thread rows in the text map\n"
@@ -93,7 +99,8 @@ static int parse_pids(const char *s, struct opts *o)
 
 static void parse_args(int argc, char **argv, struct opts *o)
 {
-	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK };
+	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
+	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -105,6 +112,10 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "freq", required_argument, NULL, 'F' },
 		{ "stacks", required_argument, NULL, OPT_STACKS },
 		{ "min-block", required_argument, NULL, OPT_MIN_BLOCK },
+		{ "trace", required_argument, NULL, OPT_TRACE },
+		{ "trace-syscall-min", required_argument, NULL, OPT_TRACE_SYS_MIN },
+		{ "trace-rate", required_argument, NULL, OPT_TRACE_RATE },
+		{ "trace-max-mb", required_argument, NULL, OPT_TRACE_MAX_MB },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -150,6 +161,24 @@ static void parse_args(int argc, char **argv, struct opts *o)
 				o->fold_which = CM_FOLD_ONCPU | CM_FOLD_OFFCPU;
 			else
 				bad_usage("bad --stacks '%s': oncpu, offcpu or both", optarg);
+			break;
+		case OPT_TRACE:
+			o->tr.trace_path = optarg;
+			break;
+		case OPT_TRACE_SYS_MIN:
+			o->tr.trace_sys_min_ns = strtoull(optarg, &end, 10) * 1000;
+			if (*end || end == optarg)
+				bad_usage("bad --trace-syscall-min '%s': microseconds", optarg);
+			break;
+		case OPT_TRACE_RATE:
+			o->tr.trace_max_per_sec = strtoull(optarg, &end, 10);
+			if (*end || end == optarg || !o->tr.trace_max_per_sec)
+				bad_usage("bad --trace-rate '%s': events per second per CPU", optarg);
+			break;
+		case OPT_TRACE_MAX_MB:
+			o->tr.trace_max_bytes = strtoull(optarg, &end, 10) << 20;
+			if (*end || end == optarg || !o->tr.trace_max_bytes)
+				bad_usage("bad --trace-max-mb '%s': megabytes", optarg);
 			break;
 		case OPT_MIN_BLOCK:
 			o->tr.min_block_ns = strtoull(optarg, &end, 10) * 1000;
@@ -280,6 +309,11 @@ static int emit(struct cm_tracer *tr, const struct opts *o, json_object *target,
 		return -1;
 	}
 	report = cm_build_report(tr, &snap, target, exitj);
+	if (tr->timeline &&
+	    cm_timeline_close(tr->timeline, report,
+			      snap.counters.trace_ringbuf_full + snap.counters.trace_rate_limited))
+		rc = -1;
+	tr->timeline = NULL;
 	cm_snapshot_free(&snap);
 	if (o->json_path && cm_write_json(report, o->json_path))
 		rc = -1;
@@ -361,8 +395,10 @@ static int run_wrap(struct opts *o)
 	/* the window opens before the first thread is seeded, so every thread's
 	 * start lies inside it */
 	tr.start_ns = cm_now_ns();
-	if (cm_tracer_seed_process(&tr, child))
+	if (cm_tracer_seed_process(&tr, child, true))
 		cm_warn("could not register the command's process %d", child);
+	/* before exec: the environment and cgroup that exec keeps */
+	json_object *tenv = cm_target_env(child);
 	if (write(go[1], "g", 1) != 1) {
 		cm_err("could not start the command: %s", strerror(errno));
 		kill(child, SIGKILL);
@@ -423,6 +459,7 @@ static int run_wrap(struct opts *o)
 	}
 	json_object_object_add(target, "command", argvj);
 	json_object_object_add(target, "pid", json_object_new_int(child));
+	json_object_object_add(target, "environment", tenv);
 	if (exited) {
 		exitj = json_object_new_object();
 		if (WIFSIGNALED(status)) {
@@ -462,12 +499,17 @@ static int run_attach(struct opts *o)
 			return 1;
 		}
 	}
-	if (cm_tracer_start(&tr, &o->tr))
+	/* while the target certainly lives: an exited one's environ is empty */
+	json_object *tenv = cm_target_env(o->pids[0]);
+
+	if (cm_tracer_start(&tr, &o->tr)) {
+		json_object_put(tenv);
 		return 1;
+	}
 	sfd = signal_fd(&oldmask);
 	tr.start_ns = cm_now_ns();
 	for (int i = 0; i < o->npids; i++) {
-		if (cm_tracer_seed_process(&tr, o->pids[i])) {
+		if (cm_tracer_seed_process(&tr, o->pids[i], false)) {
 			cm_err("no such process: %d (it exited before tracing began)", o->pids[i]);
 			cm_tracer_close(&tr);
 			return 1;
@@ -506,6 +548,7 @@ static int run_attach(struct opts *o)
 	for (int i = 0; i < o->npids; i++)
 		json_object_array_add(pids, json_object_new_int(o->pids[i]));
 	json_object_object_add(target, "pids", pids);
+	json_object_object_add(target, "environment", tenv);
 	int rc = emit(&tr, o, target, NULL, false) ? 1 : 0;
 
 	cm_tracer_close(&tr);
@@ -576,7 +619,8 @@ static int cmd_check(void)
 int main(int argc, char **argv)
 {
 	struct opts o = { .tr = { .max_threads = 8192, .max_syscall_rows = 16384,
-				  .min_block_ns = 200000 } };
+				  .min_block_ns = 200000, .trace_sys_min_ns = 100000,
+				  .trace_max_per_sec = 100000, .trace_max_bytes = 256ULL << 20 } };
 	int rc;
 
 	/* report output and pipes: a closed reader must not kill us mid-write */
@@ -593,6 +637,8 @@ int main(int argc, char **argv)
 	if (o.json_path && cm_check_writable(o.json_path))
 		return 1;
 	if (o.folded_path && cm_check_writable(o.folded_path))
+		return 1;
+	if (o.tr.trace_path && cm_check_writable(o.tr.trace_path))
 		return 1;
 	rc = o.argv ? run_wrap(&o) : run_attach(&o);
 	free(o.pids);

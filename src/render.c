@@ -480,7 +480,9 @@ static void render_syscalls(json_object *sc, int top, FILE *out)
 		fprintf(out, " %8s %6s %8s %8s %8s %8s %6.1f%%\n",
 			N(num(s, "count"), 8), N(num(s, "errors"), 6), T(total),
 			T(num(s, "p50_ns")), T(num(s, "p99_ns")), T(num(s, "max_ns")),
-			pct(num(s, "offcpu_ns"), total));
+			/* calls in flight at the window's edges add time, not total */
+			pct(num(s, "offcpu_ns"), total > num(s, "offcpu_ns") + num(s, "oncpu_ns")
+					 ? total : num(s, "offcpu_ns") + num(s, "oncpu_ns")));
 	}
 	if (i < n) {
 		for (size_t j = i; j < n; j++)

@@ -556,6 +556,10 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	J_INT(o, "stack_ringbuf_full", s->counters.ringbuf_full);
 	J_INT(o, "kernel_stack_missing", s->counters.kstack_missing);
 	J_INT(o, "user_stack_missing", s->counters.ustack_missing);
+	if (tr->timeline) {
+		J_INT(o, "timeline_ringbuf_full", s->counters.trace_ringbuf_full);
+		J_INT(o, "timeline_rate_limited", s->counters.trace_rate_limited);
+	}
 	json_object_object_add(r, "lost", o);
 	json_object_object_add(r, "observer", observer_json(tr, s));
 	o = json_object_new_object();

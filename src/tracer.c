@@ -20,6 +20,7 @@
 #include "contactmap.skel.h"
 #include "stacks.h"
 #include "sym.h"
+#include "timeline.h"
 
 uint64_t cm_now_ns(void)
 {
@@ -151,6 +152,11 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 	skel->rodata->cfg_oncpu_stacks = o->sample_hz > 0;
 	skel->rodata->cfg_offcpu_stacks = o->offcpu_stacks;
 	skel->rodata->cfg_min_block_ns = o->min_block_ns;
+	skel->rodata->cfg_trace = o->trace_path != NULL;
+	skel->rodata->cfg_trace_sys_min_ns = o->trace_sys_min_ns;
+	skel->rodata->cfg_trace_max_per_sec = o->trace_max_per_sec;
+	if (o->trace_path)
+		bpf_map__set_max_entries(skel->maps.trace_events, 8 << 20);
 	if (o->sample_hz || o->offcpu_stacks) {
 		/* a record carries a 16 KiB stack snapshot: room for ~1000 */
 		bpf_map__set_max_entries(skel->maps.stack_events, 16 << 20);
@@ -218,6 +224,26 @@ static int start_stacks(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 	}
 	if (o->sample_hz && start_sampling(tr, o->sample_hz))
 		return -1;
+	return 0;
+}
+
+static int on_slice_event(void *ctx, void *data, size_t len)
+{
+	return cm_timeline_event(ctx, data, len);
+}
+
+static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+{
+	int fd = bpf_map__fd(tr->skel->maps.trace_events);
+
+	tr->timeline = cm_timeline_open(o->trace_path, cm_now_ns(), o->trace_max_bytes);
+	if (!tr->timeline)
+		return -1;
+	if (tr->rb ? ring_buffer__add(tr->rb, fd, on_slice_event, tr->timeline)
+		   : !(tr->rb = ring_buffer__new(fd, on_slice_event, tr->timeline, NULL))) {
+		cm_err("cannot open the timeline ring buffer: %s", strerror(errno));
+		return -1;
+	}
 	return 0;
 }
 
@@ -291,6 +317,8 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 	}
 	if ((o->sample_hz || o->offcpu_stacks) && start_stacks(tr, o))
 		return -1;
+	if (o->trace_path && start_timeline(tr, o))
+		return -1;
 	/* run-time statistics cost two clock reads per event; the observer cost
 	 * they give is worth it (BPF_ENABLE_STATS needs CAP_SYS_ADMIN) */
 	tr->stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
@@ -356,7 +384,7 @@ static long read_task_syscall(pid_t pid, pid_t tid)
 	return nr;
 }
 
-static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid)
+static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid, bool held)
 {
 	int fd = bpf_map__fd(tr->skel->maps.threads);
 	struct cm_thread t;
@@ -385,7 +413,7 @@ static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid)
 	t.state = CM_UNKNOWN;
 	if (state != 'R') {
 		/* blocked now: in a syscall (its time is kept, the call not counted) or not */
-		nr = read_task_syscall(pid, tid);
+		nr = held ? -1 : read_task_syscall(pid, tid);
 		t.state = CM_BLOCKED;
 		t.blk_cause = CM_CAUSE_OTHER;
 		if (nr >= 0) {
@@ -406,7 +434,7 @@ static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid)
 	return 0;
 }
 
-int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid)
+int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid, bool held)
 {
 	char path[64];
 	int found = 0;
@@ -423,7 +451,7 @@ int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid)
 		while ((de = readdir(d))) {
 			pid_t tid = atoi(de->d_name);
 
-			if (tid > 0 && seed_thread(tr, pid, tid) == 0)
+			if (tid > 0 && seed_thread(tr, pid, tid, held) == 0)
 				found++;
 		}
 		closedir(d);
@@ -557,6 +585,8 @@ void cm_tracer_close(struct cm_tracer *tr)
 	tr->perf_fds = NULL;
 	ring_buffer__free(tr->rb);
 	tr->rb = NULL;
+	cm_timeline_abort(tr->timeline);	/* never finished: leave no half file */
+	tr->timeline = NULL;
 	cm_stacks_free(tr->stacks);
 	tr->stacks = NULL;
 	cm_sym_free(tr->sym);

@@ -18,6 +18,10 @@ struct cm_tracer_opts {
 	unsigned sample_hz;		/* on-CPU stack samples per second; 0 = off */
 	bool offcpu_stacks;
 	uint64_t min_block_ns;		/* shorter blocks get no off-CPU stack */
+	const char *trace_path;		/* --trace: slices stream into it */
+	uint64_t trace_max_bytes;
+	uint64_t trace_sys_min_ns;
+	uint64_t trace_max_per_sec;
 };
 
 /* Features found on this kernel, and the choices made. */
@@ -50,6 +54,7 @@ struct cm_tracer {
 	int *perf_fds;
 	int nperf;
 	uint64_t min_block_ns;
+	struct cm_timeline *timeline;
 	int stats_fd;		/* BPF run-time statistics stay on while it is open */
 	struct cm_features feat;
 	uint64_t start_ns, end_ns;
@@ -81,8 +86,9 @@ uint64_t cm_now_ns(void);
 void cm_probe_features(struct cm_features *f);
 /* Opens, sizes, loads (tp_btf, else raw_tp) and attaches. 0 or -1 (printed). */
 int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o);
-/* Adds every thread of pid to the traced set, state read from /proc. */
-int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid);
+/* Adds every thread of pid to the traced set, state read from /proc. held:
+ * our own child waiting to exec, whose pipe read is not the command's. */
+int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid, bool held);
 int64_t cm_tracer_live_threads(struct cm_tracer *tr);
 /* Event stream: an fd to poll (or -1), and a non-blocking drain. */
 int cm_tracer_event_fd(struct cm_tracer *tr);

@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The timeline: Chrome Trace Event JSON (what Perfetto's UI and
+ * chrome://tracing open), streamed to a temp file as slices arrive and renamed
+ * into place when complete. One track per thread for its states (running,
+ * runnable, blocked with its cause), one per thread for syscalls above the
+ * threshold (they span several state slices, so they cannot share a track
+ * without overlapping), and async slices per process for block requests.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "cm.h"
+#include "contactmap.h"
+#include "timeline.h"
+
+/* Syscall tracks: a tid no real thread has (pid_max is at most 2^22). */
+#define SYSCALL_TRACK(tid) (1000000000u + (tid))
+
+struct seqent {
+	uint32_t tid, seq;
+};
+
+struct cm_timeline {
+	FILE *fp;
+	char *path, *tmp;
+	uint64_t base, max_bytes, bytes;
+	uint64_t written, dropped_cap, gaps, gap_events;
+	uint64_t async_id;
+	struct seqent *seqs;	/* open addressing by tid */
+	size_t seqcap, nseq;
+	bool first;
+};
+
+struct cm_timeline *cm_timeline_open(const char *path, uint64_t base_ns, uint64_t max_bytes)
+{
+	struct cm_timeline *tl = calloc(1, sizeof(*tl));
+	size_t n = strlen(path) + 32;
+
+	if (!tl)
+		return NULL;
+	tl->path = strdup(path);
+	tl->tmp = malloc(n);
+	tl->seqcap = 4096;
+	tl->seqs = calloc(tl->seqcap, sizeof(*tl->seqs));
+	if (!tl->path || !tl->tmp || !tl->seqs)
+		goto fail;
+	snprintf(tl->tmp, n, "%s.tmp.%d", path, (int)getpid());
+	tl->fp = fopen(tl->tmp, "we");
+	if (!tl->fp) {
+		cm_err("cannot write the timeline %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	tl->base = base_ns;
+	tl->max_bytes = max_bytes;
+	tl->first = true;
+	fputs("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n", tl->fp);
+	return tl;
+fail:
+	free(tl->path);
+	free(tl->tmp);
+	free(tl->seqs);
+	free(tl);
+	return NULL;
+}
+
+static void emit(struct cm_timeline *tl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(struct cm_timeline *tl, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (tl->max_bytes && tl->bytes >= tl->max_bytes) {
+		tl->dropped_cap++;
+		return;
+	}
+	if (!tl->first)
+		fputs(",\n", tl->fp);
+	tl->first = false;
+	va_start(ap, fmt);
+	n = vfprintf(tl->fp, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		tl->bytes += (uint64_t)n + 2;
+	tl->written++;
+}
+
+/* Microseconds since the window start, to the nanosecond. */
+static double us(const struct cm_timeline *tl, uint64_t ns)
+{
+	return ns >= tl->base ? (double)(ns - tl->base) / 1000.0 : 0.0;
+}
+
+static struct seqent *seq_slot(struct seqent *tab, size_t cap, uint32_t tid)
+{
+	size_t i = (tid * 2654435761u) & (cap - 1);
+
+	while (tab[i].tid && tab[i].tid != tid)
+		i = (i + 1) & (cap - 1);
+	return &tab[i];
+}
+
+/* Per-thread sequence numbers: a jump means the kernel dropped events. */
+static uint32_t seq_jump(struct cm_timeline *tl, uint32_t tid, uint32_t seq)
+{
+	struct seqent *ent;
+	uint32_t missed;
+
+	if ((tl->nseq + 1) * 2 > tl->seqcap) {
+		size_t ncap = tl->seqcap * 2;
+		struct seqent *nt = calloc(ncap, sizeof(*nt));
+
+		if (!nt)
+			return 0;
+		for (size_t k = 0; k < tl->seqcap; k++)
+			if (tl->seqs[k].tid)
+				*seq_slot(nt, ncap, tl->seqs[k].tid) = tl->seqs[k];
+		free(tl->seqs);
+		tl->seqs = nt;
+		tl->seqcap = ncap;
+	}
+	ent = seq_slot(tl->seqs, tl->seqcap, tid);
+	if (!ent->tid) {
+		ent->tid = tid;
+		ent->seq = seq;
+		tl->nseq++;
+		return 0;
+	}
+	missed = seq > ent->seq + 1 ? seq - ent->seq - 1 : 0;
+	if (seq > ent->seq)
+		ent->seq = seq;
+	return missed;
+}
+
+
+static const char *cause_of(const struct cm_slice_event *e, char *buf, size_t sz)
+{
+	if (e->cause == CM_CAUSE_SYSCALL)
+		snprintf(buf, sz, "syscall:%s", cm_syscall_name(e->nr));
+	else if (e->cause == CM_CAUSE_FAULT)
+		snprintf(buf, sz, "page_fault");
+	else
+		snprintf(buf, sz, "other");
+	return buf;
+}
+
+int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len)
+{
+	static const char *ops[] = { "read", "write", "flush", "discard", "other" };
+	const struct cm_slice_event *e = data;
+	double ts, dur;
+	char cause[96];
+	uint32_t missed;
+
+	if (len < sizeof(*e) || e->type != CM_EV_SLICE || e->end < e->start)
+		return 0;
+	ts = us(tl, e->start);
+	dur = (double)(e->end - e->start) / 1000.0;
+	if (e->kind != CM_SL_BLOCK_IO && e->seq && (missed = seq_jump(tl, e->tid, e->seq))) {
+		tl->gaps++;
+		tl->gap_events += missed;
+		emit(tl, "{\"name\":\"gap: %u events dropped\",\"cat\":\"gap\",\"ph\":\"i\",\"s\":\"t\","
+		     "\"ts\":%.3f,\"pid\":%u,\"tid\":%u}", missed, ts, e->pid, e->tid);
+	}
+	switch (e->kind) {
+	case CM_SL_RUN:
+		emit(tl, "{\"name\":\"running\",\"cat\":\"cpu\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
+		     "\"pid\":%u,\"tid\":%u}", ts, dur, e->pid, e->tid);
+		break;
+	case CM_SL_RUNQ:
+		emit(tl, "{\"name\":\"runnable\",\"cat\":\"runq\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
+		     "\"pid\":%u,\"tid\":%u}", ts, dur, e->pid, e->tid);
+		break;
+	case CM_SL_BLOCKED:
+		emit(tl, "{\"name\":\"%s\",\"cat\":\"blocked\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
+		     "\"pid\":%u,\"tid\":%u}", cause_of(e, cause, sizeof(cause)), ts, dur, e->pid, e->tid);
+		break;
+	case CM_SL_SYSCALL:
+		emit(tl, "{\"name\":\"%s\",\"cat\":\"syscall\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
+		     "\"pid\":%u,\"tid\":%u}", cm_syscall_name(e->nr), ts, dur, e->pid,
+		     SYSCALL_TRACK(e->tid));
+		break;
+	case CM_SL_BLOCK_IO:
+		/* requests overlap: async slices, paired by id */
+		tl->async_id++;
+		emit(tl, "{\"name\":\"%s\",\"cat\":\"block_io\",\"ph\":\"b\",\"id\":%" PRIu64 ",\"ts\":%.3f,"
+		     "\"pid\":%u,\"tid\":%u,\"args\":{\"bytes\":%llu}}", ops[e->nr <= 4 ? e->nr : 4],
+		     tl->async_id, ts, e->pid, e->tid, (unsigned long long)e->bytes);
+		emit(tl, "{\"name\":\"%s\",\"cat\":\"block_io\",\"ph\":\"e\",\"id\":%" PRIu64 ",\"ts\":%.3f,"
+		     "\"pid\":%u,\"tid\":%u}", ops[e->nr <= 4 ? e->nr : 4], tl->async_id, us(tl, e->end),
+		     e->pid, e->tid);
+		break;
+	}
+	return 0;
+}
+
+void cm_timeline_abort(struct cm_timeline *tl)
+{
+	if (!tl)
+		return;
+	fclose(tl->fp);
+	unlink(tl->tmp);
+	free(tl->path);
+	free(tl->tmp);
+	free(tl->seqs);
+	free(tl);
+}
+
+static void json_str(FILE *fp, const char *s)
+{
+	/* names come from the report, already sanitized; escape what JSON needs */
+	fputc('"', fp);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fputc('\\', fp);
+		fputc(*s, fp);
+	}
+	fputc('"', fp);
+}
+
+int cm_timeline_close(struct cm_timeline *tl, json_object *report, uint64_t kernel_dropped)
+{
+	json_object *procs, *lost;
+	int rc = 0;
+
+	if (!tl)
+		return 0;
+	/* track names, written whatever the size cap */
+	if (json_object_object_get_ex(report, "processes", &procs)) {
+		for (size_t i = 0; i < json_object_array_length(procs); i++) {
+			json_object *p = json_object_array_get_idx(procs, i), *th, *v;
+			int pid = json_object_object_get_ex(p, "pid", &v) ? json_object_get_int(v) : 0;
+			const char *comm = json_object_object_get_ex(p, "comm", &v) ? json_object_get_string(v) : "?";
+
+			fprintf(tl->fp, ",\n{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":", pid);
+			json_str(tl->fp, comm);
+			fputs("}}", tl->fp);
+			if (!json_object_object_get_ex(p, "threads", &th))
+				continue;
+			for (size_t k = 0; k < json_object_array_length(th); k++) {
+				json_object *t = json_object_array_get_idx(th, k);
+				int tid = json_object_object_get_ex(t, "tid", &v) ? json_object_get_int(v) : 0;
+				const char *tc = json_object_object_get_ex(t, "comm", &v) ? json_object_get_string(v) : "?";
+
+				fprintf(tl->fp, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"name\":", pid, tid);
+				json_str(tl->fp, tc);
+				fprintf(tl->fp, "}},\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"args\":{\"name\":\"%d syscalls\"}}",
+					pid, SYSCALL_TRACK((unsigned)tid), tid);
+				fprintf(tl->fp, ",\n{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"sort_index\":%d}}",
+					pid, tid, 2 * tid);
+				fprintf(tl->fp, ",\n{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"args\":{\"sort_index\":%d}}",
+					pid, SYSCALL_TRACK((unsigned)tid), 2 * tid + 1);
+			}
+		}
+	}
+	fprintf(tl->fp, "\n],\"otherData\":{\"tool\":\"contactmap %s\",\"events\":%" PRIu64
+		",\"dropped_in_kernel\":%" PRIu64 ",\"dropped_size_cap\":%" PRIu64
+		",\"gaps\":%" PRIu64 ",\"gap_events\":%" PRIu64 "}}\n",
+		CM_VERSION, tl->written, kernel_dropped, tl->dropped_cap, tl->gaps, tl->gap_events);
+	if (fflush(tl->fp) || ferror(tl->fp) || fsync(fileno(tl->fp)) || fclose(tl->fp) ||
+	    rename(tl->tmp, tl->path)) {
+		cm_err("cannot write the timeline %s: %s", tl->path, strerror(errno));
+		unlink(tl->tmp);
+		rc = -1;
+	}
+	if (json_object_object_get_ex(report, "lost", &lost)) {
+		json_object_object_add(lost, "timeline_size_cap", json_object_new_int64((int64_t)tl->dropped_cap));
+		json_object_object_add(lost, "timeline_gaps", json_object_new_int64((int64_t)tl->gaps));
+	}
+	free(tl->path);
+	free(tl->tmp);
+	free(tl->seqs);
+	free(tl);
+	return rc;
+}

@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* The timeline: Chrome Trace Event / Perfetto JSON, streamed as slices arrive. */
+#ifndef CM_TIMELINE_H
+#define CM_TIMELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <json-c/json.h>
+
+struct cm_timeline;
+
+/* Opens PATH.tmp.<pid>; max_bytes caps the file (0 = no cap). NULL on error (printed). */
+struct cm_timeline *cm_timeline_open(const char *path, uint64_t base_ns, uint64_t max_bytes);
+/* One ring-buffer record (struct cm_slice_event). */
+int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len);
+/* Writes track names from the report, the drop figures, renames the file into
+ * place, and adds the timeline's own losses to report.lost. */
+int cm_timeline_close(struct cm_timeline *tl, json_object *report, uint64_t kernel_dropped);
+
+/* Removes the unfinished temp file (a run that failed); NULL is fine. */
+void cm_timeline_abort(struct cm_timeline *tl);
+
+#endif /* CM_TIMELINE_H */
