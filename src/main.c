@@ -309,6 +309,12 @@ static int emit(struct cm_tracer *tr, const struct opts *o, json_object *target,
 		return -1;
 	}
 	report = cm_build_report(tr, &snap, target, exitj);
+	for (size_t i = 0; tr->timeline && i < snap.nthreads; i++) {
+		const struct cm_thread *t = &snap.threads[i];
+
+		cm_timeline_final_seq(tr->timeline, t->pid, t->tid, t->trace_seq,
+				      t->end_ns ? t->end_ns : tr->end_ns);
+	}
 	if (tr->timeline &&
 	    cm_timeline_close(tr->timeline, report,
 			      snap.counters.trace_ringbuf_full + snap.counters.trace_rate_limited))

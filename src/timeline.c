@@ -197,6 +197,26 @@ int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len)
 	return 0;
 }
 
+void cm_timeline_final_seq(struct cm_timeline *tl, uint32_t pid, uint32_t tid, uint32_t seq,
+			   uint64_t ts)
+{
+	struct seqent *ent;
+	uint32_t last, missed;
+
+	if (!tl || !seq)
+		return;
+	ent = seq_slot(tl->seqs, tl->seqcap, tid);
+	last = ent->tid ? ent->seq : 0;
+	if (seq <= last)
+		return;
+	/* dropped after the last event that arrived: a gap at the track's end */
+	missed = seq - last;
+	tl->gaps++;
+	tl->gap_events += missed;
+	emit(tl, "{\"name\":\"gap: %u events dropped\",\"cat\":\"gap\",\"ph\":\"i\",\"s\":\"t\","
+	     "\"ts\":%.3f,\"pid\":%u,\"tid\":%u}", missed, us(tl, ts), pid, tid);
+}
+
 void cm_timeline_abort(struct cm_timeline *tl)
 {
 	if (!tl)

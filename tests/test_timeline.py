@@ -1,0 +1,78 @@
+"""The timeline (--trace): Chrome Trace Event JSON checked against known work."""
+import json
+from collections import defaultdict
+
+import pytest
+
+from conftest import find_proc, syscall_count, wrap_run
+
+pytestmark = pytest.mark.usefixtures("need_root")
+
+SLEEPS, SLEEP_US = 20, 5000
+# A blocked slice runs from the switch-out inside clock_nanosleep to the
+# wake-up: the timer's expiry plus wake-up latency, never less than the sleep
+# minus the on-CPU part before blocking. Allow -5% / +50% per slice.
+SLICE_LO, SLICE_HI = 0.95, 1.5
+
+
+def run(tmp_path, *args, extra=()):
+    trace = tmp_path / "t.json"
+    r = wrap_run(tmp_path / "r.json", *args, extra=["--trace", str(trace), *extra])
+    assert r.rc == 0, r.describe()
+    with open(trace) as f:
+        return r, json.load(f)
+
+
+def x_events(tl, pid):
+    return [e for e in tl["traceEvents"] if e.get("ph") == "X" and e.get("pid") == pid]
+
+
+def test_sleep_slices(tmp_path):
+    r, tl = run(tmp_path, "sleeper", SLEEPS, SLEEP_US)
+    pid = r.truth["pid"]
+    ev = x_events(tl, pid)
+    blocked = [e for e in ev if e["name"] == "syscall:clock_nanosleep"]
+    assert len(blocked) == SLEEPS, [e["name"] for e in ev]
+    for e in blocked:
+        assert e["cat"] == "blocked"
+        assert SLEEP_US * SLICE_LO <= e["dur"] <= SLEEP_US * SLICE_HI, e
+    # each sleep is also a syscall slice on the thread's syscall track
+    sys = [e for e in ev if e["cat"] == "syscall" and e["name"] == "clock_nanosleep"]
+    assert len(sys) == SLEEPS
+    assert all(e["tid"] != pid for e in sys)
+    assert syscall_count(find_proc(r.report, pid=pid), "clock_nanosleep") == SLEEPS
+    assert tl["otherData"]["dropped_in_kernel"] == 0
+    assert tl["otherData"]["gaps"] == 0
+
+
+@pytest.mark.parametrize("args", [("sleeper", SLEEPS, SLEEP_US), ("pingpong", 300),
+                                  ("threads", 4, 10000)])
+def test_slices_never_overlap(tmp_path, args):
+    r, tl = run(tmp_path, *args)
+    tracks = defaultdict(list)
+    for e in tl["traceEvents"]:
+        if e.get("ph") == "X":
+            assert e["dur"] >= 0 and e["ts"] >= 0, e
+            tracks[(e["pid"], e["tid"])].append((e["ts"], e["ts"] + e["dur"], e["name"]))
+    assert tracks
+    for key, sl in tracks.items():
+        sl.sort()
+        for a, b in zip(sl, sl[1:]):
+            # timestamps are printed to the nanosecond: allow that rounding
+            assert b[0] >= a[1] - 0.002, f"track {key}: {a} overlaps {b}"
+    # every traced thread has a named track
+    names = {(e["pid"], e["tid"]) for e in tl["traceEvents"] if e.get("name") == "thread_name"}
+    for p in r.report["processes"]:
+        for t in p["threads"]:
+            assert (p["pid"], t["tid"]) in names
+
+
+def test_rate_limit_counts_drops(tmp_path):
+    # 10 events per second per CPU: the ping-pong's thousands must be dropped,
+    # counted, and marked as gaps on the threads' tracks
+    r, tl = run(tmp_path, "pingpong", 2000, extra=["--trace-rate", "10"])
+    lost = r.report["lost"]
+    assert lost["timeline_rate_limited"] > 1000, lost
+    assert tl["otherData"]["dropped_in_kernel"] == lost["timeline_rate_limited"] + lost["timeline_ringbuf_full"]
+    gaps = [e for e in tl["traceEvents"] if e.get("cat") == "gap"]
+    assert gaps and tl["otherData"]["gaps"] == len(gaps)
