@@ -17,11 +17,15 @@
 #include "tracer.h"
 #include "stacks.h"
 #include "timeline.h"
+#include "interval.h"
 
 struct opts {
 	const char *json_path;
 	const char *folded_path;
 	int fold_which;		/* CM_FOLD_* for -f */
+	double interval;	/* -i seconds */
+	const char *jsonl_path;
+	struct cm_interval *iv;
 
 	double duration;
 	bool threads;
@@ -47,6 +51,8 @@ static const char usage[] =
 "  -F, --freq HZ          on-CPU samples per second with stacks (default 99)\n"
 "      --stacks WHICH     collect stacks: oncpu, offcpu or both (implied by -f)\n"
 "      --min-block USEC   off-CPU stacks only for blocks this long (default 200)\n"
+"  -i, --interval SECS    a JSON line per interval (JSONL) to --jsonl FILE\n"
+"      --jsonl FILE       where -i writes ('-' = stdout, the default when attaching)\n"
 "      --trace FILE       timeline in Chrome Trace Event JSON (Perfetto, chrome://tracing)\n"
 "      --trace-syscall-min USEC  syscalls on the timeline from this long (default 100)\n"
 "      --trace-rate N     timeline events per second per CPU at most (default 100000)\n"
@@ -100,7 +106,7 @@ static int parse_pids(const char *s, struct opts *o)
 static void parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
-	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB };
+	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -113,6 +119,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "stacks", required_argument, NULL, OPT_STACKS },
 		{ "min-block", required_argument, NULL, OPT_MIN_BLOCK },
 		{ "trace", required_argument, NULL, OPT_TRACE },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "jsonl", required_argument, NULL, OPT_JSONL },
 		{ "trace-syscall-min", required_argument, NULL, OPT_TRACE_SYS_MIN },
 		{ "trace-rate", required_argument, NULL, OPT_TRACE_RATE },
 		{ "trace-max-mb", required_argument, NULL, OPT_TRACE_MAX_MB },
@@ -126,7 +134,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 
 	opterr = 0;
 	/* '+': stop at the command's name, so its own options stay its own */
-	while ((c = getopt_long(argc, argv, "+:o:f:F:d:p:tvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:o:f:F:d:i:p:tvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
 			o->json_path = optarg;
@@ -161,6 +169,15 @@ static void parse_args(int argc, char **argv, struct opts *o)
 				o->fold_which = CM_FOLD_ONCPU | CM_FOLD_OFFCPU;
 			else
 				bad_usage("bad --stacks '%s': oncpu, offcpu or both", optarg);
+			break;
+		case 'i':
+			errno = 0;
+			o->interval = strtod(optarg, &end);
+			if (errno || *end || end == optarg || o->interval < 0.01 || o->interval > 1e6)
+				bad_usage("bad interval '%s': seconds, at least 0.01", optarg);
+			break;
+		case OPT_JSONL:
+			o->jsonl_path = optarg;
 			break;
 		case OPT_TRACE:
 			o->tr.trace_path = optarg;
@@ -217,6 +234,13 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		bad_usage("%s", "give either -p PID or -- COMMAND, not both");
 	if (!o->argv && !o->npids)
 		bad_usage("%s", "nothing to trace: give -- COMMAND or -p PID");
+	if (o->interval && !o->jsonl_path) {
+		if (o->argv)
+			bad_usage("%s", "-i with a command needs --jsonl FILE: stdout is the command's");
+		o->jsonl_path = "-";
+	}
+	if (o->jsonl_path && !o->interval)
+		bad_usage("%s", "--jsonl needs -i SECONDS");
 	if (o->folded_path && !o->fold_which)
 		o->fold_which = CM_FOLD_ONCPU | CM_FOLD_OFFCPU;
 	if (o->fold_which & CM_FOLD_ONCPU) {
@@ -295,6 +319,41 @@ static int signal_fd(sigset_t *old)
 }
 
 /* Emits the text map and the JSON report. */
+/* One interval line: a cumulative report as of now, without the costly parts. */
+static void interval_tick(struct cm_tracer *tr, struct opts *o)
+{
+	struct cm_tracer view = *tr;
+	struct cm_snapshot snap;
+	json_object *r;
+
+	view.stacks = NULL;
+	view.timeline = NULL;
+	if (cm_tracer_peek(&view, &snap))
+		return;
+	r = cm_build_report(&view, &snap, NULL, NULL);
+	cm_snapshot_free(&snap);
+	if (cm_interval_emit(o->iv, r))
+		cm_warn("could not write an interval line: %s", strerror(errno));
+	json_object_put(r);
+}
+
+/* Milliseconds to the next interval tick (or -1), ticking when due. */
+static int interval_due(struct cm_tracer *tr, struct opts *o, uint64_t *next)
+{
+	uint64_t now = cm_now_ns();
+
+	if (!o->iv)
+		return -1;
+	if (!*next)
+		*next = tr->start_ns + (uint64_t)(o->interval * 1e9);
+	if (now >= *next) {
+		interval_tick(tr, o);
+		while (*next <= now)
+			*next += (uint64_t)(o->interval * 1e9);
+	}
+	return (int)((*next - now) / 1000000) + 1;
+}
+
 static int emit(struct cm_tracer *tr, const struct opts *o, json_object *target,
 		json_object *exitj, bool text_to_stderr)
 {
@@ -309,6 +368,8 @@ static int emit(struct cm_tracer *tr, const struct opts *o, json_object *target,
 		return -1;
 	}
 	report = cm_build_report(tr, &snap, target, exitj);
+	if (o->iv && cm_interval_emit(o->iv, report))
+		rc = -1;
 	for (size_t i = 0; tr->timeline && i < snap.nthreads; i++) {
 		const struct cm_thread *t = &snap.threads[i];
 
@@ -421,6 +482,7 @@ static int run_wrap(struct opts *o)
 
 	int pidfd = syscall(SYS_pidfd_open, child, 0);
 	uint64_t deadline = o->duration > 0 ? cm_now_ns() + (uint64_t)(o->duration * 1e9) : 0;
+	uint64_t next_tick = 0;
 	int stop_sig = 0;
 
 	while (!exited && !stop_sig) {
@@ -437,6 +499,9 @@ static int run_wrap(struct opts *o)
 		}
 		if (pidfd < 0 && (timeout < 0 || timeout > 100))
 			timeout = 100;	/* no pidfd: poll for the exit */
+		int tick = interval_due(&tr, o, &next_tick);
+		if (tick >= 0 && (timeout < 0 || tick < timeout))
+			timeout = tick;
 		if (pidfd < 0)
 			pfd[1].fd = -1;	/* poll ignores negative fds */
 		if (poll(pfd, 3, timeout) < 0 && errno != EINTR)
@@ -522,6 +587,7 @@ static int run_attach(struct opts *o)
 		}
 	}
 	deadline = o->duration > 0 ? tr.start_ns + (uint64_t)(o->duration * 1e9) : 0;
+	uint64_t next_tick = 0;
 	if (!deadline)
 		cm_info("tracing %d process(es); Ctrl-C to stop", o->npids);
 	while (!stop_sig) {
@@ -538,6 +604,9 @@ static int run_attach(struct opts *o)
 			if ((deadline - now) / 1000000 < 100)
 				timeout = (int)((deadline - now) / 1000000) + 1;
 		}
+		int tick = interval_due(&tr, o, &next_tick);
+		if (tick >= 0 && tick < timeout)
+			timeout = tick;
 		if (poll(pfd, 2, timeout) > 0 && (pfd[0].revents & POLLIN)) {
 			struct signalfd_siginfo si;
 
@@ -646,7 +715,10 @@ int main(int argc, char **argv)
 		return 1;
 	if (o.tr.trace_path && cm_check_writable(o.tr.trace_path))
 		return 1;
+	if (o.jsonl_path && !(o.iv = cm_interval_open(o.jsonl_path)))
+		return 1;
 	rc = o.argv ? run_wrap(&o) : run_attach(&o);
+	cm_interval_close(o.iv);
 	free(o.pids);
 	return rc;
 }

@@ -495,11 +495,10 @@ static void read_prog_info(struct contactmap_bpf *skel, struct cm_snapshot *s)
 	}
 }
 
+static int read_maps(struct cm_tracer *tr, struct cm_snapshot *s);
+
 int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 {
-	int fd;
-	size_t cap;
-
 	for (int i = 0; i < tr->nperf; i++)
 		bpf_link__destroy(tr->perf_links[i]);
 	tr->nperf = 0;
@@ -507,6 +506,20 @@ int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 	tr->end_ns = cm_now_ns();
 	/* what the programs wrote before they were detached */
 	cm_tracer_consume(tr);
+	return read_maps(tr, s);
+}
+
+int cm_tracer_peek(struct cm_tracer *tr, struct cm_snapshot *s)
+{
+	tr->end_ns = cm_now_ns();
+	return read_maps(tr, s);
+}
+
+static int read_maps(struct cm_tracer *tr, struct cm_snapshot *s)
+{
+	int fd;
+	size_t cap;
+
 	memset(s, 0, sizeof(*s));
 	s->counters = tr->skel->bss->counters;
 	s->stats_on = tr->stats_fd >= 0;

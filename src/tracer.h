@@ -93,6 +93,8 @@ int64_t cm_tracer_live_threads(struct cm_tracer *tr);
 /* Event stream: an fd to poll (or -1), and a non-blocking drain. */
 int cm_tracer_event_fd(struct cm_tracer *tr);
 void cm_tracer_consume(struct cm_tracer *tr);
+/* Reads the maps while tracing goes on, as of now (end_ns set to now). */
+int cm_tracer_peek(struct cm_tracer *tr, struct cm_snapshot *snap);
 /* Detaches, stamps end_ns, reads the maps. */
 int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *snap);
 void cm_tracer_close(struct cm_tracer *tr);
