@@ -557,6 +557,22 @@ static int run_wrap(struct opts *o)
 	return WEXITSTATUS(status);
 }
 
+static pid_t tgid_of(pid_t pid)
+{
+	char path[64], line[128];
+	pid_t tgid = pid;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	fp = fopen(path, "re");
+	while (fp && fgets(line, sizeof(line), fp))
+		if (sscanf(line, "Tgid: %d", &tgid) == 1)
+			break;
+	if (fp)
+		fclose(fp);
+	return tgid;
+}
+
 static int run_attach(struct opts *o)
 {
 	struct cm_tracer tr = { 0 };
@@ -569,6 +585,8 @@ static int run_attach(struct opts *o)
 			cm_err("no such process: %d", o->pids[i]);
 			return 1;
 		}
+		/* a thread id means its whole process */
+		o->pids[i] = tgid_of(o->pids[i]);
 	}
 	/* while the target certainly lives: an exited one's environ is empty */
 	json_object *tenv = cm_target_env(o->pids[0]);
