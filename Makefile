@@ -9,7 +9,8 @@ PREFIX ?= /usr/local
 
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -D_GNU_SOURCE
-LDLIBS += -lbpf -lelf -lz -ljson-c -lm
+# -ldw: DWARF unwinding (elfutils); -lstdc++: __cxa_demangle for C++ frames
+LDLIBS += -lbpf -ldw -lelf -lz -ljson-c -lm -lstdc++
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Ivmlinux/$(ARCH) -Iinclude \
 	-Wall -Wno-unused-function -Wno-compare-distinct-pointer-types
 # clang's own system includes for the BPF target (libbpf-bootstrap's trick)
