@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -246,6 +247,41 @@ static void test_self(struct cm_sym *s, const char *libpath)
 	double sym = (now_s() - t0) / reps / n * 1e6;
 	CHECK(per < 2000, "cost: %.1f us per %d-frame DWARF unwind, %.2f us per frame named%s",
 	      per, n, sym, ASAN_NOTE);
+	dlclose(h);
+}
+
+/* A thread: its stack is an anonymous mapping and ends in clone3. */
+static void *thread_main(void *arg)
+{
+	stack_end = mapping_end(getpid(), (uint64_t)(uintptr_t)&arg, NULL, 0);
+	outer_a(1);
+	return NULL;
+}
+
+static void test_thread(struct cm_sym *s, const char *libpath)
+{
+	static uint64_t ips[MAXF];
+	static char names[MAXF][NAMELEN];
+	const char *method = NULL;
+	bool trunc = true;
+	pthread_t t;
+	int pid = getpid();
+	void *h = dlopen(libpath, RTLD_NOW | RTLD_LOCAL);
+
+	lib_entry = h ? (int (*)(int (*)(int), int))dlsym(h, "cmtest_entry") : NULL;
+	if (!lib_entry || pthread_create(&t, NULL, thread_main, NULL)) {
+		CHECK(0, "thread with the chain started");
+		return;
+	}
+	pthread_join(t, NULL);
+	stack_end = mapping_end(pid, (uint64_t)(uintptr_t)&t, NULL, 0);	/* main's again */
+	cm_sym_add_process(s, pid);	/* the thread's stack came after the last snapshot */
+	int n = cm_sym_unwind(s, pid, &cap_regs, cap_stack, cap_len, ips, MAXF, &method, &trunc);
+	name_stack(s, pid, ips, n, names, "DWARF unwind of a thread");
+	static const char *const want[] = { "leaf_c", "outer_a", "thread_main", "start_thread" };
+	CHECK(in_order(names, n, want, 4) == 4, "thread: leaf_c > outer_a > thread_main > start_thread");
+	CHECK(!trunc && !strcmp(method, "dwarf"), "thread: %s, %s the outermost frame (%s)", method,
+	      trunc ? "did not reach" : "reached", n ? names[n - 1] : "");
 	dlclose(h);
 }
 
@@ -578,6 +614,7 @@ int main(int argc, char **argv)
 	double t0 = now_s();
 	struct cm_sym *s = cm_sym_new();
 	test_self(s, lib);
+	test_thread(s, lib);
 	test_jit(s);
 	test_deleted(s, lib);
 	test_child(s);
