@@ -9,7 +9,8 @@ PREFIX ?= /usr/local
 
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -D_GNU_SOURCE
-LDLIBS += -lbpf -lelf -lz -ljson-c -lm
+# -ldw: DWARF unwinding (elfutils); -lstdc++: __cxa_demangle for C++ frames
+LDLIBS += -lbpf -ldw -lelf -lz -ljson-c -lm -lstdc++
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Ivmlinux/$(ARCH) -Iinclude \
 	-Wall -Wno-unused-function -Wno-compare-distinct-pointer-types
 # clang's own system includes for the BPF target (libbpf-bootstrap's trick)
@@ -79,7 +80,18 @@ WL_BINS := $(patsubst tests/workloads/%.c,$(OUTPUT)/tests/%,$(WL_SRCS))
 # unit tests build with sanitizers against the user-space objects
 $(OUTPUT)/tests/test_%: tests/unit/test_%.c $(wildcard tests/unit/*.h) $(LIB_OBJS) | $(OUTPUT)/tests
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CFLAGS) -fsanitize=address,undefined $< $(patsubst $(OUTPUT)/%.o,src/%.c,$(filter-out $(OUTPUT)/syscall_table.o,$(LIB_OBJS))) $(OUTPUT)/syscall_table.c $(LDLIBS) -o $@
+	$(Q)$(CC) $(CFLAGS) -Isrc -fsanitize=address,undefined $< $(patsubst $(OUTPUT)/%.o,src/%.c,$(filter-out $(OUTPUT)/syscall_table.o,$(LIB_OBJS))) $(OUTPUT)/syscall_table.c $(LDLIBS) -o $@
+
+# the library test_sym dlopen()s: no frame pointers, and its .symtab moved into
+# a separate file found through .gnu_debuglink, as distributions ship them
+$(OUTPUT)/tests/libcmtest.so: tests/unit/libcmtest.c | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) -O2 -g -fPIC -shared -fomit-frame-pointer -Wall $< -o $@
+	$(Q)objcopy --only-keep-debug $@ $@.debug
+	$(Q)strip --strip-all $@
+	$(Q)objcopy --add-gnu-debuglink=$@.debug $@
+
+$(OUTPUT)/tests/test_sym: $(OUTPUT)/tests/libcmtest.so
 
 $(OUTPUT)/tests/%: tests/workloads/%.c $(wildcard tests/workloads/*.h) | $(OUTPUT)/tests
 	$(call msg,CC,$@)

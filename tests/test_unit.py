@@ -12,7 +12,7 @@ NAMES = sorted(p.stem for p in (ROOT / "tests" / "unit").glob("test_*.c"))
 
 
 def test_all_unit_tests_present():
-    assert {"test_hist", "test_syscalls", "test_json", "test_fmt"} <= set(NAMES)
+    assert {"test_hist", "test_syscalls", "test_json", "test_fmt", "test_sym"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
