@@ -253,16 +253,13 @@ static json_object *frames_of(struct cm_stacks *s, const struct agg *a)
 	json_object *arr = json_object_new_array();
 	char buf[512];
 
-	for (int i = a->nuser - 1; i >= 0; i--) {
-		/* a return address points after its call: look up the call */
-		uint64_t ip = a->ips[i] - (i > 0 ? 1 : 0);
-
+	/* all frames but the leaf are return addresses: name the call before them */
+	for (int i = a->nuser - 1; i >= 0; i--)
 		json_object_array_add(arr, json_object_new_string(
-			cm_sym_user(s->sym, (int)a->pid, ip, buf, sizeof(buf))));
-	}
+			cm_sym_user_frame(s->sym, (int)a->pid, a->ips[i], i > 0, buf, sizeof(buf))));
 	for (int i = a->nkern - 1; i >= 0; i--)
 		json_object_array_add(arr, json_object_new_string(
-			cm_sym_kernel(s->sym, a->ips[a->nuser + i], buf, sizeof(buf))));
+			cm_sym_kernel(s->sym, a->ips[a->nuser + i] - (i > 0 ? 1 : 0), buf, sizeof(buf))));
 	return arr;
 }
 
@@ -463,12 +460,12 @@ json_object *cm_stacks_summary_json(struct cm_stacks *s)
 			continue;
 		if (a->type == T_FPROOT) {
 			fp_total += a->weight;
-			if (is_root_frame(cm_sym_user(s->sym, (int)a->pid, a->ips[0] - 1, buf, sizeof(buf))))
+			if (is_root_frame(cm_sym_user_frame(s->sym, (int)a->pid, a->ips[0], true, buf, sizeof(buf))))
 				fp_root += a->weight;
 		} else if (a->type == CM_EV_ONCPU) {
 			dwarf_total += a->weight;
 			for (int k = a->nuser - 1; k >= 0 && k >= a->nuser - 3; k--) {
-				if (is_root_frame(cm_sym_user(s->sym, (int)a->pid, a->ips[k] - (k ? 1 : 0), buf, sizeof(buf)))) {
+				if (is_root_frame(cm_sym_user_frame(s->sym, (int)a->pid, a->ips[k], k > 0, buf, sizeof(buf)))) {
 					dwarf_root += a->weight;
 					break;
 				}
