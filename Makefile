@@ -97,7 +97,20 @@ $(OUTPUT)/tests/%: tests/workloads/%.c $(wildcard tests/workloads/*.h) | $(OUTPU
 	$(call msg,CC,$@)
 	$(Q)$(CC) -O1 -g -Wall -D_GNU_SOURCE $< -lpthread -o $@
 
-test-bins: $(UNIT_BINS) $(WL_BINS)
+# the stack workload twice: frame pointers kept, and omitted (DWARF only)
+$(OUTPUT)/tests/stackwl_fp: tests/workloads/stackwl.c tests/workloads/wl.h | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) -O1 -g -fno-omit-frame-pointer -Wall -D_GNU_SOURCE $< -lpthread -ldl -o $@
+
+$(OUTPUT)/tests/stackwl: tests/workloads/stackwl.c tests/workloads/wl.h | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) -O1 -g -fomit-frame-pointer -Wall -D_GNU_SOURCE $< -lpthread -ldl -o $@
+
+$(OUTPUT)/tests/libstackwl.so: tests/workloads/lib/libstackwl.c | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) -O1 -g -fomit-frame-pointer -shared -fPIC -Wall $< -o $@
+
+test-bins: $(UNIT_BINS) $(WL_BINS) $(OUTPUT)/tests/stackwl_fp $(OUTPUT)/tests/libstackwl.so
 
 unit: $(UNIT_BINS)
 	$(Q)for t in $(UNIT_BINS); do $$t || exit 1; done

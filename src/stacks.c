@@ -257,9 +257,16 @@ static json_object *frames_of(struct cm_stacks *s, const struct agg *a)
 	for (int i = a->nuser - 1; i >= 0; i--)
 		json_object_array_add(arr, json_object_new_string(
 			cm_sym_user_frame(s->sym, (int)a->pid, a->ips[i], i > 0, buf, sizeof(buf))));
-	for (int i = a->nkern - 1; i >= 0; i--)
-		json_object_array_add(arr, json_object_new_string(
-			cm_sym_kernel(s->sym, a->ips[a->nuser + i] - (i > 0 ? 1 : 0), buf, sizeof(buf))));
+	for (int i = a->nkern - 1; i >= 0; i--) {
+		const char *name = cm_sym_kernel(s->sym, a->ips[a->nuser + i] - (i > 0 ? 1 : 0),
+						 buf, sizeof(buf));
+
+		/* the tracepoint and our own program are not where it blocked */
+		if (!strncmp(name, "__traceiter_", 12) || !strncmp(name, "__bpf_trace_", 12) ||
+		    !strncmp(name, "bpf_trace_run", 13))
+			break;
+		json_object_array_add(arr, json_object_new_string(name));
+	}
 	return arr;
 }
 

@@ -396,11 +396,18 @@ static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid, bool held)
 
 	if (bpf_map_lookup_elem(fd, &key, &t) == 0)
 		return 0;	/* already traced (seeded or forked) */
-	if (read_task_stat(pid, tid, &state, &ppid, &minflt, &majflt, NULL, 0))
+	if (read_task_stat(pid, tid, &state, &ppid, &minflt, &majflt, t.comm, sizeof(t.comm)))
 		return -1;
 	if (state == 'Z' || state == 'X')
 		return 0;
-	memset(&t, 0, sizeof(t));
+	{
+		char comm[CM_COMM_LEN];
+
+		memcpy(comm, t.comm, sizeof(comm));
+		memset(&t, 0, sizeof(t));
+		memcpy(t.comm, comm, sizeof(comm));
+	}
+	t.out_kstack = t.out_ustack = -1;
 	t.tid = tid;
 	t.pid = pid;
 	t.ppid = ppid;
