@@ -106,3 +106,15 @@ def test_min_block_skips_short_blocks(tmp_path):
     assert weight(st, ["sleeper_d"], leaf="syscall:clock_nanosleep", oncpu=False) == 0
     assert r.report["stacks"]["offcpu_skipped"] >= 10
     assert r.report["stacks"]["offcpu_skipped_ns"] >= 10 * 20_000_000 * OFF_LO
+
+
+def test_flamegraph_renders(tmp_path):
+    import subprocess
+    r, st = folded(tmp_path, "stackwl")
+    png = tmp_path / "fg.png"
+    cp = subprocess.run(["/usr/bin/python3", "scripts/flamegraph.py", str(tmp_path / "s.folded"),
+                         "-o", str(png)], capture_output=True, text=True,
+                        cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
