@@ -40,7 +40,9 @@ static __always_inline int on_switch(bool btf, bool preempt, struct task_struct 
 				t->blk_iowait = BPF_CORE_READ_BITFIELD(prev, in_iowait);
 			else
 				t->blk_iowait = BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait);
-			if (t->sc_nr1)
+			if (t->gpu_sync)
+				t->blk_cause = CM_CAUSE_GPU_SYNC;
+			else if (t->sc_nr1)
 				t->blk_cause = CM_CAUSE_SYSCALL;
 			else if (t->last_fault_ts && t->last_fault_ts >= seg)
 				t->blk_cause = CM_CAUSE_FAULT;

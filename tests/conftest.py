@@ -265,7 +265,7 @@ def block_devices_of(path):
 LEDGER_KEYS = ("wall_ns", "oncpu_ns", "oncpu_user_ns", "oncpu_syscall_ns", "runq_ns",
                "runq_wakeup_ns", "runq_preempt_ns", "offcpu_ns", "offcpu_by_cause",
                "iowait_ns", "unattributed_ns")
-LEDGER_INT_KEYS = tuple(k for k in LEDGER_KEYS if k != "offcpu_by_cause")
+LEDGER_INT_KEYS = tuple(k for k in LEDGER_KEYS if k != "offcpu_by_cause") + ("oncpu_gpu_wait_ns",)
 SUBSYSTEMS = {"cpu_user", "runq", "memory", "sync", "file_io", "network", "block_io",
               "sleep", "poll", "process", "other", "unattributed", "gpu"}
 
@@ -413,9 +413,11 @@ def ledger_problems_one(L, where):
     if L["offcpu_ns"] != sum(causes.values()):
         P.append(f"{where}: offcpu_ns {L['offcpu_ns']} != sum(offcpu_by_cause) "
                  f"{sum(causes.values())} {causes}")
-    if L["oncpu_ns"] != L["oncpu_user_ns"] + L["oncpu_syscall_ns"]:
+    # on-CPU inside CUDA synchronize calls is its own part (GPU wait, spin)
+    gpu_spin = L.get("oncpu_gpu_wait_ns", 0)
+    if L["oncpu_ns"] != L["oncpu_user_ns"] + L["oncpu_syscall_ns"] + gpu_spin:
         P.append(f"{where}: oncpu_ns {L['oncpu_ns']} != user {L['oncpu_user_ns']} + "
-                 f"syscall {L['oncpu_syscall_ns']}")
+                 f"syscall {L['oncpu_syscall_ns']} + gpu wait {gpu_spin}")
     if L["runq_ns"] != L["runq_wakeup_ns"] + L["runq_preempt_ns"]:
         P.append(f"{where}: runq_ns {L['runq_ns']} != wakeup {L['runq_wakeup_ns']} + "
                  f"preempt {L['runq_preempt_ns']}")
