@@ -45,6 +45,8 @@ static const char usage[] =
 "  -t, --threads          per-thread rows in the text map\n"
 "      --max-threads N    traced-thread map size (default 8192)\n"
 "      --attach-type T    force tp_btf or raw_tp (default: best available)\n"
+"      --gpu MODE         CUDA work: auto (default: CUPTI agent when wrapping,\n"
+"                         uprobes when attaching), cupti, uprobes, or off\n"
 "  -v, --verbose          more messages; -vv adds libbpf's log\n"
 "  -h, --help             this help\n"
 "  -V, --version          print the version\n"
@@ -88,7 +90,7 @@ static int parse_pids(const char *s, struct opts *o)
 
 static void parse_args(int argc, char **argv, struct opts *o)
 {
-	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE };
+	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_GPU };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -97,6 +99,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "threads", no_argument, NULL, 't' },
 		{ "max-threads", required_argument, NULL, OPT_MAX_THREADS },
 		{ "attach-type", required_argument, NULL, OPT_ATTACH_TYPE },
+		{ "gpu", required_argument, NULL, OPT_GPU },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -137,6 +140,18 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			if (strcmp(optarg, "tp_btf") && strcmp(optarg, "raw_tp"))
 				bad_usage("bad --attach-type '%s': tp_btf or raw_tp", optarg);
 			o->tr.force_attach = optarg;
+			break;
+		case OPT_GPU:
+			if (!strcmp(optarg, "auto"))
+				o->tr.gpu_mode = CM_GPU_AUTO;
+			else if (!strcmp(optarg, "off"))
+				o->tr.gpu_mode = CM_GPU_OFF;
+			else if (!strcmp(optarg, "cupti"))
+				o->tr.gpu_mode = CM_GPU_CUPTI;
+			else if (!strcmp(optarg, "uprobes"))
+				o->tr.gpu_mode = CM_GPU_UPROBES;
+			else
+				bad_usage("bad --gpu '%s': auto, cupti, uprobes or off", optarg);
 			break;
 		case 'v':
 			cm_verbose++;
@@ -269,6 +284,10 @@ static int run_wrap(struct opts *o)
 		return rc;
 	if (cm_tracer_start(&tr, &o->tr))
 		return 1;
+	if (cm_gpu_wrap_prepare(&tr)) {
+		cm_err("out of memory setting up GPU tracing");
+		return 1;
+	}
 	if (pipe2(go, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
 		cm_err("pipe: %s", strerror(errno));
 		return 1;
@@ -283,6 +302,7 @@ static int run_wrap(struct opts *o)
 		char c;
 
 		sigprocmask(SIG_SETMASK, &oldmask, NULL);
+		cm_gpu_child_env(&tr);
 		close(go[1]);
 		close(errp[0]);
 		/* wait until every program is attached and this task is traced */
@@ -319,8 +339,13 @@ static int run_wrap(struct opts *o)
 	uint64_t deadline = o->duration > 0 ? cm_now_ns() + (uint64_t)(o->duration * 1e9) : 0;
 	int stop_sig = 0;
 
+	int gpufd = cm_gpu_poll_fd(&tr);
+
 	while (!exited && !stop_sig) {
-		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN }, { .fd = pidfd, .events = POLLIN } };
+		/* the GPU ring buffer: an agent that cannot use CUPTI waits for its
+		 * uprobes, so it is served as soon as it asks */
+		struct pollfd pfd[3] = { { .fd = sfd, .events = POLLIN }, { .fd = gpufd, .events = POLLIN },
+					 { .fd = pidfd, .events = POLLIN } };
 		int timeout = -1;
 
 		if (deadline) {
@@ -332,8 +357,10 @@ static int run_wrap(struct opts *o)
 		}
 		if (pidfd < 0 && (timeout < 0 || timeout > 100))
 			timeout = 100;	/* no pidfd: poll for the exit */
-		if (poll(pfd, pidfd >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR)
+		if (poll(pfd, pidfd >= 0 ? 3 : 2, timeout) < 0 && errno != EINTR)
 			break;
+		if (pfd[1].revents & POLLIN)
+			cm_gpu_poll(&tr);
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 
@@ -406,6 +433,8 @@ static int run_attach(struct opts *o)
 			return 1;
 		}
 	}
+	for (int i = 0; i < o->npids; i++)
+		cm_gpu_watch_pid(&tr, o->pids[i]);
 	deadline = o->duration > 0 ? tr.start_ns + (uint64_t)(o->duration * 1e9) : 0;
 	if (!deadline)
 		cm_info("tracing %d process(es); Ctrl-C to stop", o->npids);
@@ -428,6 +457,7 @@ static int run_attach(struct opts *o)
 			if (read(sfd, &si, sizeof(si)) == sizeof(si))
 				stop_sig = si.ssi_signo;
 		}
+		cm_gpu_poll(&tr);
 	}
 
 	json_object *target = json_object_new_object(), *pids = json_object_new_array();

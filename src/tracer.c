@@ -17,6 +17,7 @@
 #include <bpf/libbpf.h>
 #include "cm.h"
 #include "tracer.h"
+#include "contactmap_gpu.h"
 #include "contactmap.skel.h"
 
 uint64_t cm_now_ns(void)
@@ -116,15 +117,16 @@ void cm_probe_features(struct cm_features *f)
 	btf__free(vmlinux);
 }
 
-/* Chooses one twin of every program: suffix "_btf" or "_raw". */
+/* Chooses one twin of every program: suffix "_btf" or "_raw"; the GPU
+ * uprobe programs (no twins) when gpu is set. */
 static void select_programs(struct contactmap_bpf *skel, const char *suffix,
-			    const struct cm_features *f)
+			    const struct cm_features *f, bool gpu)
 {
 	struct bpf_program *p;
 
 	bpf_object__for_each_program(p, skel->obj) {
 		const char *name = bpf_program__name(p);
-		bool on = has_suffix(name, suffix);
+		bool on = has_suffix(name, suffix) || (gpu && !strncmp(name, "gpu_", 4));
 
 		if (!f->page_fault_tp && !strncmp(name, "page_fault_user", 15))
 			on = false;
@@ -147,6 +149,37 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 	return skel;
 }
 
+/*
+ * Opens, sizes and loads one twin set. The GPU programs come along unless
+ * turned off; should they fail to load, the core loads without them (the
+ * report then says GPU tracing was unavailable) rather than not at all.
+ */
+static int load_programs(struct cm_tracer *tr, const struct cm_tracer_opts *o, const char *suffix)
+{
+	struct cm_features *f = &tr->feat;
+	int err = -EINVAL;
+
+	for (int gpu = o->gpu_mode != CM_GPU_OFF; gpu >= 0; gpu--) {
+		tr->skel = open_sized(o);
+		if (!tr->skel)
+			return -errno;
+		select_programs(tr->skel, suffix, f, gpu);
+		err = contactmap_bpf__load(tr->skel);
+		if (!err) {
+			f->gpu = gpu;
+			return 0;
+		}
+		if (gpu) {
+			snprintf(f->gpu_error, sizeof(f->gpu_error), "%s", strerror(-err));
+			cm_info("GPU programs did not load with the %s set (%s); trying without them",
+				suffix + 1, strerror(-err));
+		}
+		contactmap_bpf__destroy(tr->skel);
+		tr->skel = NULL;
+	}
+	return err;
+}
+
 int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 {
 	struct cm_features *f = &tr->feat;
@@ -162,27 +195,17 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 	}
 
 	if (!force || !strcmp(force, "tp_btf")) {
-		tr->skel = open_sized(o);
-		if (!tr->skel)
-			return -1;
-		select_programs(tr->skel, "_btf", f);
-		err = contactmap_bpf__load(tr->skel);
+		err = load_programs(tr, o, "_btf");
 		if (!err) {
 			f->tp_btf = true;
 			f->attach_type = "tp_btf";
 		} else {
 			snprintf(f->tp_btf_error, sizeof(f->tp_btf_error), "%s", strerror(-err));
 			cm_info("tp_btf programs did not load (%s); trying raw tracepoints", strerror(-err));
-			contactmap_bpf__destroy(tr->skel);
-			tr->skel = NULL;
 		}
 	}
 	if (err && (!force || !strcmp(force, "raw_tp"))) {
-		tr->skel = open_sized(o);
-		if (!tr->skel)
-			return -1;
-		select_programs(tr->skel, "_raw", f);
-		err = contactmap_bpf__load(tr->skel);
+		err = load_programs(tr, o, "_raw");
 		if (!err) {
 			f->raw_tp = true;
 			f->attach_type = "raw_tp";
@@ -206,6 +229,12 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 	}
 	/* run-time statistics cost two clock reads per event; the observer cost
 	 * they give is worth it (BPF_ENABLE_STATS needs CAP_SYS_ADMIN) */
+	if (cm_gpu_start(tr, o)) {
+		cm_err("out of memory setting up GPU tracing");
+		contactmap_bpf__destroy(tr->skel);
+		tr->skel = NULL;
+		return -1;
+	}
 	tr->stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
 	if (tr->stats_fd < 0)
 		cm_info("BPF run-time statistics unavailable (%s): no observer cost", strerror(errno));
@@ -385,6 +414,7 @@ int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 	int fd;
 	size_t cap;
 
+	cm_gpu_detach(tr);
 	contactmap_bpf__detach(tr->skel);
 	tr->end_ns = cm_now_ns();
 	memset(s, 0, sizeof(*s));
@@ -436,6 +466,8 @@ int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 		if (!bpf_map_lookup_elem(fd, &key, &s->blk_stats[s->nblk]))
 			s->blk_keys[s->nblk++] = key;
 	}
+	if (cm_gpu_read(tr, s))
+		goto oom;
 	return 0;
 oom:
 	cm_err("out of memory reading the BPF maps");
@@ -449,6 +481,7 @@ void cm_snapshot_free(struct cm_snapshot *s)
 	free(s->sys_stats);
 	free(s->blk_keys);
 	free(s->blk_stats);
+	cm_gpu_snapshot_free(s);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -457,6 +490,7 @@ void cm_tracer_close(struct cm_tracer *tr)
 	if (tr->stats_fd > 0)
 		close(tr->stats_fd);
 	tr->stats_fd = -1;
+	cm_gpu_close(tr);
 	contactmap_bpf__destroy(tr->skel);
 	tr->skel = NULL;
 }
