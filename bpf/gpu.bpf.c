@@ -390,16 +390,28 @@ SEC("uprobe")
 int gpu_api_enter(struct pt_regs *ctx)
 {
 	struct cm_thread *t = thread_of((__u32)bpf_get_current_pid_tgid());
+	__u64 sp = PT_REGS_SP(ctx);
 	struct gpu_args g;
 	__u64 cookie, now;
 	__u32 karg, parg;
 
 	if (!t)
 		return 0;
-	/* a runtime call reaches the driver through its probed functions too:
-	 * only the outermost call is timed, so each call counts once */
-	if (t->gpu_depth++ > 0)
+	/*
+	 * A runtime call reaches the driver through its probed functions too:
+	 * only the outermost call is timed, so each call counts once. A call
+	 * deeper on the stack than the one in flight is nested in it; one at
+	 * the same depth or above means that call returned unseen (its return
+	 * probe was not in place yet, or it left by longjmp): start afresh.
+	 */
+	if (t->gpu_depth > 0 && sp < t->gpu_sp) {
+		t->gpu_depth++;
 		return 0;
+	}
+	if (t->gpu_depth > 0 && t->gpu_sync)
+		sync_end(t, bpf_ktime_get_ns());
+	t->gpu_depth = 1;
+	t->gpu_sp = sp;
 	cookie = bpf_get_attach_cookie(ctx);
 	now = bpf_ktime_get_ns();
 	read_args(ctx, &g);

@@ -106,6 +106,7 @@ struct cm_thread {
 	__u64 gpu_ptr;		/* its host pointer argument */
 	__u32 gpu_kind;		/* its copy kind (CM_COPY_*) */
 	__u32 gpu_pad;
+	__u64 gpu_sp;		/* its stack pointer at entry: tells nested calls from stale ones */
 	__u64 gpu_spin_ns;	/* on-CPU inside synchronize calls */
 	__u64 gpu_blocked_ns;	/* blocked inside synchronize calls */
 	__u64 gpu_syncs;	/* synchronize calls completed */

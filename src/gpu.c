@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "cm.h"
@@ -172,8 +173,12 @@ struct gpu_lib {
 };
 
 struct cm_gpu_state {
-	struct bpf_link **links;
+	struct bpf_link **links;	/* perf-event uprobes (kernels before 6.6) */
 	size_t nlinks, linkcap;
+	int *fds;			/* uprobe_multi links */
+	size_t nfds, fdcap;
+	bool multi;
+	size_t ready_off;		/* the agent's contactmap_gpu_ready() */
 	struct gpu_lib *libs;		/* (pid, file) pairs already probed */
 	size_t nlibs, libcap;
 	pid_t *watch;			/* attach mode: processes rescanned for new libraries */
@@ -199,6 +204,92 @@ static int push_link(struct cm_gpu_state *g, struct bpf_link *l)
 	}
 	g->links[g->nlinks++] = l;
 	return 0;
+}
+
+static int push_fd(struct cm_gpu_state *g, int fd)
+{
+	if (g->nfds == g->fdcap) {
+		size_t cap = g->fdcap ? g->fdcap * 2 : 16;
+		int *n = realloc(g->fds, cap * sizeof(*n));
+
+		if (!n)
+			return -1;
+		g->fds = n;
+		g->fdcap = cap;
+	}
+	g->fds[g->nfds++] = fd;
+	return 0;
+}
+
+/*
+ * BPF_LINK_CREATE of a uprobe_multi link, by hand: libbpf 1.1 and the build
+ * machine's <linux/bpf.h> predate it. The layout is union bpf_attr's
+ * link_create with its uprobe_multi member (Linux 6.6).
+ */
+struct link_create_uprobe_multi {
+	__u32 prog_fd, target_fd, attach_type, flags;
+	__u64 path, offsets, ref_ctr_offsets, cookies;
+	__u32 cnt, multi_flags, pid, pad;
+};
+#define CM_BPF_F_UPROBE_MULTI_RETURN 1
+
+static int link_uprobe_multi(struct bpf_program *prog, const char *path, const unsigned long *offs,
+			     const __u64 *cookies, unsigned cnt, bool ret, pid_t pid)
+{
+	struct link_create_uprobe_multi a;
+	int fd;
+
+	memset(&a, 0, sizeof(a));
+	a.prog_fd = bpf_program__fd(prog);
+	a.attach_type = CM_BPF_TRACE_UPROBE_MULTI;
+	a.path = (__u64)(uintptr_t)path;
+	a.offsets = (__u64)(uintptr_t)offs;
+	a.cookies = (__u64)(uintptr_t)cookies;
+	a.cnt = cnt;
+	a.multi_flags = ret ? CM_BPF_F_UPROBE_MULTI_RETURN : 0;
+	a.pid = pid > 0 ? (__u32)pid : 0;
+	fd = (int)syscall(__NR_bpf, BPF_LINK_CREATE, &a, sizeof(a));
+	return fd < 0 ? -errno : fd;
+}
+
+/* One or many probes of one program on one file, whichever way this kernel has. */
+static int attach_probes(struct cm_tracer *tr, struct bpf_program *prog, pid_t pid, const char *path,
+			 const unsigned long *offs, const __u64 *cookies, unsigned cnt, bool ret)
+{
+	struct cm_gpu_state *g = tr->gpu;
+	unsigned n = 0;
+
+	if (!cnt)
+		return 0;
+	if (g->multi) {
+		int fd = link_uprobe_multi(prog, path, offs, cookies, cnt, ret, pid);
+
+		if (fd < 0) {
+			cm_info("GPU: uprobe_multi link on %s: %s", path, strerror(-fd));
+			return fd;
+		}
+		if (push_fd(g, fd)) {
+			close(fd);
+			return -ENOMEM;
+		}
+		return (int)cnt;
+	}
+	for (unsigned i = 0; i < cnt; i++) {
+		LIBBPF_OPTS(bpf_uprobe_opts, uo, .bpf_cookie = cookies[i], .retprobe = ret);
+		struct bpf_link *l = bpf_program__attach_uprobe_opts(prog, pid > 0 ? pid : -1, path,
+								     offs[i], &uo);
+
+		if (!l) {
+			cm_info("GPU: uprobe at %s+0x%lx: %s", path, offs[i], strerror(errno));
+			continue;
+		}
+		if (push_link(g, l)) {
+			bpf_link__destroy(l);
+			return -ENOMEM;
+		}
+		n++;
+	}
+	return (int)n;
 }
 
 /* ---- ELF symbols --------------------------------------------------------------- */
@@ -320,61 +411,46 @@ static int attach_lib(struct cm_tracer *tr, pid_t pid, const char *path)
 {
 	struct cm_gpu_state *g = tr->gpu;
 	size_t off[NPROBES];
-	int n = 0, found;
+	unsigned long offs[NPROBES + 1];
+	__u64 cookies[NPROBES];
+	unsigned cnt = 0;
+	int in, out;
 
-	found = resolve_probes(path, off);
-	if (found <= 0) {
+	if (resolve_probes(path, off) <= 0) {
 		cm_info("GPU: no CUDA functions to probe in %s", path);
 		return 0;
 	}
 	/*
-	 * cuCtxSynchronize last: an agent waiting for its uprobes (and gpu_app
-	 * --wait-probes) watches for the int3 there, so seeing it means every
-	 * other probe of the library is in place.
+	 * cuCtxSynchronize last: a test program that waits for the int3 there
+	 * (gpu_app --wait-probes) then finds the others in place. Entries go
+	 * in before returns; a call caught between the two is dropped by
+	 * gpu_api_enter's stack check, never left open.
 	 */
 	for (size_t i = 0; i <= NPROBES; i++) {
-		size_t k = i < NPROBES ? i : 0;
-		LIBBPF_OPTS(bpf_uprobe_opts, uo);
-		struct bpf_link *in, *out;
-		const struct probe_def *d;
+		size_t k = i;
 
 		if (i < NPROBES && !strcmp(probes[i].sym, "cuCtxSynchronize"))
 			continue;
-		if (i == NPROBES) {
-			while (k < NPROBES && strcmp(probes[k].sym, "cuCtxSynchronize"))
-				k++;
-			if (k == NPROBES)
-				break;
-		}
-		d = &probes[k];
-		if (!off[k])
+		if (i == NPROBES)
+			for (k = 0; k < NPROBES && strcmp(probes[k].sym, "cuCtxSynchronize"); k++)
+				;
+		if (k >= NPROBES || !off[k])
 			continue;
-		uo.bpf_cookie = CM_GPU_COOKIE(d->api, apis[d->api].cls, d->barg, d->bshift,
-					      d->karg, d->kind, d->parg);
-		uo.retprobe = false;
-		in = bpf_program__attach_uprobe_opts(tr->skel->progs.gpu_api_enter, pid, path, off[k], &uo);
-		if (!in) {
-			cm_info("GPU: uprobe on %s in %s: %s", d->sym, path, strerror(errno));
-			continue;
-		}
-		uo.retprobe = true;
-		out = bpf_program__attach_uprobe_opts(tr->skel->progs.gpu_api_exit, pid, path, off[k], &uo);
-		if (!out) {
-			/* an entry without its return would leave calls open forever */
-			cm_info("GPU: uretprobe on %s in %s: %s", d->sym, path, strerror(errno));
-			bpf_link__destroy(in);
-			continue;
-		}
-		if (push_link(g, in) || push_link(g, out)) {
-			bpf_link__destroy(in);
-			bpf_link__destroy(out);
-			return -1;
-		}
-		n++;
+		offs[cnt] = off[k];
+		cookies[cnt++] = CM_GPU_COOKIE(probes[k].api, apis[probes[k].api].cls, probes[k].barg,
+					       probes[k].bshift, probes[k].karg, probes[k].kind,
+					       probes[k].parg);
 	}
-	g->probes += 2 * n;
-	cm_info("GPU: %d functions probed in %s for pid %d", n, path, pid);
-	return n;
+	in = attach_probes(tr, tr->skel->progs.gpu_api_enter, pid, path, offs, cookies, cnt, false);
+	out = in > 0 ? attach_probes(tr, tr->skel->progs.gpu_api_exit, pid, path, offs, cookies, cnt, true) : 0;
+	if (in <= 0 || out <= 0) {
+		cm_warn("cannot probe the CUDA functions in %s (%s): GPU calls there are not traced",
+			path, strerror(in < 0 ? -in : out < 0 ? -out : ENOENT));
+		return 0;
+	}
+	g->probes += (unsigned)(in + out);
+	cm_info("GPU: %u functions probed in %s for pid %d", cnt, path, pid);
+	return (int)cnt;
 }
 
 /* Probes the CUDA libraries pid maps now and has not had probed yet. */
@@ -479,6 +555,15 @@ static int on_gpu_event(void *ctx, void *data, size_t size)
 	cm_info("GPU: pid %u: %s; probing its CUDA libraries", ev->pid, status_name(ev->status));
 	if (cm_gpu_attach_pid(tr, ev->pid) <= 0)
 		cm_info("GPU: pid %u maps no CUDA library to probe", ev->pid);
+	/* the agent waits for an int3 on its contactmap_gpu_ready(): all set */
+	if (tr->gpu->agent[0] && tr->gpu->ready_off) {
+		unsigned long off = tr->gpu->ready_off;
+		__u64 cookie = 0;
+
+		if (attach_probes(tr, tr->skel->progs.gpu_hook, (pid_t)ev->pid, tr->gpu->agent, &off,
+				  &cookie, 1, false) <= 0)
+			cm_info("GPU: cannot signal the agent of pid %u; it goes on after its timeout", ev->pid);
+	}
 	return 0;
 }
 
@@ -547,6 +632,7 @@ int cm_gpu_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		return -1;
 	tr->gpu = g;
 	g->mode = o->gpu_mode;
+	g->multi = tr->feat.uprobe_multi;
 	g->rb = ring_buffer__new(bpf_map__fd(tr->skel->maps.gpu_events), on_gpu_event, tr, NULL);
 	if (!g->rb)
 		cm_info("GPU: no ring buffer (%s): agents cannot ask for uprobes", strerror(errno));
@@ -556,10 +642,10 @@ int cm_gpu_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 int cm_gpu_wrap_prepare(struct cm_tracer *tr)
 {
 	struct cm_gpu_state *g = tr->gpu;
-	LIBBPF_OPTS(bpf_uprobe_opts, uo);
 	const char *prev = getenv("CUDA_INJECTION64_PATH");
-	struct bpf_link *l;
-	size_t off;
+	unsigned long off;
+	__u64 cookie = 0;
+	int err;
 
 	if (!g)
 		return 0;
@@ -579,17 +665,16 @@ int cm_gpu_wrap_prepare(struct cm_tracer *tr)
 		g->agent[0] = 0;
 		return 0;
 	}
+	g->ready_off = symbol_offset(g->agent, "contactmap_gpu_ready");
 	/* every process (-1): a wrapped program's children load the agent too;
 	 * the program keeps to traced threads */
-	l = bpf_program__attach_uprobe_opts(tr->skel->progs.gpu_hook, -1, g->agent, off, &uo);
-	if (!l) {
-		cm_warn("cannot attach to the CUPTI agent's hook (%s): GPU work is not traced", strerror(errno));
-		g->agent[0] = 0;
-		return 0;
-	}
-	if (push_link(g, l)) {
-		bpf_link__destroy(l);
+	err = attach_probes(tr, tr->skel->progs.gpu_hook, -1, g->agent, &off, &cookie, 1, false);
+	if (err == -ENOMEM)
 		return -1;
+	if (err <= 0) {
+		cm_warn("cannot attach to the CUPTI agent's hook (%s): GPU work is not traced",
+			strerror(err < 0 ? -err : errno));
+		g->agent[0] = 0;
 	}
 	return 0;
 }
@@ -617,6 +702,9 @@ void cm_gpu_detach(struct cm_tracer *tr)
 	for (size_t i = 0; i < g->nlinks; i++)
 		bpf_link__destroy(g->links[i]);
 	g->nlinks = 0;
+	for (size_t i = 0; i < g->nfds; i++)
+		close(g->fds[i]);
+	g->nfds = 0;
 }
 
 void cm_gpu_close(struct cm_tracer *tr)
@@ -628,6 +716,7 @@ void cm_gpu_close(struct cm_tracer *tr)
 	cm_gpu_detach(tr);
 	ring_buffer__free(g->rb);
 	free(g->links);
+	free(g->fds);
 	free(g->libs);
 	free(g->watch);
 	free(g);

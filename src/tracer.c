@@ -114,6 +114,8 @@ void cm_probe_features(struct cm_features *f)
 	f->page_fault_tp = btf_has_tp(vmlinux, "page_fault_user");
 	f->block_tp = btf_has_tp(vmlinux, "block_rq_issue") && btf_has_tp(vmlinux, "block_rq_complete") &&
 		      btf_has_tp(vmlinux, "block_rq_insert");
+	f->uprobe_multi = vmlinux &&
+		btf__find_by_name_kind(vmlinux, "bpf_uprobe_multi_link", BTF_KIND_STRUCT) >= 0;
 	btf__free(vmlinux);
 }
 
@@ -133,6 +135,13 @@ static void select_programs(struct contactmap_bpf *skel, const char *suffix,
 		if (!f->block_tp && !strncmp(name, "block_rq", 8))
 			on = false;
 		bpf_program__set_autoload(p, on);
+		/*
+		 * Closing a perf-event uprobe waits for an RCU grace period (some
+		 * 80 ms here): a hundred of them take seconds. uprobe_multi links
+		 * (one per library and direction) wait once each.
+		 */
+		if (on && gpu && f->uprobe_multi && !strncmp(name, "gpu_", 4))
+			bpf_program__set_expected_attach_type(p, CM_BPF_TRACE_UPROBE_MULTI);
 	}
 }
 

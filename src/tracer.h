@@ -12,6 +12,10 @@
 
 struct contactmap_bpf;
 
+/* enum bpf_attach_type's BPF_TRACE_UPROBE_MULTI (Linux 6.6), which the
+ * build machine's <linux/bpf.h> may predate */
+#define CM_BPF_TRACE_UPROBE_MULTI 48
+
 /* --gpu: which GPU tier (contactmap_gpu.h) a run may use. */
 enum cm_gpu_mode {
 	CM_GPU_AUTO = 0,	/* wrap: CUPTI agent, uprobes as fallback; attach: uprobes */
@@ -43,6 +47,7 @@ struct cm_features {
 	const char *attach_type;	/* what is in use */
 	char tp_btf_error[128];		/* why tp_btf was not used */
 	bool gpu;			/* GPU programs loaded */
+	bool uprobe_multi;		/* uprobe_multi links (6.6): one per library, fast to detach */
 	char gpu_error[128];		/* why not */
 };
 
