@@ -87,8 +87,17 @@ static __always_inline int on_switch(bool btf, bool preempt, struct task_struct 
 				account_blocked(t, d);
 				__sync_fetch_and_add(&counters.switch_in_blocked, 1);
 			} else {
-				/* runnable since before we attached */
-				t->unattributed_ns += d;
+				/*
+				 * Seeded as runnable ('R' in /proc) and switched in with
+				 * no event of its own and no wakeup since: it was not on
+				 * a CPU (a running thread is seen leaving one first), so
+				 * it waited in the run queue all along. A wrapped command
+				 * is seeded so right after fork, and charging this to
+				 * unattributed broke the 1% bound of short commands.
+				 */
+				t->runq_wake_ns += d;
+				t->runq_waits++;
+				hist_add(t->runq_hist, d);
 				__sync_fetch_and_add(&counters.switch_in_unknown, 1);
 			}
 			break;
