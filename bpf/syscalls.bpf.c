@@ -5,7 +5,37 @@
  */
 #include "common.bpf.h"
 
-static __always_inline int on_sys_enter(long id)
+/*
+ * ioctl on a GPU driver file (/dev/nvidia*: character devices whose majors
+ * user space finds in /proc/devices) is the CUDA driver talking to the GPU:
+ * such calls are kept apart as CM_SYS_GPU_IOCTL, which the contact map puts
+ * under "gpu". No majors, no check: the branch is pruned at load.
+ */
+const volatile __u32 gpu_dev_majors[CM_GPU_DEV_MAJORS] = {};
+const volatile __u32 gpu_dev_nmajors = 0;
+const volatile __u32 ioctl_nr = 16;	/* x86_64; set from the syscall table */
+
+static __always_inline bool gpu_dev_fd(struct pt_regs *regs)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	unsigned int fd = (unsigned int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds, *f = NULL;
+	__u32 major;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return false;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&f, sizeof(f), &fds[fd]) || !f)
+		return false;
+	major = BPF_CORE_READ(f, f_inode, i_rdev) >> 20;	/* the kernel's MKDEV */
+	for (int i = 0; i < CM_GPU_DEV_MAJORS; i++)
+		if (i < gpu_dev_nmajors && major == gpu_dev_majors[i])
+			return true;
+	return false;
+}
+
+static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 {
 	struct cm_thread *t = thread_of((__u32)bpf_get_current_pid_tgid());
 	__u64 now;
@@ -15,6 +45,8 @@ static __always_inline int on_sys_enter(long id)
 	now = bpf_ktime_get_ns();
 	account_oncpu(t, now);
 	t->sc_nr1 = (__u32)id + 1;
+	if (gpu_dev_nmajors && id == ioctl_nr && gpu_dev_fd(regs))
+		t->sc_nr1 = CM_SYS_GPU_IOCTL + 1;
 	t->sc_partial = 0;
 	t->sc_enter_ts = now;
 	t->sc_oncpu = 0;
@@ -66,9 +98,9 @@ static __always_inline int on_sys_exit(long ret)
 }
 
 SEC("tp_btf/sys_enter")
-int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id) { return on_sys_enter(id); }
+int BPF_PROG(sys_enter_btf, struct pt_regs *regs, long id) { return on_sys_enter(regs, id); }
 SEC("raw_tp/sys_enter")
-int BPF_PROG(sys_enter_raw, struct pt_regs *regs, long id) { return on_sys_enter(id); }
+int BPF_PROG(sys_enter_raw, struct pt_regs *regs, long id) { return on_sys_enter(regs, id); }
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit_btf, struct pt_regs *regs, long ret) { return on_sys_exit(ret); }
 SEC("raw_tp/sys_exit")

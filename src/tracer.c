@@ -145,9 +145,48 @@ static void select_programs(struct contactmap_bpf *skel, const char *suffix,
 	}
 }
 
+/*
+ * Character-device majors of GPU driver files: the "nvidia*" entries of
+ * /proc/devices, and CONTACTMAP_GPU_DEV_MAJORS (comma-separated numbers, for
+ * drivers with other names, and for the tests, which have no GPU).
+ */
+static unsigned gpu_dev_majors(uint32_t *out, unsigned max)
+{
+	char line[128], *env = getenv("CONTACTMAP_GPU_DEV_MAJORS");
+	bool chr = false;
+	unsigned n = 0;
+	FILE *fp = fopen("/proc/devices", "re");
+
+	while (fp && fgets(line, sizeof(line), fp)) {
+		unsigned major;
+		char name[64];
+
+		if (!strncmp(line, "Character devices:", 18))
+			chr = true;
+		else if (!strncmp(line, "Block devices:", 14))
+			chr = false;
+		else if (chr && sscanf(line, "%u %63s", &major, name) == 2 &&
+			 !strncmp(name, "nvidia", 6) && n < max)
+			out[n++] = major;
+	}
+	if (fp)
+		fclose(fp);
+	for (char *p = env; p && *p && n < max;) {
+		char *end;
+		unsigned long v = strtoul(p, &end, 10);
+
+		if (end == p)
+			break;
+		out[n++] = (uint32_t)v;
+		p = *end == ',' ? end + 1 : end;
+	}
+	return n;
+}
+
 static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 {
 	struct contactmap_bpf *skel = contactmap_bpf__open();
+	int ioctl_nr = cm_syscall_nr("ioctl");
 
 	if (!skel) {
 		cm_err("cannot open the BPF object: %s", strerror(errno));
@@ -155,6 +194,11 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 	}
 	bpf_map__set_max_entries(skel->maps.threads, o->max_threads);
 	bpf_map__set_max_entries(skel->maps.sysstats, o->max_syscall_rows);
+	if (o->gpu_mode != CM_GPU_OFF && ioctl_nr >= 0) {
+		skel->rodata->ioctl_nr = (uint32_t)ioctl_nr;
+		skel->rodata->gpu_dev_nmajors = gpu_dev_majors((uint32_t *)skel->rodata->gpu_dev_majors,
+							       CM_GPU_DEV_MAJORS);
+	}
 	return skel;
 }
 

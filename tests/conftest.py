@@ -68,12 +68,25 @@ def pytest_report_header(config):
             + ("" if is_root() else "  ** NOT ROOT: end-to-end tests will be SKIPPED **"))
 
 
+# Other reasons a whole group of tests cannot run here (e.g. no CUDA toolkit):
+# reason -> node ids, repeated at the end of the run so nobody misses them.
+_skipped_loudly = {}
+
+
+def skip_loudly(request, reason):
+    _skipped_loudly.setdefault(reason, []).append(request.node.nodeid)
+    pytest.skip(reason)
+
+
 def pytest_terminal_summary(terminalreporter):
+    tr = terminalreporter
     if _skipped_for_root:
-        tr = terminalreporter
         tr.write_sep("!", "contactmap end-to-end tests SKIPPED", red=True, bold=True)
         tr.write_line(f"{len(_skipped_for_root)} tests skipped: {ROOT_SKIP_REASON}",
                       red=True, bold=True)
+    for reason, ids in _skipped_loudly.items():
+        tr.write_sep("!", f"{len(ids)} contactmap tests SKIPPED", red=True, bold=True)
+        tr.write_line(reason, red=True, bold=True)
 
 
 # --------------------------------------------------------------------------

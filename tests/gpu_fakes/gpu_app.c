@@ -7,6 +7,7 @@
  *
  *   --wait-probes        first wait (<= 10 s) until cuCtxSynchronize carries a
  *                        uprobe (int3): contactmap -p has attached
+ *   --wait-stdin         first print "ready" and wait for a line on stdin
  *   --launches N --grid G  cuLaunchKernel N times with gridDimX G
  *   --stream S           launches and async copies on a new stream (else NULL)
  *   --copies N --bytes B N x (HtoD + DtoH) of B bytes from pinned memory
@@ -44,7 +45,7 @@ int fakert_cudaDeviceSynchronize(void);
 static struct plan {
 	long launches, grid, stream, copies, bytes, dtod, memsets, graphs, graph_kernels;
 	long syncs, stream_syncs, rt_copies, rt_launches, rt_syncs, cudart, threads;
-	int wait_probes;
+	int wait_probes, wait_stdin;
 } P = { .grid = 1, .bytes = 4096, .graph_kernels = 4, .threads = 1 };
 
 static long cudart_errors, cudart_calls;
@@ -170,6 +171,10 @@ int main(int argc, char **argv)
 			P.wait_probes = 1;
 			continue;
 		}
+		if (!strcmp(argv[i], "--wait-stdin")) {
+			P.wait_stdin = 1;
+			continue;
+		}
 		for (k = 0; k < sizeof(opts) / sizeof(opts[0]); k++)
 			if (!strcmp(argv[i], opts[k].name) && i + 1 < argc) {
 				*opts[k].v = num(argv[++i]);
@@ -184,6 +189,14 @@ int main(int argc, char **argv)
 		P.threads = 1;
 	if (P.wait_probes)
 		wait_probes();
+	if (P.wait_stdin) {
+		char line[64];
+
+		printf("ready\n");
+		fflush(stdout);
+		if (!fgets(line, sizeof(line), stdin))
+			return 5;
+	}
 	CK(cuInit(0));
 	if (P.threads == 1) {
 		run(NULL);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <cuda.h>
 #include "contactmap_gpu.h"
 
@@ -63,10 +64,10 @@ int main(int argc, char **argv)
 	for (long i = 0; i < n; i++)
 		cuCtxSynchronize();
 	sync = now_ns() - t0;
-	printf("{\"n\": %ld, \"hook\": %s, \"hook_call_1_ns\": %.1f, \"hook_call_64_ns\": %.1f, "
+	printf("{\"pid\": %d, \"n\": %ld, \"hook\": %s, \"hook_call_1_ns\": %.1f, \"hook_call_64_ns\": %.1f, "
 	       "\"hook_per_record_64_ns\": %.1f, \"cuLaunchKernel_ns\": %.1f, \"cuCtxSynchronize_ns\": %.1f, "
 	       "\"hook_calls_64\": %ld}\n",
-	       n, hook ? "true" : "false", hook ? (double)hook1 / n : 0,
+	       (int)getpid(), n, hook ? "true" : "false", hook ? (double)hook1 / n : 0,
 	       hook ? (double)hook64 / (n / 64 + 1) : 0, hook ? (double)hook64 / (n / 64 + 1) / 64 : 0,
 	       (double)launch / n, (double)sync / n, n / 64 + 1);
 	return 0;
