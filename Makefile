@@ -131,6 +131,10 @@ unit: $(UNIT_BINS)
 test: all test-bins
 	$(PYTHON) -m pytest -q tests
 
+# The per-event cost of the GPU hook transport and of the driver uprobes.
+gpu-bench: all test-bins
+	scripts/gpu-bench.sh
+
 demo: all
 	./contactmap -o $(OUTPUT)/demo.json -- $(PYTHON) examples/infer.py
 

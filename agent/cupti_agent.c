@@ -55,11 +55,19 @@
  * contactmap's uprobe sits on this function's first instruction and reads
  * (recs, n) from the argument registers. noinline and the asm keep the call
  * and the arguments real; the function itself costs a call and a return.
+ * It starts with a 5-byte nop, as USDT probes do: the kernel emulates a
+ * probed nop (and from 6.17 on x86 can turn a nop5 probe into a call,
+ * without a trap), where the bare `ret` the compiler would emit has to be
+ * single-stepped out of line, a second trap.
  */
 EXPORT __attribute__((noinline, used)) void contactmap_gpu_hook(const struct cm_gpu_rec *recs,
 								 unsigned n)
 {
-	__asm__ volatile("" : : "r"(recs), "r"(n) : "memory");
+#if defined(__x86_64__)
+	__asm__ volatile(".byte 0x0f, 0x1f, 0x44, 0x00, 0x00" : : "r"(recs), "r"(n) : "memory");
+#else
+	__asm__ volatile("nop" : : "r"(recs), "r"(n) : "memory");
+#endif
 }
 
 /*
