@@ -554,7 +554,7 @@ static const char *fmt_bw(uint64_t bps, char *buf, size_t sz)
 #define GPU_TOP_API 8
 
 /* The process's GPU work; every row says which tier measured it. */
-static void render_gpu(json_object *g, FILE *out)
+static void render_gpu(json_object *g, int width, FILE *out)
 {
 	json_object *api = arr(g, "api"), *kern = arr(g, "kernels"), *cp = arr(g, "copies");
 	json_object *ms = arr(g, "memsets"), *sync = obj(g, "sync"), *agent = obj(g, "agent");
@@ -632,12 +632,15 @@ static void render_gpu(json_object *g, FILE *out)
 	}
 	if (sync && (num(sync, "count") || num(sync, "spin_ns") || num(sync, "blocked_ns"))) {
 		uint64_t w = num(sync, "wait_ns"), s = num(sync, "spin_ns"), b = num(sync, "blocked_ns");
+		struct wrap wr;
 
-		fprintf(out, "  sync    %" PRIu64 " synchronize call%s, %s: GPU wait %s (spin %s, blocked %s)",
-			num(sync, "count"), num(sync, "count") == 1 ? "" : "s", T(w), T(s + b), T(s), T(b));
+		wrap_start(&wr, out, width, "  sync    ", 10);
+		wrap_item(&wr, ", ", "%" PRIu64 " synchronize call%s, %s", num(sync, "count"),
+			  num(sync, "count") == 1 ? "" : "s", T(w));
+		wrap_item(&wr, ", ", "GPU wait %s (spin %s, blocked %s)", T(s + b), T(s), T(b));
 		if (w > s + b)
-			fprintf(out, ", run queue %s", T(w - s - b));
-		fputc('\n', out);
+			wrap_item(&wr, ", ", "run queue %s", T(w - s - b));
+		wrap_end(&wr);
 	}
 	if (num(g, "driver_ioctls"))
 		fprintf(out, "  driver  %" PRIu64 " ioctls on GPU device files, %s\n",
@@ -715,7 +718,7 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 	render_syscalls(arr(p, "syscalls"), top, out);
 	render_sched_faults(p, o->width, out);
 	render_block(arr(p, "block_io"), out);
-	render_gpu(obj(p, "gpu"), out);
+	render_gpu(obj(p, "gpu"), o->width, out);
 	if (o->threads)
 		render_threads(th, o->width, out);
 }
