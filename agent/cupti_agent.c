@@ -843,6 +843,9 @@ static void *flush_thread(void *arg)
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 
 	pthread_setname_np(pthread_self(), "cm-cupti-flush");
+	/* contactmap's thread, not the program's: its time is observer cost */
+	struct cm_gpu_rec me = { .type = CM_GPU_REC_OBSERVER, .tid = gettid_() };
+	contactmap_gpu_hook(&me, 1);
 	for (;;) {
 		nanosleep(&ts, NULL);
 		if (!use_period)

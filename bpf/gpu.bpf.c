@@ -268,6 +268,11 @@ static int handle_rec(__u32 i, struct hook_ctx *c)
 	case CM_GPU_REC_DROPPED:
 		p->dropped += r->bytes;
 		break;
+	case CM_GPU_REC_OBSERVER:
+		t = thread_of(c->tid);
+		if (t)
+			t->flags |= CM_TF_OBSERVER;
+		break;
 	default:
 		p->bad_records++;
 	}

@@ -116,6 +116,7 @@ struct cm_thread {
 #define CM_TF_SEEDED 1		/* existed before tracing began */
 #define CM_TF_EXITED 2		/* sched_process_exit seen */
 #define CM_TF_EXECED 4
+#define CM_TF_OBSERVER 8	/* contactmap's own thread in the target (the CUPTI agent's) */
 
 /* Per-thread, per-syscall statistics: key of the `sysstats` map. */
 struct cm_sys_key {

@@ -138,6 +138,7 @@ enum cm_gpu_class {
 #define CM_GPU_REC_OVERHEAD 7	/* CUPTI's own overhead: start/end */
 #define CM_GPU_REC_INFO 8	/* agent state: status, flags, start_ns = clock offset */
 #define CM_GPU_REC_DROPPED 9	/* bytes = records CUPTI dropped since the last one */
+#define CM_GPU_REC_OBSERVER 10	/* the calling thread is the agent's own: observer cost */
 
 /* flags of a record */
 #define CM_GPU_RF_SYNC 1	/* API record of a synchronize call: ends GPU wait */

@@ -785,6 +785,11 @@ static void render_observer(json_object *r, FILE *out)
 	fprintf(out, "observer cost: %s of CPU in BPF programs (%.2f%% of one CPU), "
 		"%" PRIu64 " events, %" PRIu64 " ns each\n",
 		T(ns), dur ? 100.0 * ns / dur : 0.0, num(ob, "events"), num(ob, "avg_ns"));
+	if (num(obj(ob, "agent_threads"), "count"))
+		fprintf(out, "  and %" PRIu64 " CUPTI agent thread%s in the traced programs: %s on CPU "
+			"(left out of the ledgers)\n", num(obj(ob, "agent_threads"), "count"),
+			num(obj(ob, "agent_threads"), "count") == 1 ? "" : "s",
+			T(num(obj(ob, "agent_threads"), "oncpu_ns")));
 }
 
 int cm_render_text(json_object *report, const struct cm_render_opts *opts, FILE *out)

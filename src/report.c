@@ -523,6 +523,19 @@ json_object *cm_features_json(const struct cm_features *f)
 	return o;
 }
 
+struct observer_threads {
+	uint64_t n, oncpu_ns;
+};
+
+static json_object *observer_threads_json(const struct observer_threads *o)
+{
+	json_object *j = json_object_new_object();
+
+	J_INT(j, "count", o->n);
+	J_INT(j, "oncpu_ns", o->oncpu_ns);
+	return j;
+}
+
 /* What contactmap's own programs cost every CPU of the machine, traced or not. */
 static json_object *observer_json(const struct cm_tracer *tr, const struct cm_snapshot *s)
 {
@@ -624,6 +637,24 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 			read_live_comm(t);
 		}
 	}
+
+	/* the CUPTI agent's own thread is contactmap's cost, not the program's:
+	 * out of the ledgers, into "observer" */
+	struct observer_threads obs = { 0 };
+
+	for (size_t i = 0; i < s->nthreads;) {
+		struct cm_thread *t = &s->threads[i];
+
+		if (!(t->flags & CM_TF_OBSERVER)) {
+			i++;
+			continue;
+		}
+		obs.n++;
+		obs.oncpu_ns += t->oncpu_user_ns + t->oncpu_sys_ns + t->gpu_spin_ns;
+		s->threads[i] = s->threads[--s->nthreads];
+	}
+	json_object_object_add(json_object_object_get(r, "observer"), "agent_threads",
+			       observer_threads_json(&obs));
 
 	pids = malloc((s->nthreads + 1) * sizeof(*pids));
 	for (size_t i = 0; pids && i < s->nthreads; i++)

@@ -226,6 +226,9 @@ def test_cupti_tier_exact(tmp_path):
     assert_gpu_wait(r, 8)
     assert_no_problems(schema_problems(r.report), "schema")
     assert_no_problems(ledger_problems(r.report), "ledger")
+    # the agent's flush thread is contactmap's cost: not in the program's ledger
+    assert r.report["observer"]["agent_threads"]["count"] == 1, r.report["observer"]
+    assert all(t["comm"] != "cm-cupti-flush" for t in r.proc()["threads"]), r.proc()["threads"]
     # the text map shows the GPU section, tier named
     assert "GPU  tier cupti: device times from CUPTI, clock monotonic" in r.stderr, r.stderr[-3000:]
     assert "HtoD pinned" in r.stderr
