@@ -621,6 +621,13 @@ static bool find_agent(char *out, size_t sz)
 	return false;
 }
 
+bool cm_gpu_agent_found(void)
+{
+	char p[PATH_MAX];
+
+	return find_agent(p, sizeof(p));
+}
+
 int cm_gpu_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 {
 	struct cm_gpu_state *g;

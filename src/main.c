@@ -528,6 +528,12 @@ static int cmd_check(void)
 	print_feature("hardware counters", f->hw_counters, "");
 	print_feature("page_fault_user", f->page_fault_tp, f->page_fault_tp ? "tracepoint: fault blocking attributed" : "no tracepoint: fault blocking counted as 'other'");
 	print_feature("block tracepoints", f->block_tp, "block_rq_insert/issue/complete");
+	print_feature("GPU programs", f->gpu, f->gpu ? "CUPTI agent hook and CUDA library uprobes"
+						    : f->gpu_error[0] ? f->gpu_error : "not loaded");
+	print_feature("uprobe_multi", f->uprobe_multi, f->uprobe_multi ? "one link per CUDA library (fast detach)"
+								      : "one perf uprobe per function (slow detach)");
+	print_feature("CUPTI agent", cm_gpu_agent_found(), cm_gpu_agent_found() ? "libcontactmap-cupti.so found: wrap mode uses CUPTI"
+									     : "not installed: GPU work from uprobes only");
 	printf("attach type in use: %s\n", f->attach_type ? f->attach_type : "none (programs did not load)");
 	cm_tracer_close(&tr);
 	return loaded ? 1 : 0;

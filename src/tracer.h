@@ -121,6 +121,7 @@ void cm_snapshot_free(struct cm_snapshot *s);
 
 /* GPU tiers (gpu.c). */
 int cm_gpu_start(struct cm_tracer *tr, const struct cm_tracer_opts *o);
+bool cm_gpu_agent_found(void);
 int cm_gpu_wrap_prepare(struct cm_tracer *tr);	/* finds the agent, attaches its hook */
 void cm_gpu_child_env(struct cm_tracer *tr);	/* in the wrapped child, before exec */
 int cm_gpu_attach_pid(struct cm_tracer *tr, pid_t pid);

@@ -250,6 +250,33 @@ def test_cupti_threads(tmp_path):
     assert_no_problems(ledger_problems(r.report), "ledger")
 
 
+def test_two_processes(tmp_path):
+    """Two CUDA programs under one contactmap: each process has its own GPU
+    rows and its own GPU wait, none mixed with the other's."""
+    app = str(FAKES / "gpu_app")
+    args = " ".join(plan_args(PLAN))
+    out = tmp_path / "r.json"
+    argv = [contactmap_bin(), "-o", str(out), "--", "/bin/sh", "-c",
+            f"{app} {args} & {app} {args} --launches 4; wait"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=fake_env(), cwd=REPO,
+                          timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    truths = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+    assert len(truths) == 2, proc.stdout
+    for t in truths:
+        p = find_proc(rep, pid=t["pid"])
+        g = p["gpu"]
+        assert g["tier"] == "cupti", g
+        assert api_rows(g)["cuLaunchKernel"]["count"] == t["launches"], (t, api_rows(g)["cuLaunchKernel"])
+        k = [x for x in g["kernels"] if not x["graph"]][0]
+        assert k["count"] == t["launches"] + PLAN["rt_launches"], k
+        assert g["sync"]["count"] == 8, g["sync"]
+        assert p["ledger"]["offcpu_by_cause"].get("gpu:sync") == g["sync"]["blocked_ns"]
+    assert rep["observer"]["agent_threads"]["count"] == 2
+    assert_no_problems(ledger_problems(rep), "ledger")
+
+
 def test_cupti_calibrated_clock(tmp_path):
     """No timestamp callback: CUPTI keeps CLOCK_REALTIME and the agent
     calibrates an offset; device times come out the same."""
