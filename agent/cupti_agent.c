@@ -24,7 +24,8 @@
  * agent says so, asks contactmap for the uprobe tier and waits (bounded)
  * until the driver carries the uprobes, then lets the program go on.
  *
- * Environment: CONTACTMAP_GPU (set by contactmap: "cupti" or "uprobes"),
+ * Environment: CONTACTMAP_GPU (set by contactmap: "cupti" or "uprobes"; without
+ * it the agent stays idle),
  * CONTACTMAP_CUPTI_LIB (a libcupti to load), CONTACTMAP_GPU_WAIT_MS (how long
  * to wait for uprobes, 2000), CONTACTMAP_CUPTI_FLUSH_MS (200),
  * CONTACTMAP_CUPTI_BUFFER_KB (1024), CONTACTMAP_AGENT_DEBUG.
@@ -879,8 +880,6 @@ static void fall_back(uint32_t why, const char *reason)
 			reason);
 	send_info(0);
 	/* contactmap's last uprobe for this process goes on contactmap_gpu_ready */
-	if (!getenv("CONTACTMAP_GPU"))
-		wait_ms = 0;	/* not started by contactmap: nobody to wait for */
 	while (*probe != 0xcc && waited < wait_ms) {
 		usleep(1000);
 		waited++;
@@ -907,7 +906,13 @@ EXPORT int InitializeInjection(void)
 	if ((v = getenv("CONTACTMAP_CUPTI_BUFFER_KB")) && atol(v) > 0)
 		buffer_bytes = (size_t)atol(v) * 1024;
 	pthread_key_create(&batch_key, thread_exit);
-	if (mode && !strcmp(mode, "uprobes")) {
+	/* injected by hand, without contactmap to read the hook: CUPTI would
+	 * cost the program for nothing */
+	if (!mode) {
+		dbg("CONTACTMAP_GPU is not set (not started by contactmap): idle\n");
+		return 1;
+	}
+	if (!strcmp(mode, "uprobes")) {
 		fall_back(CM_GPU_ST_FORCED, "uprobes asked for");
 		return 1;
 	}

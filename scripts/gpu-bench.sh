@@ -24,7 +24,7 @@ for p in r['observer']['programs']:
     if p['name'] in ('$2',): print(p['avg_ns'], p['run_cnt'])" ; }
 
 echo "== bare (no contactmap), $N calls each"
-CUDA_INJECTION64_PATH=$AGENT $F/hookbench "$N" > "$tmp/bare_cupti"
+CUDA_INJECTION64_PATH=$AGENT CONTACTMAP_GPU=cupti $F/hookbench "$N" > "$tmp/bare_cupti"
 CUDA_INJECTION64_PATH=$AGENT CONTACTMAP_GPU=uprobes $F/hookbench "$N" > "$tmp/bare_up" 2>/dev/null
 echo "== contactmap, CUPTI tier (hook uprobe)"
 ./contactmap -o "$tmp/cupti.json" -- $F/hookbench "$N" > "$tmp/cm_cupti" 2>/dev/null
