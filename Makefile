@@ -6,6 +6,10 @@ CC ?= cc
 ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 PYTHON ?= /usr/bin/python3
 PREFIX ?= /usr/local
+# CUDA headers build the CUPTI agent and the GPU test fakes; without them both
+# are left out and the GPU tests skip, saying why.
+CUDA_HOME ?= /usr/local/cuda
+HAVE_CUDA := $(if $(wildcard $(CUDA_HOME)/include/cupti.h),1,)
 
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -D_GNU_SOURCE
@@ -32,18 +36,20 @@ SRCS := $(wildcard src/*.c)
 OBJS := $(patsubst src/%.c,$(OUTPUT)/%.o,$(SRCS)) $(OUTPUT)/syscall_table.o
 LIB_OBJS := $(filter-out $(OUTPUT)/main.o,$(OBJS))
 
-.PHONY: all clean test test-bins unit demo check install
+.PHONY: all clean test test-bins unit demo check install gpu-bench
 .DELETE_ON_ERROR:
 
-all: $(OUTPUT)/contactmap contactmap
+AGENT := $(if $(HAVE_CUDA),$(OUTPUT)/libcontactmap-cupti.so)
+
+all: $(OUTPUT)/contactmap contactmap $(AGENT)
 
 contactmap: $(OUTPUT)/contactmap
 	$(Q)ln -sf $(OUTPUT)/contactmap $@
 
-$(OUTPUT) $(OUTPUT)/bpf $(OUTPUT)/tests:
+$(OUTPUT) $(OUTPUT)/bpf $(OUTPUT)/tests $(OUTPUT)/gpu_fakes:
 	$(Q)mkdir -p $@
 
-$(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c bpf/common.bpf.h include/contactmap.h | $(OUTPUT)/bpf
+$(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c bpf/common.bpf.h include/contactmap.h include/contactmap_gpu.h | $(OUTPUT)/bpf
 	$(call msg,BPF,$@)
 	$(Q)$(CLANG) $(BPF_CFLAGS) $(CLANG_BPF_SYS_INCLUDES) -c $< -o $@
 
@@ -70,6 +76,14 @@ $(OUTPUT)/%.o: src/%.c $(wildcard include/*.h src/*.h) $(OUTPUT)/contactmap.skel
 $(OUTPUT)/contactmap: $(OBJS)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+# The CUPTI agent: loaded into wrapped CUDA programs (CUDA_INJECTION64_PATH).
+# No link-time dependency on libcupti: it is dlopen'ed at run time.
+AGENT_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden \
+	-Iinclude -isystem $(CUDA_HOME)/include -D_GNU_SOURCE
+$(OUTPUT)/libcontactmap-cupti.so: agent/cupti_agent.c include/contactmap_gpu.h include/contactmap.h | $(OUTPUT)
+	$(call msg,AGENT,$@)
+	$(Q)$(CC) $(AGENT_CFLAGS) -shared -Wl,-soname,libcontactmap-cupti.so $< -ldl -lpthread -o $@
 
 # --- tests -----------------------------------------------------------------
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -110,7 +124,33 @@ $(OUTPUT)/tests/libstackwl.so: tests/workloads/lib/libstackwl.c | $(OUTPUT)/test
 	$(call msg,CC,$@)
 	$(Q)$(CC) -O1 -g -fomit-frame-pointer -shared -fPIC -Wall $< -o $@
 
-test-bins: $(UNIT_BINS) $(WL_BINS) $(OUTPUT)/tests/stackwl_fp $(OUTPUT)/tests/libstackwl.so
+
+# GPU fakes (tests/gpu_fakes/): a libcuda.so.1 and a libcupti.so.13 with the
+# real SONAMEs, and programs with known GPU work.
+GF := $(OUTPUT)/gpu_fakes
+GPU_FAKES := $(if $(HAVE_CUDA),$(GF)/libcuda.so.1 $(GF)/libcupti.so.13 $(GF)/gpu_app $(GF)/hookbench)
+FAKE_CFLAGS := -O2 -g -std=gnu11 -Wall -Wno-unused-parameter -fPIC -Iinclude \
+	-isystem $(CUDA_HOME)/include -D_GNU_SOURCE
+
+$(GF)/libcuda.so.1: tests/gpu_fakes/fake_cuda.c | $(GF)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(FAKE_CFLAGS) -shared -Wl,-soname,libcuda.so.1 $< -ldl -lpthread -o $@
+
+$(GF)/libcupti.so.13: tests/gpu_fakes/fake_cupti.c | $(GF)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(FAKE_CFLAGS) -shared -Wl,-soname,libcupti.so.13 $< -ldl -lpthread -o $@
+
+$(GF)/gpu_app: tests/gpu_fakes/gpu_app.c $(GF)/libcuda.so.1 | $(GF)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(FAKE_CFLAGS) $< $(GF)/libcuda.so.1 -L$(CUDA_HOME)/lib64 -lcudart \
+		-Wl,-rpath,'$$ORIGIN' -Wl,-rpath,$(CUDA_HOME)/lib64 -ldl -lpthread -o $@
+
+$(GF)/hookbench: tests/gpu_fakes/hookbench.c $(GF)/libcuda.so.1 | $(GF)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(FAKE_CFLAGS) $< $(GF)/libcuda.so.1 -Wl,-rpath,'$$ORIGIN' -ldl -o $@
+
+test-bins: $(UNIT_BINS) $(WL_BINS) $(OUTPUT)/tests/stackwl_fp $(OUTPUT)/tests/libstackwl.so \
+	$(GPU_FAKES)
 
 unit: $(UNIT_BINS)
 	$(Q)for t in $(UNIT_BINS); do $$t || exit 1; done
@@ -118,11 +158,16 @@ unit: $(UNIT_BINS)
 test: all test-bins
 	$(PYTHON) -m pytest -q tests
 
+# The per-event cost of the GPU hook transport and of the driver uprobes.
+gpu-bench: all test-bins
+	scripts/gpu-bench.sh
+
 demo: all
 	./contactmap -o $(OUTPUT)/demo.json -- $(PYTHON) examples/infer.py
 
 install: all
 	install -D -m 0755 $(OUTPUT)/contactmap $(DESTDIR)$(PREFIX)/bin/contactmap
+	$(if $(AGENT),install -D -m 0755 $(AGENT) $(DESTDIR)$(PREFIX)/lib/contactmap/libcontactmap-cupti.so)
 
 clean:
 	$(call msg,CLEAN)

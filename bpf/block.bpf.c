@@ -69,6 +69,12 @@ static __always_inline int complete(struct request *rq)
 	return 0;
 }
 
+/* block_io_start (6.5+) fires in blk_mq_submit_bio, always in the
+ * submitter's context: the surest claim, where the kernel has it. */
+SEC("tp_btf/block_io_start")
+int BPF_PROG(block_io_start_btf, struct request *rq) { return claim(rq); }
+SEC("raw_tp/block_io_start")
+int BPF_PROG(block_io_start_raw, struct request *rq) { return claim(rq); }
 SEC("tp_btf/block_rq_insert")
 int BPF_PROG(block_rq_insert_btf, struct request *rq) { return claim(rq); }
 SEC("raw_tp/block_rq_insert")

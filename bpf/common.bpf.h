@@ -12,6 +12,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "contactmap.h"
+#include "contactmap_gpu.h"
 
 #ifdef CM_DEFINE
 #define CM_EXTERN
@@ -144,7 +145,9 @@ static __always_inline void resync(struct cm_thread *t, __u64 d)
 		account_blocked(t, d - ran);
 	else
 		t->unattributed_ns += d - ran;
-	if (t->sc_nr1) {
+	if (t->gpu_sync) {
+		t->gpu_spin_ns += ran;
+	} else if (t->sc_nr1) {
 		t->oncpu_sys_ns += ran;
 		t->sc_oncpu += ran;
 	} else {
@@ -152,13 +155,19 @@ static __always_inline void resync(struct cm_thread *t, __u64 d)
 	}
 }
 
-/* On-CPU time since the last boundary goes to user or syscall time. */
+/*
+ * On-CPU time since the last boundary goes to user or syscall time, or, inside
+ * a CUDA synchronize call, to GPU wait (spin): the syscalls such a call makes
+ * keep their count and latency but not this time, so nothing is counted twice.
+ */
 static __always_inline void account_oncpu(struct cm_thread *t, __u64 now)
 {
 	__u64 d = now - t->state_ts;
 
 	if (t->state != CM_RUNNING && t->state != CM_UNKNOWN) {
 		resync(t, d);
+	} else if (t->gpu_sync) {
+		t->gpu_spin_ns += d;
 	} else if (t->sc_nr1) {
 		t->oncpu_sys_ns += d;
 		t->sc_oncpu += d;
@@ -172,7 +181,9 @@ static __always_inline void account_oncpu(struct cm_thread *t, __u64 now)
 /* Blocked time ends (wakeup, or a switch-in with no wakeup seen). */
 static __always_inline void account_blocked(struct cm_thread *t, __u64 d)
 {
-	if (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) {
+	if (t->blk_cause == CM_CAUSE_GPU_SYNC) {
+		t->gpu_blocked_ns += d;	/* io-wait or not: waiting for the GPU */
+	} else if (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) {
 		t->sc_offcpu += d;
 		if (t->blk_iowait)
 			t->sc_iowait += d;

@@ -65,7 +65,9 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 				t->blk_iowait = BPF_CORE_READ_BITFIELD(prev, in_iowait);
 			else
 				t->blk_iowait = BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait);
-			if (t->sc_nr1)
+			if (t->gpu_sync)
+				t->blk_cause = CM_CAUSE_GPU_SYNC;
+			else if (t->sc_nr1)
 				t->blk_cause = CM_CAUSE_SYSCALL;
 			else if (t->last_fault_ts && t->last_fault_ts >= seg)
 				t->blk_cause = CM_CAUSE_FAULT;
@@ -122,8 +124,17 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 				trace_slice(t, CM_SL_BLOCKED, t->state_ts, now);
 				__sync_fetch_and_add(&counters.switch_in_blocked, 1);
 			} else {
-				/* runnable since before we attached */
-				t->unattributed_ns += d;
+				/*
+				 * Seeded as runnable ('R' in /proc) and switched in with
+				 * no event of its own and no wakeup since: it was not on
+				 * a CPU (a running thread is seen leaving one first), so
+				 * it waited in the run queue all along. A wrapped command
+				 * is seeded so right after fork, and charging this to
+				 * unattributed broke the 1% bound of short commands.
+				 */
+				t->runq_wake_ns += d;
+				t->runq_waits++;
+				hist_add(t->runq_hist, d);
 				__sync_fetch_and_add(&counters.switch_in_unknown, 1);
 			}
 			break;

@@ -8,6 +8,35 @@
 #define NR_MMAP 9
 #define NR_MPROTECT 10
 #define PROT_EXEC_ 4
+/*
+ * ioctl on a GPU driver file (/dev/nvidia*: character devices whose majors
+ * user space finds in /proc/devices) is the CUDA driver talking to the GPU:
+ * such calls are kept apart as CM_SYS_GPU_IOCTL, which the contact map puts
+ * under "gpu". No majors, no check: the branch is pruned at load.
+ */
+const volatile __u32 gpu_dev_majors[CM_GPU_DEV_MAJORS] = {};
+const volatile __u32 gpu_dev_nmajors = 0;
+const volatile __u32 ioctl_nr = 16;	/* x86_64; set from the syscall table */
+
+static __always_inline bool gpu_dev_fd(struct pt_regs *regs)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	unsigned int fd = (unsigned int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds, *f = NULL;
+	__u32 major;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return false;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_core_read(&f, sizeof(f), &fds[fd]) || !f)
+		return false;
+	major = BPF_CORE_READ(f, f_inode, i_rdev) >> 20;	/* the kernel's MKDEV */
+	for (int i = 0; i < CM_GPU_DEV_MAJORS; i++)
+		if (i < gpu_dev_nmajors && major == gpu_dev_majors[i])
+			return true;
+	return false;
+}
 
 static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 {
@@ -19,6 +48,8 @@ static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 	now = bpf_ktime_get_ns();
 	account_oncpu(t, now);
 	t->sc_nr1 = (__u32)id + 1;
+	if (gpu_dev_nmajors && id == ioctl_nr && gpu_dev_fd(regs))
+		t->sc_nr1 = CM_SYS_GPU_IOCTL + 1;
 	t->sc_partial = 0;
 	t->sc_enter_ts = now;
 	t->sc_oncpu = 0;

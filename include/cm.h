@@ -33,6 +33,7 @@ enum cm_subsys {
 	CM_SS_POLL,
 	CM_SS_PROCESS,
 	CM_SS_OTHER,
+	CM_SS_GPU,		/* GPU wait (synchronize calls) and GPU driver ioctls */
 	CM_SS_UNATTRIBUTED,
 	CM_SS_COUNT
 };

@@ -28,6 +28,14 @@ enum cm_state {
 #define CM_CAUSE_SYSCALL 0
 #define CM_CAUSE_FAULT 1
 #define CM_CAUSE_OTHER 2
+#define CM_CAUSE_GPU_SYNC 3	/* inside a CUDA synchronize call (bpf/gpu.bpf.c) */
+
+/*
+ * ioctl on a GPU driver file (/dev/nvidia*) is kept apart under this pseudo
+ * syscall number, above every real one: its time is GPU driver time.
+ */
+#define CM_SYS_GPU_IOCTL 4000
+#define CM_GPU_DEV_MAJORS 4	/* char-device majors of GPU driver files */
 
 /* Per-thread ledger and state, one entry of the `threads` hash map. */
 struct cm_thread {
@@ -90,11 +98,31 @@ struct cm_thread {
 	__u64 min_flt;
 	__u64 maj_flt;
 	__u64 user_faults;	/* exceptions:page_fault_user events */
+
+	/*
+	 * GPU (bpf/gpu.bpf.c). While gpu_sync is set the thread is inside a CUDA
+	 * synchronize call: its on-CPU time is GPU wait (spin) and its blocked
+	 * time GPU wait (blocked, cause CM_CAUSE_GPU_SYNC), syscall or not.
+	 */
+	__u32 gpu_sync;
+	__u32 gpu_depth;	/* nesting of probed CUDA calls (runtime over driver) */
+	__u64 gpu_cookie;	/* uprobe cookie of the outermost call in flight */
+	__u64 gpu_ts;		/* its start */
+	__u64 gpu_bytes;	/* its size argument */
+	__u64 gpu_ptr;		/* its host pointer argument */
+	__u32 gpu_kind;		/* its copy kind (CM_COPY_*) */
+	__u32 gpu_pad;
+	__u64 gpu_sp;		/* its stack pointer at entry: tells nested calls from stale ones */
+	__u64 gpu_spin_ns;	/* on-CPU inside synchronize calls */
+	__u64 gpu_blocked_ns;	/* blocked inside synchronize calls */
+	__u64 gpu_syncs;	/* synchronize calls completed */
+	__u64 gpu_sync_ns;	/* their wall time */
 };
 
 #define CM_TF_SEEDED 1		/* existed before tracing began */
 #define CM_TF_EXITED 2		/* sched_process_exit seen */
 #define CM_TF_EXECED 4
+#define CM_TF_OBSERVER 8	/* contactmap's own thread in the target (the CUPTI agent's) */
 
 /* Per-thread, per-syscall statistics: key of the `sysstats` map. */
 struct cm_sys_key {

@@ -62,6 +62,8 @@ static const char usage[] =
 "  -t, --threads          per-thread rows in the text map\n"
 "      --max-threads N    traced-thread map size (default 8192)\n"
 "      --attach-type T    force tp_btf or raw_tp (default: best available)\n"
+"      --gpu MODE         CUDA work: auto (default: CUPTI agent when wrapping,\n"
+"                         uprobes when attaching), cupti, uprobes, or off\n"
 "  -v, --verbose          more messages; -vv adds libbpf's log\n"
 "  -h, --help             this help\n"
 "  -V, --version          print the version\n"
@@ -106,7 +108,8 @@ static int parse_pids(const char *s, struct opts *o)
 static void parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
-	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL };
+	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
+	       OPT_GPU };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -124,6 +127,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "trace-syscall-min", required_argument, NULL, OPT_TRACE_SYS_MIN },
 		{ "trace-rate", required_argument, NULL, OPT_TRACE_RATE },
 		{ "trace-max-mb", required_argument, NULL, OPT_TRACE_MAX_MB },
+		{ "gpu", required_argument, NULL, OPT_GPU },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -211,6 +215,18 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			if (strcmp(optarg, "tp_btf") && strcmp(optarg, "raw_tp"))
 				bad_usage("bad --attach-type '%s': tp_btf or raw_tp", optarg);
 			o->tr.force_attach = optarg;
+			break;
+		case OPT_GPU:
+			if (!strcmp(optarg, "auto"))
+				o->tr.gpu_mode = CM_GPU_AUTO;
+			else if (!strcmp(optarg, "off"))
+				o->tr.gpu_mode = CM_GPU_OFF;
+			else if (!strcmp(optarg, "cupti"))
+				o->tr.gpu_mode = CM_GPU_CUPTI;
+			else if (!strcmp(optarg, "uprobes"))
+				o->tr.gpu_mode = CM_GPU_UPROBES;
+			else
+				bad_usage("bad --gpu '%s': auto, cupti, uprobes or off", optarg);
 			break;
 		case 'v':
 			cm_verbose++;
@@ -431,6 +447,10 @@ static int run_wrap(struct opts *o)
 		return rc;
 	if (cm_tracer_start(&tr, &o->tr))
 		return 1;
+	if (cm_gpu_wrap_prepare(&tr)) {
+		cm_err("out of memory setting up GPU tracing");
+		return 1;
+	}
 	if (pipe2(go, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
 		cm_err("pipe: %s", strerror(errno));
 		return 1;
@@ -445,6 +465,7 @@ static int run_wrap(struct opts *o)
 		char c;
 
 		sigprocmask(SIG_SETMASK, &oldmask, NULL);
+		cm_gpu_child_env(&tr);
 		close(go[1]);
 		close(errp[0]);
 		/* wait until every program is attached and this task is traced */
@@ -485,8 +506,13 @@ static int run_wrap(struct opts *o)
 	uint64_t next_tick = 0;
 	int stop_sig = 0;
 
+	int gpufd = cm_gpu_poll_fd(&tr);
+
 	while (!exited && !stop_sig) {
-		struct pollfd pfd[3] = { { .fd = sfd, .events = POLLIN }, { .fd = pidfd, .events = POLLIN },
+		/* the GPU ring buffer: an agent that cannot use CUPTI waits for its
+		 * uprobes, so it is served as soon as it asks */
+		struct pollfd pfd[4] = { { .fd = sfd, .events = POLLIN }, { .fd = gpufd, .events = POLLIN },
+					 { .fd = pidfd, .events = POLLIN },
 					 { .fd = cm_tracer_event_fd(&tr), .events = POLLIN } };
 		int timeout = -1;
 
@@ -503,10 +529,12 @@ static int run_wrap(struct opts *o)
 		if (tick >= 0 && (timeout < 0 || tick < timeout))
 			timeout = tick;
 		if (pidfd < 0)
-			pfd[1].fd = -1;	/* poll ignores negative fds */
-		if (poll(pfd, 3, timeout) < 0 && errno != EINTR)
+			pfd[2].fd = -1;	/* poll ignores negative fds */
+		if (poll(pfd, 4, timeout) < 0 && errno != EINTR)
 			break;
-		if (pfd[2].revents & POLLIN)
+		if (pfd[1].revents & POLLIN)
+			cm_gpu_poll(&tr);
+		if (pfd[3].revents & POLLIN)
 			cm_tracer_consume(&tr);
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
@@ -604,6 +632,8 @@ static int run_attach(struct opts *o)
 			return 1;
 		}
 	}
+	for (int i = 0; i < o->npids; i++)
+		cm_gpu_watch_pid(&tr, o->pids[i]);
 	deadline = o->duration > 0 ? tr.start_ns + (uint64_t)(o->duration * 1e9) : 0;
 	uint64_t next_tick = 0;
 	if (!deadline)
@@ -633,6 +663,7 @@ static int run_attach(struct opts *o)
 		}
 		if (pfd[1].revents & POLLIN)
 			cm_tracer_consume(&tr);
+		cm_gpu_poll(&tr);
 	}
 
 	json_object *target = json_object_new_object(), *pids = json_object_new_array();
@@ -704,6 +735,12 @@ static int cmd_check(void)
 	print_feature("hardware counters", f->hw_counters, "");
 	print_feature("page_fault_user", f->page_fault_tp, f->page_fault_tp ? "tracepoint: fault blocking attributed" : "no tracepoint: fault blocking counted as 'other'");
 	print_feature("block tracepoints", f->block_tp, "block_rq_insert/issue/complete");
+	print_feature("GPU programs", f->gpu, f->gpu ? "CUPTI agent hook and CUDA library uprobes"
+						    : f->gpu_error[0] ? f->gpu_error : "not loaded");
+	print_feature("uprobe_multi", f->uprobe_multi, f->uprobe_multi ? "one link per CUDA library (fast detach)"
+								      : "one perf uprobe per function (slow detach)");
+	print_feature("CUPTI agent", cm_gpu_agent_found(), cm_gpu_agent_found() ? "libcontactmap-cupti.so found: wrap mode uses CUPTI"
+									     : "not installed: GPU work from uprobes only");
 	printf("attach type in use: %s\n", f->attach_type ? f->attach_type : "none (programs did not load)");
 	cm_tracer_close(&tr);
 	return loaded ? 1 : 0;

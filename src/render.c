@@ -536,6 +536,124 @@ static void render_block(json_object *bio, FILE *out)
 	}
 }
 
+/* ---- GPU ------------------------------------------------------------------------ */
+
+/* "12.5 GB/s": decimal units, as bandwidth is quoted */
+static const char *fmt_bw(uint64_t bps, char *buf, size_t sz)
+{
+	static const char *const u[] = { "B/s", "kB/s", "MB/s", "GB/s", "TB/s" };
+	double x = (double)bps;
+	int i = 0;
+
+	while (x >= 999.5 && i < 4) {
+		x /= 1000;
+		i++;
+	}
+	snprintf(buf, sz, i ? "%.3g %s" : "%.0f %s", x, u[i]);
+	return buf;
+}
+
+#define GPU_TOP_API 8
+
+/* The process's GPU work; every row says which tier measured it. */
+static void render_gpu(json_object *g, int width, FILE *out)
+{
+	json_object *api = arr(g, "api"), *kern = arr(g, "kernels"), *cp = arr(g, "copies");
+	json_object *ms = arr(g, "memsets"), *sync = obj(g, "sync"), *agent = obj(g, "agent");
+	const char *tier = str(g, "tier");
+	size_t i;
+
+	if (!g)
+		return;
+	if (tier && !strcmp(tier, "cupti"))
+		fprintf(out, "  GPU  tier cupti: device times from CUPTI, clock %s\n",
+			str(agent, "clock") ? str(agent, "clock") : "?");
+	else if (tier && !strcmp(tier, "uprobes"))
+		fprintf(out, "  GPU  tier uprobes: API spans, no device times%s%s%s\n",
+			str(agent, "status") ? " (CUPTI: " : "",
+			str(agent, "status") ? str(agent, "status") : "", str(agent, "status") ? ")" : "");
+	else
+		fprintf(out, "  GPU\n");
+	if (arr_len(api)) {
+		uint64_t rest = 0;
+
+		fprintf(out, "  %-22s %7s %6s %8s %8s %8s %9s\n",
+			"CUDA call", "count", "errors", "total", "p50", "max", "bytes");
+		for (i = 0; i < arr_len(api) && i < GPU_TOP_API; i++) {
+			json_object *a = json_object_array_get_idx(api, i);
+
+			fputs("  ", out);
+			field(out, str(a, "name") ? str(a, "name") : "?", 22);
+			fprintf(out, " %7s %6s %8s %8s %8s %9s\n", N(num(a, "count"), 7),
+				N(num(a, "errors"), 6), T(num(a, "total_ns")), T(num(a, "p50_ns")),
+				T(num(a, "max_ns")), num(a, "bytes") ? B(num(a, "bytes")) : "-");
+		}
+		for (size_t j = i; j < arr_len(api); j++)
+			rest += num(json_object_array_get_idx(api, j), "total_ns");
+		if (i < arr_len(api))
+			fprintf(out, "  (%zu more CUDA calls: %s)\n", arr_len(api) - i, T(rest));
+	}
+	if (arr_len(kern)) {
+		fprintf(out, "  %-22s %7s %8s %8s %8s %9s\n",
+			"kernels dev/stream", "count", "total", "avg", "max", "untimed");
+		for (i = 0; i < arr_len(kern); i++) {
+			json_object *k = json_object_array_get_idx(kern, i);
+			uint64_t timed = num(k, "count") - num(k, "untimed");
+			char name[48];
+
+			snprintf(name, sizeof(name), "  %" PRIu64 "/%" PRIu64 "%s", num(k, "device"),
+				 num(k, "stream"), json_object_get_boolean(get(k, "graph")) ? " (graph)" : "");
+			fputs("  ", out);
+			field(out, name, 22);
+			fprintf(out, " %7s %8s %8s %8s %9s\n", N(num(k, "count"), 7),
+				T(num(k, "total_ns")), T(timed ? num(k, "total_ns") / timed : 0),
+				T(num(k, "max_ns")), num(k, "untimed") ? N(num(k, "untimed"), 9) : "-");
+		}
+	}
+	if (arr_len(cp) || arr_len(ms)) {
+		fprintf(out, "  %-22s %7s %10s %8s %11s %5s\n",
+			"copies kind/memory", "count", "bytes", "time", "bandwidth", "time");
+		for (int pass = 0; pass < 2; pass++) {
+			json_object *rows = pass ? ms : cp;
+
+			for (i = 0; i < arr_len(rows); i++) {
+				json_object *c = json_object_array_get_idx(rows, i);
+				char name[48];
+
+				snprintf(name, sizeof(name), "  %s %s", pass ? "memset" : str(c, "kind") ? str(c, "kind") : "?",
+					 str(c, "memory") ? str(c, "memory") : "?");
+				fputs("  ", out);
+				field(out, name, 22);
+				fprintf(out, " %7s %10s %8s %11s %5s\n", N(num(c, "count"), 7),
+					B(num(c, "bytes")), T(num(c, "total_ns")),
+					num(c, "bandwidth_bytes_per_s")
+						? fmt_bw(num(c, "bandwidth_bytes_per_s"), (char[32]){0}, 32) : "-",
+					str(c, "time") ? str(c, "time") : "");
+			}
+		}
+	}
+	if (sync && (num(sync, "count") || num(sync, "spin_ns") || num(sync, "blocked_ns"))) {
+		uint64_t w = num(sync, "wait_ns"), s = num(sync, "spin_ns"), b = num(sync, "blocked_ns");
+		struct wrap wr;
+
+		wrap_start(&wr, out, width, "  sync    ", 10);
+		wrap_item(&wr, ", ", "%" PRIu64 " synchronize call%s, %s", num(sync, "count"),
+			  num(sync, "count") == 1 ? "" : "s", T(w));
+		wrap_item(&wr, ", ", "GPU wait %s (spin %s, blocked %s)", T(s + b), T(s), T(b));
+		if (w > s + b)
+			wrap_item(&wr, ", ", "run queue %s", T(w - s - b));
+		wrap_end(&wr);
+	}
+	if (num(g, "driver_ioctls"))
+		fprintf(out, "  driver  %" PRIu64 " ioctls on GPU device files, %s\n",
+			num(g, "driver_ioctls"), T(num(g, "driver_ioctl_ns")));
+	if (num(g, "dropped_records") || num(g, "untimed_records") || num(obj(g, "cupti_overhead"), "count"))
+		fprintf(out, "  cupti   %" PRIu64 " records dropped by CUPTI, %" PRIu64
+			" without timestamps, overhead %s\n",
+			num(g, "dropped_records"), num(g, "untimed_records"),
+			T(num(obj(g, "cupti_overhead"), "total_ns")));
+}
+
 /* 2 + tid 7 + comm 16 + four times 8 + 2 before the cause */
 #define THREAD_FIXED 59
 
@@ -602,6 +720,7 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 	render_syscalls(arr(p, "syscalls"), top, out);
 	render_sched_faults(p, o->width, out);
 	render_block(arr(p, "block_io"), out);
+	render_gpu(obj(p, "gpu"), o->width, out);
 	if (o->threads)
 		render_threads(th, o->width, out);
 }
@@ -668,6 +787,11 @@ static void render_observer(json_object *r, FILE *out)
 	fprintf(out, "observer cost: %s of CPU in BPF programs (%.2f%% of one CPU), "
 		"%" PRIu64 " events, %" PRIu64 " ns each\n",
 		T(ns), dur ? 100.0 * ns / dur : 0.0, num(ob, "events"), num(ob, "avg_ns"));
+	if (num(obj(ob, "agent_threads"), "count"))
+		fprintf(out, "  and %" PRIu64 " CUPTI agent thread%s in the traced programs: %s on CPU "
+			"(left out of the ledgers)\n", num(obj(ob, "agent_threads"), "count"),
+			num(obj(ob, "agent_threads"), "count") == 1 ? "" : "s",
+			T(num(obj(ob, "agent_threads"), "oncpu_ns")));
 }
 
 int cm_render_text(json_object *report, const struct cm_render_opts *opts, FILE *out)

@@ -19,6 +19,7 @@ struct ledger {
 	uint64_t wall, oncpu_user, oncpu_sys, runq_wake, runq_preempt;
 	uint64_t off_fault, off_other, off_sys, iowait, unattributed;
 	uint64_t fault_iowait, other_iowait;
+	uint64_t gpu_spin, gpu_blocked;	/* inside CUDA synchronize calls */
 };
 
 struct cmap {
@@ -58,7 +59,9 @@ static void close_open_interval(struct cm_thread *t, struct cm_sys_stat *infligh
 	d = end - t->state_ts;
 	switch (t->state) {
 	case CM_RUNNING:
-		if (t->sc_nr1) {
+		if (t->gpu_sync) {
+			t->gpu_spin_ns += d;
+		} else if (t->sc_nr1) {
 			t->oncpu_sys_ns += d;
 			t->sc_oncpu += d;
 		} else {
@@ -77,7 +80,9 @@ static void close_open_interval(struct cm_thread *t, struct cm_sys_stat *infligh
 			t->runq_wake_ns += end - t->wake_ts;
 			d = t->wake_ts - t->state_ts;
 		}
-		if (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) {
+		if (t->blk_cause == CM_CAUSE_GPU_SYNC) {
+			t->gpu_blocked_ns += d;
+		} else if (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) {
 			t->sc_offcpu += d;
 			if (t->blk_iowait)
 				t->sc_iowait += d;
@@ -149,16 +154,18 @@ static void read_live_comm(struct cm_thread *t)
 static json_object *ledger_json(const struct ledger *l, json_object *causes)
 {
 	json_object *o = json_object_new_object();
-	uint64_t oncpu = l->oncpu_user + l->oncpu_sys, runq = l->runq_wake + l->runq_preempt;
+	uint64_t oncpu = l->oncpu_user + l->oncpu_sys + l->gpu_spin;
+	uint64_t runq = l->runq_wake + l->runq_preempt;
 
 	J_INT(o, "wall_ns", l->wall);
 	J_INT(o, "oncpu_ns", oncpu);
 	J_INT(o, "oncpu_user_ns", l->oncpu_user);
 	J_INT(o, "oncpu_syscall_ns", l->oncpu_sys);
+	J_INT(o, "oncpu_gpu_wait_ns", l->gpu_spin);
 	J_INT(o, "runq_ns", runq);
 	J_INT(o, "runq_wakeup_ns", l->runq_wake);
 	J_INT(o, "runq_preempt_ns", l->runq_preempt);
-	J_INT(o, "offcpu_ns", l->off_sys + l->off_fault + l->off_other);
+	J_INT(o, "offcpu_ns", l->off_sys + l->off_fault + l->off_other + l->gpu_blocked);
 	json_object_object_add(o, "offcpu_by_cause", causes);
 	J_INT(o, "iowait_ns", l->iowait);
 	J_INT(o, "unattributed_ns", l->unattributed);
@@ -274,7 +281,9 @@ static json_object *process_json(struct ctx *c, const struct proc *p, struct led
 	struct cm_snapshot *s = c->snap;
 	json_object *o = json_object_new_object(), *threads = json_object_new_array();
 	json_object *pcauses = json_object_new_object();
+	/* one slot per syscall, and one more (cm_nsyscalls) for ioctl on GPU files */
 	struct cm_sys_stat *per_nr = calloc(cm_nsyscalls + 1, sizeof(*per_nr));
+	struct cm_gpu_thread_sums gts = { 0 };
 	uint64_t vol = 0, invol = 0, migr = 0, wakeups = 0, waits = 0, minflt = 0, majflt = 0, ufault = 0;
 	uint64_t runq_hist[CM_HIST_SLOTS] = { 0 };
 	const struct cm_thread *leader = NULL;
@@ -318,10 +327,16 @@ static json_object *process_json(struct ctx *c, const struct proc *p, struct led
 				continue;
 			l.off_sys += st->offcpu_ns;
 			l.iowait += st->iowait_ns;
-			snprintf(key, sizeof(key), "syscall:%s", cm_syscall_name(nr));
+			if (nr == CM_SYS_GPU_IOCTL) {
+				snprintf(key, sizeof(key), "gpu:driver");
+				gts.ioctls += st->count;
+				gts.ioctl_ns += st->oncpu_ns + st->offcpu_ns;
+			} else {
+				snprintf(key, sizeof(key), "syscall:%s", cm_syscall_name(nr));
+			}
 			causes_add(causes, key, st->offcpu_ns);
-			if (nr < cm_nsyscalls) {
-				struct cm_sys_stat *a = &per_nr[nr];
+			if (nr < cm_nsyscalls || nr == CM_SYS_GPU_IOCTL) {
+				struct cm_sys_stat *a = &per_nr[nr < cm_nsyscalls ? nr : cm_nsyscalls];
 
 				a->count += st->count;
 				a->errors += st->errors;
@@ -341,10 +356,13 @@ static json_object *process_json(struct ctx *c, const struct proc *p, struct led
 			pmap->count[g] += st->count;
 			pmap->time[CM_SS_BLOCK_IO] += st->iowait_ns;
 		}
+		l.gpu_spin = t->gpu_spin_ns;
+		l.gpu_blocked = t->gpu_blocked_ns;
 		causes_add(causes, "page_fault", l.off_fault);
 		causes_add(causes, "other", l.off_other);
+		causes_add(causes, "gpu:sync", l.gpu_blocked);
 		attributed = l.oncpu_user + l.oncpu_sys + l.runq_wake + l.runq_preempt +
-			     l.off_sys + l.off_fault + l.off_other;
+			     l.off_sys + l.off_fault + l.off_other + l.gpu_spin + l.gpu_blocked;
 		/* the state machine charges every interval once, so the remainder is
 		 * what BPF itself could not classify (t->unattributed_ns) */
 		l.unattributed = l.wall > attributed ? l.wall - attributed : 0;
@@ -360,6 +378,14 @@ static json_object *process_json(struct ctx *c, const struct proc *p, struct led
 		pmap->time[CM_SS_OTHER] += l.off_other - l.other_iowait;
 		pmap->time[CM_SS_BLOCK_IO] += l.fault_iowait + l.other_iowait;
 		pmap->time[CM_SS_UNATTRIBUTED] += l.unattributed;
+		/* GPU wait: everything inside synchronize calls, spin and blocked */
+		pmap->time[CM_SS_GPU] += l.gpu_spin + l.gpu_blocked;
+		pmap->oncpu[CM_SS_GPU] += l.gpu_spin;
+		pmap->count[CM_SS_GPU] += t->gpu_syncs;
+		gts.syncs += t->gpu_syncs;
+		gts.sync_ns += t->gpu_sync_ns;
+		gts.spin_ns += l.gpu_spin;
+		gts.blocked_ns += l.gpu_blocked;
 
 		vol += t->vol_switches;
 		invol += t->invol_switches;
@@ -401,9 +427,10 @@ static json_object *process_json(struct ctx *c, const struct proc *p, struct led
 	json_object *sys = json_object_new_array();
 	size_t nrows = 0;
 
-	for (unsigned nr = 0; rows && nr < cm_nsyscalls; nr++)
+	for (unsigned nr = 0; rows && nr <= cm_nsyscalls; nr++)
 		if (per_nr[nr].count || per_nr[nr].oncpu_ns || per_nr[nr].offcpu_ns)
-			rows[nrows++] = (struct sysrow){ .nr = nr, .st = &per_nr[nr] };
+			rows[nrows++] = (struct sysrow){
+				.nr = nr < cm_nsyscalls ? nr : CM_SYS_GPU_IOCTL, .st = &per_nr[nr] };
 	if (rows)
 		qsort(rows, nrows, sizeof(*rows), cmp_sysrow);
 	for (size_t i = 0; i < nrows; i++) {
@@ -412,7 +439,7 @@ static json_object *process_json(struct ctx *c, const struct proc *p, struct led
 		json_object *r = json_object_new_object();
 
 		json_object_object_add(r, "name", json_object_new_string(cm_syscall_name(nr)));
-		J_INT(r, "nr", nr);
+		J_INT(r, "nr", nr == CM_SYS_GPU_IOCTL ? cm_syscall_nr("ioctl") : (int)nr);
 		json_object_object_add(r, "group",
 				       json_object_new_string(cm_subsys_key(cm_syscall_group(nr))));
 		J_INT(r, "count", st->count);
@@ -470,6 +497,9 @@ static json_object *process_json(struct ctx *c, const struct proc *p, struct led
 		pmap->count[CM_SS_BLOCK_IO] += bs->count;
 	}
 	json_object_object_add(o, "block_io", blk);
+	json_object *gpu = cm_gpu_process_json(s, p->pid, &gts);
+	if (gpu)
+		json_object_object_add(o, "gpu", gpu);
 	json_object_object_add(o, "contact_map", cmap_json(pmap));
 	*ptot = pl;
 	return o;
@@ -490,7 +520,21 @@ json_object *cm_features_json(const struct cm_features *f)
 	json_object_object_add(o, "hw_counters", json_object_new_boolean(f->hw_counters));
 	json_object_object_add(o, "page_fault_tracepoint", json_object_new_boolean(f->page_fault_tp));
 	json_object_object_add(o, "block_tracepoints", json_object_new_boolean(f->block_tp));
+	json_object_object_add(o, "gpu_programs", json_object_new_boolean(f->gpu));
 	return o;
+}
+
+struct observer_threads {
+	uint64_t n, oncpu_ns;
+};
+
+static json_object *observer_threads_json(const struct observer_threads *o)
+{
+	json_object *j = json_object_new_object();
+
+	J_INT(j, "count", o->n);
+	J_INT(j, "oncpu_ns", o->oncpu_ns);
+	return j;
 }
 
 /* What contactmap's own programs cost every CPU of the machine, traced or not. */
@@ -547,6 +591,7 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	if (exitj)
 		json_object_object_add(r, "exit", exitj);
 	json_object_object_add(r, "features", cm_features_json(&tr->feat));
+	json_object_object_add(r, "gpu", cm_gpu_report_json(tr, s));
 	o = json_object_new_object();
 	J_INT(o, "threads_map_full", s->counters.threads_full);
 	J_INT(o, "syscall_map_full", s->counters.sysstats_full);
@@ -560,6 +605,8 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 		J_INT(o, "timeline_ringbuf_full", s->counters.trace_ringbuf_full);
 		J_INT(o, "timeline_rate_limited", s->counters.trace_rate_limited);
 	}
+	if (s->gpu_loaded)
+		cm_gpu_lost_json(s, o);
 	json_object_object_add(r, "lost", o);
 	json_object_object_add(r, "observer", observer_json(tr, s));
 	o = json_object_new_object();
@@ -598,6 +645,24 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 			read_live_comm(t);
 		}
 	}
+
+	/* the CUPTI agent's own thread is contactmap's cost, not the program's:
+	 * out of the ledgers, into "observer" */
+	struct observer_threads obs = { 0 };
+
+	for (size_t i = 0; i < s->nthreads;) {
+		struct cm_thread *t = &s->threads[i];
+
+		if (!(t->flags & CM_TF_OBSERVER)) {
+			i++;
+			continue;
+		}
+		obs.n++;
+		obs.oncpu_ns += t->oncpu_user_ns + t->oncpu_sys_ns + t->gpu_spin_ns;
+		s->threads[i] = s->threads[--s->nthreads];
+	}
+	json_object_object_add(json_object_object_get(r, "observer"), "agent_threads",
+			       observer_threads_json(&obs));
 
 	pids = malloc((s->nthreads + 1) * sizeof(*pids));
 	for (size_t i = 0; pids && i < s->nthreads; i++)

@@ -3,6 +3,7 @@
  * from maps/syscalls_<arch>.tsv into syscall_table.c. */
 #include <string.h>
 #include "cm.h"
+#include "contactmap.h"
 
 static const struct {
 	const char *key, *label;
@@ -18,6 +19,7 @@ static const struct {
 	[CM_SS_POLL] = { "poll", "poll/wait" },
 	[CM_SS_PROCESS] = { "process", "process mgmt" },
 	[CM_SS_OTHER] = { "other", "other" },
+	[CM_SS_GPU] = { "gpu", "GPU wait" },
 	[CM_SS_UNATTRIBUTED] = { "unattributed", "unattributed" },
 };
 
@@ -28,6 +30,8 @@ const char *cm_syscall_name(unsigned nr)
 
 	if (nr < cm_nsyscalls && cm_syscalls[nr].name)
 		return cm_syscalls[nr].name;
+	if (nr == CM_SYS_GPU_IOCTL)
+		return "ioctl:gpu";
 	snprintf(buf, sizeof(buf), "syscall_%u", nr);
 	return buf;
 }
@@ -44,6 +48,8 @@ int cm_syscall_nr(const char *name)
 
 enum cm_subsys cm_syscall_group(unsigned nr)
 {
+	if (nr == CM_SYS_GPU_IOCTL)
+		return CM_SS_GPU;
 	return nr < cm_nsyscalls ? cm_syscalls[nr].group : CM_SS_OTHER;
 }
 

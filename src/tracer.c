@@ -17,6 +17,7 @@
 #include <bpf/libbpf.h>
 #include "cm.h"
 #include "tracer.h"
+#include "contactmap_gpu.h"
 #include "contactmap.skel.h"
 #include "stacks.h"
 #include "sym.h"
@@ -116,32 +117,84 @@ void cm_probe_features(struct cm_features *f)
 	f->page_fault_tp = btf_has_tp(vmlinux, "page_fault_user");
 	f->block_tp = btf_has_tp(vmlinux, "block_rq_issue") && btf_has_tp(vmlinux, "block_rq_complete") &&
 		      btf_has_tp(vmlinux, "block_rq_insert");
+	f->block_io_start_tp = btf_has_tp(vmlinux, "block_io_start");
+	f->uprobe_multi = vmlinux &&
+		btf__find_by_name_kind(vmlinux, "bpf_uprobe_multi_link", BTF_KIND_STRUCT) >= 0;
 	btf__free(vmlinux);
 }
 
-/* Chooses one twin of every program: suffix "_btf" or "_raw". */
+/* Chooses one twin of every program: suffix "_btf" or "_raw"; the GPU
+ * uprobe programs (no twins) when gpu is set. */
 static void select_programs(struct contactmap_bpf *skel, const char *suffix,
-			    const struct cm_features *f)
+			    const struct cm_features *f, bool gpu)
 {
 	struct bpf_program *p;
 
 	bpf_object__for_each_program(p, skel->obj) {
 		const char *name = bpf_program__name(p);
-		bool on = has_suffix(name, suffix);
+		bool on = has_suffix(name, suffix) || (gpu && !strncmp(name, "gpu_", 4));
 
 		if (!f->page_fault_tp && !strncmp(name, "page_fault_user", 15))
 			on = false;
 		if (!f->block_tp && !strncmp(name, "block_rq", 8))
 			on = false;
+		if ((!f->block_tp || !f->block_io_start_tp) && !strncmp(name, "block_io_start", 14))
+			on = false;
 		if (!strcmp(name, "cpu_sample"))
 			on = skel->rodata->cfg_oncpu_stacks;
 		bpf_program__set_autoload(p, on);
+		/*
+		 * Closing a perf-event uprobe waits for an RCU grace period (some
+		 * 80 ms here): a hundred of them take seconds. uprobe_multi links
+		 * (one per library and direction) wait once each.
+		 */
+		if (on && gpu && f->uprobe_multi && !strncmp(name, "gpu_", 4))
+			bpf_program__set_expected_attach_type(p, CM_BPF_TRACE_UPROBE_MULTI);
 	}
+}
+
+/*
+ * Character-device majors of GPU driver files: the "nvidia*" entries of
+ * /proc/devices, and CONTACTMAP_GPU_DEV_MAJORS (comma-separated numbers, for
+ * drivers with other names, and for the tests, which have no GPU).
+ */
+static unsigned gpu_dev_majors(uint32_t *out, unsigned max)
+{
+	char line[128], *env = getenv("CONTACTMAP_GPU_DEV_MAJORS");
+	bool chr = false;
+	unsigned n = 0;
+	FILE *fp = fopen("/proc/devices", "re");
+
+	while (fp && fgets(line, sizeof(line), fp)) {
+		unsigned major;
+		char name[64];
+
+		if (!strncmp(line, "Character devices:", 18))
+			chr = true;
+		else if (!strncmp(line, "Block devices:", 14))
+			chr = false;
+		else if (chr && sscanf(line, "%u %63s", &major, name) == 2 &&
+			 !strncmp(name, "nvidia", 6) && n < max)
+			out[n++] = major;
+	}
+	if (fp)
+		fclose(fp);
+	for (char *p = env; p && *p && n < max;) {
+		char *end;
+		unsigned long v = strtoul(p, &end, 10);
+
+		if (end == p)
+			break;
+		out[n++] = (uint32_t)v;
+		p = *end == ',' ? end + 1 : end;
+	}
+	return n;
 }
 
 static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 {
 	struct contactmap_bpf *skel = contactmap_bpf__open();
+	int ioctl_nr = cm_syscall_nr("ioctl");
 
 	if (!skel) {
 		cm_err("cannot open the BPF object: %s", strerror(errno));
@@ -161,6 +214,11 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 		/* a record carries a 16 KiB stack snapshot: room for ~1000 */
 		bpf_map__set_max_entries(skel->maps.stack_events, 16 << 20);
 		bpf_map__set_max_entries(skel->maps.stacks, 16384);
+	}
+	if (o->gpu_mode != CM_GPU_OFF && ioctl_nr >= 0) {
+		skel->rodata->ioctl_nr = (uint32_t)ioctl_nr;
+		skel->rodata->gpu_dev_nmajors = gpu_dev_majors((uint32_t *)skel->rodata->gpu_dev_majors,
+							       CM_GPU_DEV_MAJORS);
 	}
 	return skel;
 }
@@ -258,6 +316,37 @@ void cm_tracer_consume(struct cm_tracer *tr)
 		ring_buffer__consume(tr->rb);
 }
 
+/*
+ * Opens, sizes and loads one twin set. The GPU programs come along unless
+ * turned off; should they fail to load, the core loads without them (the
+ * report then says GPU tracing was unavailable) rather than not at all.
+ */
+static int load_programs(struct cm_tracer *tr, const struct cm_tracer_opts *o, const char *suffix)
+{
+	struct cm_features *f = &tr->feat;
+	int err = -EINVAL;
+
+	for (int gpu = o->gpu_mode != CM_GPU_OFF; gpu >= 0; gpu--) {
+		tr->skel = open_sized(o);
+		if (!tr->skel)
+			return -errno;
+		select_programs(tr->skel, suffix, f, gpu);
+		err = contactmap_bpf__load(tr->skel);
+		if (!err) {
+			f->gpu = gpu;
+			return 0;
+		}
+		if (gpu) {
+			snprintf(f->gpu_error, sizeof(f->gpu_error), "%s", strerror(-err));
+			cm_info("GPU programs did not load with the %s set (%s); trying without them",
+				suffix + 1, strerror(-err));
+		}
+		contactmap_bpf__destroy(tr->skel);
+		tr->skel = NULL;
+	}
+	return err;
+}
+
 int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 {
 	struct cm_features *f = &tr->feat;
@@ -273,27 +362,17 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 	}
 
 	if (!force || !strcmp(force, "tp_btf")) {
-		tr->skel = open_sized(o);
-		if (!tr->skel)
-			return -1;
-		select_programs(tr->skel, "_btf", f);
-		err = contactmap_bpf__load(tr->skel);
+		err = load_programs(tr, o, "_btf");
 		if (!err) {
 			f->tp_btf = true;
 			f->attach_type = "tp_btf";
 		} else {
 			snprintf(f->tp_btf_error, sizeof(f->tp_btf_error), "%s", strerror(-err));
 			cm_info("tp_btf programs did not load (%s); trying raw tracepoints", strerror(-err));
-			contactmap_bpf__destroy(tr->skel);
-			tr->skel = NULL;
 		}
 	}
 	if (err && (!force || !strcmp(force, "raw_tp"))) {
-		tr->skel = open_sized(o);
-		if (!tr->skel)
-			return -1;
-		select_programs(tr->skel, "_raw", f);
-		err = contactmap_bpf__load(tr->skel);
+		err = load_programs(tr, o, "_raw");
 		if (!err) {
 			f->raw_tp = true;
 			f->attach_type = "raw_tp";
@@ -321,6 +400,12 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		return -1;
 	/* run-time statistics cost two clock reads per event; the observer cost
 	 * they give is worth it (BPF_ENABLE_STATS needs CAP_SYS_ADMIN) */
+	if (cm_gpu_start(tr, o)) {
+		cm_err("out of memory setting up GPU tracing");
+		contactmap_bpf__destroy(tr->skel);
+		tr->skel = NULL;
+		return -1;
+	}
 	tr->stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
 	if (tr->stats_fd < 0)
 		cm_info("BPF run-time statistics unavailable (%s): no observer cost", strerror(errno));
@@ -509,6 +594,7 @@ int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 	for (int i = 0; i < tr->nperf; i++)
 		bpf_link__destroy(tr->perf_links[i]);
 	tr->nperf = 0;
+	cm_gpu_detach(tr);
 	contactmap_bpf__detach(tr->skel);
 	tr->end_ns = cm_now_ns();
 	/* what the programs wrote before they were detached */
@@ -576,6 +662,8 @@ static int read_maps(struct cm_tracer *tr, struct cm_snapshot *s)
 		if (!bpf_map_lookup_elem(fd, &key, &s->blk_stats[s->nblk]))
 			s->blk_keys[s->nblk++] = key;
 	}
+	if (cm_gpu_read(tr, s))
+		goto oom;
 	return 0;
 oom:
 	cm_err("out of memory reading the BPF maps");
@@ -589,6 +677,7 @@ void cm_snapshot_free(struct cm_snapshot *s)
 	free(s->sys_stats);
 	free(s->blk_keys);
 	free(s->blk_stats);
+	cm_gpu_snapshot_free(s);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -612,6 +701,7 @@ void cm_tracer_close(struct cm_tracer *tr)
 	cm_sym_free(tr->sym);
 	tr->sym = NULL;
 	tr->stats_fd = -1;
+	cm_gpu_close(tr);
 	contactmap_bpf__destroy(tr->skel);
 	tr->skel = NULL;
 }

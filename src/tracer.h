@@ -8,8 +8,21 @@
 #include <sys/types.h>
 #include <json-c/json.h>
 #include "contactmap.h"
+#include "contactmap_gpu.h"
 
 struct contactmap_bpf;
+
+/* enum bpf_attach_type's BPF_TRACE_UPROBE_MULTI (Linux 6.6), which the
+ * build machine's <linux/bpf.h> may predate */
+#define CM_BPF_TRACE_UPROBE_MULTI 48
+
+/* --gpu: which GPU tier (contactmap_gpu.h) a run may use. */
+enum cm_gpu_mode {
+	CM_GPU_AUTO = 0,	/* wrap: CUPTI agent, uprobes as fallback; attach: uprobes */
+	CM_GPU_OFF,
+	CM_GPU_CUPTI,		/* wrap: the agent and nothing else */
+	CM_GPU_UPROBES,		/* uprobes only (wrap: the agent only asks for them) */
+};
 
 struct cm_tracer_opts {
 	unsigned max_threads;
@@ -22,6 +35,7 @@ struct cm_tracer_opts {
 	uint64_t trace_max_bytes;
 	uint64_t trace_sys_min_ns;
 	uint64_t trace_max_per_sec;
+	enum cm_gpu_mode gpu_mode;
 };
 
 /* Features found on this kernel, and the choices made. */
@@ -37,16 +51,23 @@ struct cm_features {
 	bool hw_counters;
 	bool page_fault_tp;
 	bool block_tp;
+	bool block_io_start_tp;	/* 6.5+: claims requests in the submitter's context */
 	const char *attach_type;	/* what is in use */
 	char tp_btf_error[128];		/* why tp_btf was not used */
+	bool gpu;			/* GPU programs loaded */
+	bool uprobe_multi;		/* uprobe_multi links (6.6): one per library, fast to detach */
+	char gpu_error[128];		/* why not */
 };
 
 struct cm_stacks;
 struct cm_sym;
 struct ring_buffer;
 
+struct cm_gpu_state;
+
 struct cm_tracer {
 	struct contactmap_bpf *skel;
+	struct cm_gpu_state *gpu;	/* gpu.c; NULL when GPU tracing is off */
 	struct cm_sym *sym;
 	struct cm_stacks *stacks;	/* NULL when stacks are off */
 	struct ring_buffer *rb;
@@ -80,6 +101,30 @@ struct cm_snapshot {
 	} progs[32];
 	size_t nprogs;
 	bool stats_on;
+
+	/* GPU maps (gpu.c) */
+	bool gpu_loaded;
+	bool gpu_agent;			/* the CUPTI agent was injected (wrap mode) */
+	unsigned gpu_probes;		/* uprobes attached on CUDA libraries */
+	struct cm_gpu_counters gpu_counters;
+	struct cm_gpu_api_key *gapi_keys;
+	struct cm_gpu_api_stat *gapi;
+	size_t ngapi;
+	struct cm_gpu_kern_key *gkern_keys;
+	struct cm_gpu_kern_stat *gkern;
+	size_t ngkern;
+	struct cm_gpu_copy_key *gcopy_keys;
+	struct cm_gpu_copy_stat *gcopy;
+	size_t ngcopy;
+	uint32_t *gproc_pids;
+	struct cm_gpu_proc *gproc;
+	size_t ngproc;
+};
+
+/* What a process's threads say about GPU waits (summed by report.c). */
+struct cm_gpu_thread_sums {
+	uint64_t syncs, sync_ns, spin_ns, blocked_ns;
+	uint64_t ioctls, ioctl_ns;	/* ioctl on GPU driver files */
 };
 
 uint64_t cm_now_ns(void);
@@ -99,6 +144,28 @@ int cm_tracer_peek(struct cm_tracer *tr, struct cm_snapshot *snap);
 int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *snap);
 void cm_tracer_close(struct cm_tracer *tr);
 void cm_snapshot_free(struct cm_snapshot *s);
+
+/* GPU tiers (gpu.c). */
+int cm_gpu_start(struct cm_tracer *tr, const struct cm_tracer_opts *o);
+bool cm_gpu_agent_found(void);
+int cm_gpu_wrap_prepare(struct cm_tracer *tr);	/* finds the agent, attaches its hook */
+void cm_gpu_child_env(struct cm_tracer *tr);	/* in the wrapped child, before exec */
+int cm_gpu_attach_pid(struct cm_tracer *tr, pid_t pid);
+void cm_gpu_watch_pid(struct cm_tracer *tr, pid_t pid);	/* attach mode */
+int cm_gpu_poll_fd(struct cm_tracer *tr);
+void cm_gpu_poll(struct cm_tracer *tr);
+void cm_gpu_detach(struct cm_tracer *tr);
+void cm_gpu_close(struct cm_tracer *tr);
+int cm_gpu_read(struct cm_tracer *tr, struct cm_snapshot *s);
+void cm_gpu_snapshot_free(struct cm_snapshot *s);
+json_object *cm_gpu_process_json(const struct cm_snapshot *s, uint32_t pid,
+				 const struct cm_gpu_thread_sums *ts);
+void cm_gpu_lost_json(const struct cm_snapshot *s, json_object *lost);
+json_object *cm_gpu_report_json(const struct cm_tracer *tr, const struct cm_snapshot *s);
+const char *cm_gpu_api_name(unsigned api);
+int cm_gpu_api_class(unsigned api);
+const char *cm_gpu_copy_kind_name(unsigned k);
+const char *cm_gpu_mem_name(unsigned m);
 
 /* Builds the contactmap/1 report (report.c). target and exit may be NULL;
  * ownership of both passes to the report. */

@@ -68,12 +68,25 @@ def pytest_report_header(config):
             + ("" if is_root() else "  ** NOT ROOT: end-to-end tests will be SKIPPED **"))
 
 
+# Other reasons a whole group of tests cannot run here (e.g. no CUDA toolkit):
+# reason -> node ids, repeated at the end of the run so nobody misses them.
+_skipped_loudly = {}
+
+
+def skip_loudly(request, reason):
+    _skipped_loudly.setdefault(reason, []).append(request.node.nodeid)
+    pytest.skip(reason)
+
+
 def pytest_terminal_summary(terminalreporter):
+    tr = terminalreporter
     if _skipped_for_root:
-        tr = terminalreporter
         tr.write_sep("!", "contactmap end-to-end tests SKIPPED", red=True, bold=True)
         tr.write_line(f"{len(_skipped_for_root)} tests skipped: {ROOT_SKIP_REASON}",
                       red=True, bold=True)
+    for reason, ids in _skipped_loudly.items():
+        tr.write_sep("!", f"{len(ids)} contactmap tests SKIPPED", red=True, bold=True)
+        tr.write_line(reason, red=True, bold=True)
 
 
 # --------------------------------------------------------------------------
@@ -265,7 +278,7 @@ def block_devices_of(path):
 LEDGER_KEYS = ("wall_ns", "oncpu_ns", "oncpu_user_ns", "oncpu_syscall_ns", "runq_ns",
                "runq_wakeup_ns", "runq_preempt_ns", "offcpu_ns", "offcpu_by_cause",
                "iowait_ns", "unattributed_ns")
-LEDGER_INT_KEYS = tuple(k for k in LEDGER_KEYS if k != "offcpu_by_cause")
+LEDGER_INT_KEYS = tuple(k for k in LEDGER_KEYS if k != "offcpu_by_cause") + ("oncpu_gpu_wait_ns",)
 SUBSYSTEMS = {"cpu_user", "runq", "memory", "sync", "file_io", "network", "block_io",
               "sleep", "poll", "process", "other", "unattributed", "gpu"}
 
@@ -413,9 +426,11 @@ def ledger_problems_one(L, where):
     if L["offcpu_ns"] != sum(causes.values()):
         P.append(f"{where}: offcpu_ns {L['offcpu_ns']} != sum(offcpu_by_cause) "
                  f"{sum(causes.values())} {causes}")
-    if L["oncpu_ns"] != L["oncpu_user_ns"] + L["oncpu_syscall_ns"]:
+    # on-CPU inside CUDA synchronize calls is its own part (GPU wait, spin)
+    gpu_spin = L.get("oncpu_gpu_wait_ns", 0)
+    if L["oncpu_ns"] != L["oncpu_user_ns"] + L["oncpu_syscall_ns"] + gpu_spin:
         P.append(f"{where}: oncpu_ns {L['oncpu_ns']} != user {L['oncpu_user_ns']} + "
-                 f"syscall {L['oncpu_syscall_ns']}")
+                 f"syscall {L['oncpu_syscall_ns']} + gpu wait {gpu_spin}")
     if L["runq_ns"] != L["runq_wakeup_ns"] + L["runq_preempt_ns"]:
         P.append(f"{where}: runq_ns {L['runq_ns']} != wakeup {L['runq_wakeup_ns']} + "
                  f"preempt {L['runq_preempt_ns']}")

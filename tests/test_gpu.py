@@ -1,0 +1,468 @@
+"""GPU work in the contact map, without a GPU.
+
+tests/gpu_fakes/ builds a fake CUDA driver (libcuda.so.1), a fake CUPTI
+(libcupti.so.13) and gpu_app, a program with a known plan of launches, copies,
+graph launches and synchronize calls. The fake CUPTI turns each call into the
+callbacks and CUDA 13 activity records the real one would deliver, with device
+times that are a function of the call (fake_cupti.c says which), so the
+report's GPU rows can be asserted exactly:
+
+- the CUPTI tier (wrap mode): the agent's records through its hook, with the
+  fake CUPTI's scenarios (calibrated clock, zero timestamps, dropped records,
+  correlation ids that wrap, another profiler holding CUPTI);
+- the uprobe tier: uprobes on the fake libcuda.so.1 and on the real
+  libcudart.so.13 (which refuses the fake driver, so its calls fail, with
+  known sizes), in attach mode and as the agent's fallback;
+- synchronize calls that spin and block land in GPU wait, not in CPU or futex.
+
+Without the CUDA toolkit (/usr/local/cuda) nothing here can be built: every
+test skips, and the run's summary says so.
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import (OUTPUT, REPO, RUN_TIMEOUT_S, assert_no_problems, contactmap_bin,
+                      find_proc, ledger_problems, schema_problems, skip_loudly)
+
+pytestmark = pytest.mark.usefixtures("need_root")
+
+CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
+FAKES = OUTPUT / "gpu_fakes"
+AGENT = OUTPUT / "libcontactmap-cupti.so"
+NO_CUDA_REASON = (f"NOT RUN: the GPU tests need the CUDA toolkit's headers ({CUDA_HOME}/include/"
+                  "cupti.h) to build the CUPTI agent and the fake driver; install it or set "
+                  "CUDA_HOME, then `make test-bins`")
+
+# Synchronize calls in the fake driver: spin this long on CPU, then block.
+SPIN_US, BLOCK_US = 2000, 3000
+# On-CPU spin can lose time to preemption (that part is run-queue wait, not
+# spin); a futex wait with a timeout never returns early but may overshoot by
+# timer slack and wake-up latency.
+SPIN_LOW, SPIN_HIGH = 0.5, 1.25
+BLOCK_LOW, BLOCK_HIGH = 0.9, 1.6
+
+PLAN = dict(launches=10, grid=5, copies=3, bytes=10000, dtod=2, memsets=2, graphs=3,
+            graph_kernels=7, syncs=4, stream_syncs=2, rt_copies=5, rt_launches=3, rt_syncs=2)
+
+
+@pytest.fixture(autouse=True)
+def need_cuda(request):
+    if not (CUDA_HOME / "include" / "cupti.h").exists():
+        skip_loudly(request, NO_CUDA_REASON)
+    for p in (FAKES / "gpu_app", FAKES / "libcuda.so.1", FAKES / "libcupti.so.13", AGENT):
+        if not p.exists():
+            pytest.fail(f"{p} is not built: run `make all test-bins`", pytrace=False)
+
+
+def plan_args(plan):
+    out = []
+    for k, v in plan.items():
+        out += ["--" + k.replace("_", "-"), str(v)]
+    return out
+
+
+def fake_env(scenario=None, spin=SPIN_US, block=BLOCK_US, **extra):
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = str(FAKES)   # the fake libcuda.so.1 and libcupti.so.13
+    env["FAKE_CUDA_SPIN_US"] = str(spin)
+    env["FAKE_CUDA_BLOCK_US"] = str(block)
+    env.pop("FAKE_CUPTI", None)
+    env.pop("CUDA_INJECTION64_PATH", None)
+    if scenario:
+        env["FAKE_CUPTI"] = scenario
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class GpuRun:
+    def __init__(self, proc, report_path, argv):
+        self.rc = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.argv = argv
+        self.report = json.loads(Path(report_path).read_text()) if Path(report_path).exists() else None
+        self.truth = None
+        for line in reversed(self.stdout.splitlines()):
+            if line.startswith("{"):
+                self.truth = json.loads(line)
+                break
+
+    def describe(self):
+        return f"argv={self.argv}\nrc={self.rc}\nstderr(tail)={self.stderr[-3000:]}"
+
+    def proc(self):
+        assert self.report is not None and self.truth is not None, self.describe()
+        return find_proc(self.report, pid=self.truth["pid"])
+
+    def gpu(self):
+        p = self.proc()
+        assert "gpu" in p, f"no gpu object in process {p['pid']}\n{self.describe()}"
+        return p["gpu"]
+
+
+def wrap(tmp_path, plan, env, extra=(), prog="gpu_app", args=None):
+    out = tmp_path / "r.json"
+    argv = [contactmap_bin(), *extra, "-o", str(out), "--", str(FAKES / prog)]
+    argv += args if args is not None else plan_args(plan)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=RUN_TIMEOUT_S)
+    r = GpuRun(proc, out, argv)
+    assert r.rc == 0, r.describe()
+    return r
+
+
+def api_rows(g):
+    return {a["name"]: a for a in g["api"]}
+
+
+def assert_api(g, want, tier):
+    """want: {name: (count, bytes)}; every API row of the report, exactly."""
+    rows = api_rows(g)
+    got = {n: (a["count"], a["bytes"]) for n, a in rows.items()}
+    assert got == want, f"API rows differ:\n got  {got}\n want {want}"
+    for a in g["api"]:
+        assert a["tier"] == tier, a
+        assert a["total_ns"] > 0 and a["max_ns"] <= a["total_ns"], a
+        assert sum(a["hist_log2_ns"]) == a["count"], a
+
+
+def copies(g, key=("kind", "memory")):
+    return {tuple(c[k] for k in key): c for c in g["copies"]}
+
+
+def assert_gpu_wait(r, nsyncs, spin_us=SPIN_US, block_us=BLOCK_US, single_thread=True):
+    """Synchronize calls: their on-CPU spin and blocked time are GPU wait."""
+    p = r.proc()
+    g = p["gpu"]
+    s = g["sync"]
+    assert s["count"] == nsyncs, s
+    spin, block = nsyncs * spin_us * 1000, nsyncs * block_us * 1000
+    assert SPIN_LOW * spin <= s["spin_ns"] <= SPIN_HIGH * spin, (s, spin)
+    assert BLOCK_LOW * block <= s["blocked_ns"] <= BLOCK_HIGH * block + 2_000_000, (s, block)
+    # the rest of the calls' wall time was spent waiting for a CPU
+    assert s["wait_ns"] >= s["spin_ns"] + s["blocked_ns"], s
+    L = p["ledger"]
+    assert L["oncpu_gpu_wait_ns"] == s["spin_ns"], (L, s)
+    assert L["offcpu_by_cause"].get("gpu:sync", 0) == s["blocked_ns"], (L, s)
+    # the fake driver blocks in futex(): none of that is futex time (with
+    # threads, pthread_join and lock contention are futex waits of their own)
+    if single_thread:
+        assert L["offcpu_by_cause"].get("syscall:futex", 0) < 0.05 * s["blocked_ns"], L
+    row = [c for c in p["contact_map"] if c["subsystem"] == "gpu"]
+    assert row and row[0]["time_ns"] == s["spin_ns"] + s["blocked_ns"] + g["driver_ioctl_ns"], \
+        p["contact_map"]
+    assert row[0]["oncpu_ns"] >= s["spin_ns"] and row[0]["label"] == "GPU wait", row
+    top = [c for c in r.report["contact_map"] if c["subsystem"] == "gpu"]
+    assert top and top[0]["time_ns"] >= row[0]["time_ns"], r.report["contact_map"]
+    assert "GPU wait" in r.stderr, r.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------
+# CUPTI tier
+
+CUPTI_API = {
+    "cuLaunchKernel": (10, 0), "cudaLaunchKernel": (3, 0), "cuGraphLaunch": (3, 0),
+    "cuMemcpyHtoD": (6, 60000), "cuMemcpyDtoH": (6, 60000), "cuMemcpyDtoD": (2, 20000),
+    "cuMemsetD8": (2, 20000), "cudaMemcpy": (5, 50000),
+    "cuCtxSynchronize": (4, 0), "cuStreamSynchronize": (2, 0), "cudaDeviceSynchronize": (2, 0),
+    "cuMemAlloc": (2, 20000), "cuMemAllocHost": (1, 10000), "cuMemFree": (2, 0),
+    "cuMemFreeHost": (1, 0),
+}
+
+
+def assert_cupti_device_rows(g, plan, mult=1, untimed_kernels=0, untimed_graph=0):
+    launches = (plan["launches"] + plan["rt_launches"]) * mult
+    graph = plan["graphs"] * plan["graph_kernels"] * mult
+    kern = {(k["device"], k["stream"], k["graph"]): k for k in g["kernels"]}
+    assert set(kern) == {(0, 7, False), (0, 7, True)}, g["kernels"]
+    k, kg = kern[(0, 7, False)], kern[(0, 7, True)]
+    assert (k["count"], k["untimed"]) == (launches, untimed_kernels), k
+    assert k["total_ns"] == (launches - untimed_kernels) * plan["grid"] * 1000, k
+    assert (kg["count"], kg["untimed"]) == (graph, untimed_graph), kg
+    assert kg["total_ns"] == (graph - untimed_graph) * 2000, kg
+    assert all(x["tier"] == "cupti" for x in g["kernels"])
+    assert g["graph_kernels"] == graph
+
+    B, n, rt = plan["bytes"], plan["copies"] * mult, plan["rt_copies"] * mult
+    want = {
+        ("HtoD", "pinned"): (n + rt, (n + rt) * B, (n + rt) * B // 10, 10**10),
+        ("HtoD", "pageable"): (n, n * B, n * B // 4, 4 * 10**9),
+        ("DtoH", "pinned"): (n, n * B, n * B // 10, 10**10),
+        ("DtoH", "pageable"): (n, n * B, n * B // 4, 4 * 10**9),
+        ("DtoD", "device"): (plan["dtod"] * mult, plan["dtod"] * mult * B,
+                             plan["dtod"] * mult * B // 100, 10**11),
+    }
+    got = {key: (c["count"], c["bytes"], c["total_ns"], c["bandwidth_bytes_per_s"])
+           for key, c in copies(g).items()}
+    assert got == want, f"copies:\n got  {got}\n want {want}"
+    for c in g["copies"]:
+        assert (c["tier"], c["time"], c["untimed"]) == ("cupti", "device", 0), c
+    m = plan["memsets"] * mult
+    assert [(x["memory"], x["count"], x["bytes"], x["total_ns"]) for x in g["memsets"]] == \
+        [("device", m, m * B, m * B // 50)], g["memsets"]
+
+
+def test_cupti_tier_exact(tmp_path):
+    r = wrap(tmp_path, PLAN, fake_env())
+    g = r.gpu()
+    assert g["tier"] == "cupti" and g["device_times"] is True, g
+    assert g["agent"] == {"status": "cupti", "clock": "monotonic", "clock_offset_ns": 0,
+                          "final_flush": True}, g["agent"]
+    assert r.report["gpu"]["agent"] is True and r.report["gpu"]["uprobes_attached"] == 0
+    # runtime calls over driver calls are counted once, at the runtime
+    assert_api(g, CUPTI_API, "cupti")
+    assert_cupti_device_rows(g, PLAN)
+    assert g["sync"]["records"] == {
+        "context_synchronize": {"count": 6, "total_ns": g["sync"]["records"]["context_synchronize"]["total_ns"]},
+        "stream_synchronize": {"count": 2, "total_ns": g["sync"]["records"]["stream_synchronize"]["total_ns"]},
+    }, g["sync"]
+    assert g["cupti_overhead"] == {"count": 1, "total_ns": 5000}
+    assert (g["dropped_records"], g["untimed_records"], g["bad_records"]) == (0, 0, 0), g
+    assert g["records"] > 0 and g["hook_calls"] > 0
+    assert_gpu_wait(r, 8)
+    assert_no_problems(schema_problems(r.report), "schema")
+    assert_no_problems(ledger_problems(r.report), "ledger")
+    # the agent's flush thread is contactmap's cost: not in the program's ledger
+    assert r.report["observer"]["agent_threads"]["count"] == 1, r.report["observer"]
+    assert all(t["comm"] != "cm-cupti-flush" for t in r.proc()["threads"]), r.proc()["threads"]
+    # the text map shows the GPU section, tier named
+    assert "GPU  tier cupti: device times from CUPTI, clock monotonic" in r.stderr, r.stderr[-3000:]
+    assert "HtoD pinned" in r.stderr
+
+
+def test_cupti_threads(tmp_path):
+    """Three threads run the plan at once: three times the rows, and each
+    thread's own ledger holds its own GPU wait."""
+    plan = dict(PLAN, threads=3)
+    r = wrap(tmp_path, plan, fake_env())
+    g = r.gpu()
+    assert_api(g, {k: (c * 3, b * 3) for k, (c, b) in CUPTI_API.items()}, "cupti")
+    assert_cupti_device_rows(g, PLAN, mult=3)
+    assert_gpu_wait(r, 24, single_thread=False)
+    workers = [t for t in r.proc()["threads"] if t["ledger"]["offcpu_by_cause"].get("gpu:sync")]
+    assert len(workers) == 3, [t["ledger"] for t in r.proc()["threads"]]
+    for t in workers:
+        assert t["ledger"]["oncpu_gpu_wait_ns"] >= SPIN_LOW * 8 * SPIN_US * 1000, t
+    assert_no_problems(ledger_problems(r.report), "ledger")
+
+
+def test_two_processes(tmp_path):
+    """Two CUDA programs under one contactmap: each process has its own GPU
+    rows and its own GPU wait, none mixed with the other's."""
+    app = str(FAKES / "gpu_app")
+    args = " ".join(plan_args(PLAN))
+    out = tmp_path / "r.json"
+    argv = [contactmap_bin(), "-o", str(out), "--", "/bin/sh", "-c",
+            f"{app} {args} & {app} {args} --launches 4; wait"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=fake_env(), cwd=REPO,
+                          timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rep = json.loads(out.read_text())
+    truths = [json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")]
+    assert len(truths) == 2, proc.stdout
+    for t in truths:
+        p = find_proc(rep, pid=t["pid"])
+        g = p["gpu"]
+        assert g["tier"] == "cupti", g
+        assert api_rows(g)["cuLaunchKernel"]["count"] == t["launches"], (t, api_rows(g)["cuLaunchKernel"])
+        k = [x for x in g["kernels"] if not x["graph"]][0]
+        assert k["count"] == t["launches"] + PLAN["rt_launches"], k
+        assert g["sync"]["count"] == 8, g["sync"]
+        assert p["ledger"]["offcpu_by_cause"].get("gpu:sync") == g["sync"]["blocked_ns"]
+    assert rep["observer"]["agent_threads"]["count"] == 2
+    assert_no_problems(ledger_problems(rep), "ledger")
+
+
+def test_cupti_calibrated_clock(tmp_path):
+    """No timestamp callback: CUPTI keeps CLOCK_REALTIME and the agent
+    calibrates an offset; device times come out the same."""
+    r = wrap(tmp_path, PLAN, fake_env("noclockcb"))
+    g = r.gpu()
+    assert g["agent"]["clock"] == "calibrated", g["agent"]
+    assert abs(g["agent"]["clock_offset_ns"]) > 10**15, g["agent"]   # realtime - monotonic
+    assert_cupti_device_rows(g, PLAN)
+    # CUPTI's sync records, moved to CLOCK_MONOTONIC, agree with the calls' own
+    # spans (the offset is calibrated to within microseconds)
+    rec = g["sync"]["records"]["context_synchronize"]["total_ns"]
+    assert abs(rec - g["sync"]["api_total_ns"]) < 0.5 * g["sync"]["api_total_ns"], g["sync"]
+
+
+def test_cupti_zero_timestamps_dropped_and_wrapping_ids(tmp_path):
+    """Every 3rd kernel record without timestamps (counted, not timed), 5
+    records dropped by CUPTI (reported, also under lost), and correlation ids
+    that wrap past 2^32 in the middle of the run: the 21 kernels of the 3 graph
+    launches still belong to their graph launches."""
+    r = wrap(tmp_path, PLAN, fake_env("zerots=3,dropped=5,corrbase=0xfffffff0"))
+    g = r.gpu()
+    # kernel records in order: 10 launches, 21 graph kernels, 3 runtime launches
+    seq = [False] * 10 + [True] * 21 + [False] * 3
+    untimed = [False if (i + 1) % 3 else True for i in range(len(seq))]
+    u_plain = sum(1 for gr, u in zip(seq, untimed) if u and not gr)
+    u_graph = sum(1 for gr, u in zip(seq, untimed) if u and gr)
+    assert_cupti_device_rows(g, PLAN, untimed_kernels=u_plain, untimed_graph=u_graph)
+    assert g["untimed_records"] == u_plain + u_graph
+    assert g["dropped_records"] == 5
+    assert r.report["lost"]["gpu_cupti_dropped_records"] == 5
+    assert "CUPTI dropped 5 activity records" in r.stderr
+    assert "5 records dropped by CUPTI" in r.stderr
+
+
+def test_cupti_held_by_another_profiler_falls_back_to_uprobes(tmp_path):
+    r = wrap(tmp_path, PLAN, fake_env("multisub"))
+    assert "another profiler already holds CUPTI" in r.stderr, r.stderr[-2000:]
+    g = r.gpu()
+    assert g["tier"] == "uprobes" and g["device_times"] is False, g
+    assert g["agent"]["status"] == "multiple_subscribers", g["agent"]
+    assert r.report["gpu"]["uprobe_requests"] == 1 and r.report["gpu"]["uprobes_attached"] > 0
+    assert_uprobe_driver_rows(g, PLAN)
+    assert_gpu_wait(r, 8)
+    assert "GPU  tier uprobes: API spans, no device times (CUPTI: multiple_subscribers)" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# uprobe tier
+
+# The fakert_* stand-ins are not runtime entry points the uprobes know: their
+# driver calls count as driver calls.
+UPROBE_DRIVER_API = {
+    "cuLaunchKernel": (13, 0), "cuGraphLaunch": (3, 0),
+    "cuMemcpyHtoD": (11, 110000), "cuMemcpyDtoH": (6, 60000), "cuMemcpyDtoD": (2, 20000),
+    "cuMemsetD8": (2, 20000), "cuCtxSynchronize": (6, 0), "cuStreamSynchronize": (2, 0),
+    "cuMemAlloc": (2, 20000), "cuMemAllocHost": (1, 10000), "cuMemFree": (2, 0),
+    "cuMemFreeHost": (1, 0),
+}
+
+
+def assert_uprobe_driver_rows(g, plan, extra=None):
+    assert_api(g, dict(UPROBE_DRIVER_API, **(extra or {})), "uprobes")
+    B, n, rt = plan["bytes"], plan["copies"], plan["rt_copies"]
+    # pinned vs pageable from the pinned ranges the uprobes saw allocated
+    got = {k: (c["count"], c["bytes"]) for k, c in copies(g).items()}
+    assert got == {("HtoD", "pinned"): (n + rt, (n + rt) * B), ("HtoD", "pageable"): (n, n * B),
+                   ("DtoH", "pinned"): (n, n * B), ("DtoH", "pageable"): (n, n * B),
+                   ("DtoD", "device"): (plan["dtod"], plan["dtod"] * B)}, got
+    for c in g["copies"]:
+        assert (c["tier"], c["time"]) == ("uprobes", "api") and c["total_ns"] > 0, c
+    assert [(m["count"], m["bytes"]) for m in g["memsets"]] == [(plan["memsets"], plan["memsets"] * B)]
+    assert g["kernels"] == [], "uprobes see no device times"
+
+
+def test_uprobes_forced_in_wrap_mode(tmp_path):
+    r = wrap(tmp_path, PLAN, fake_env(), extra=["--gpu", "uprobes"])
+    g = r.gpu()
+    assert g["tier"] == "uprobes" and g["agent"]["status"] == "forced_uprobes", g
+    assert_uprobe_driver_rows(g, PLAN)
+    assert_gpu_wait(r, 8)
+    assert_no_problems(ledger_problems(r.report), "ledger")
+
+
+def test_uprobes_attach_mode_real_cudart(tmp_path):
+    """contactmap -p on a running program: uprobes on the real libcudart.so.13
+    (its calls fail against the fake driver, with known sizes) and on the fake
+    libcuda.so.1, whose synchronize calls spin and block."""
+    plan = dict(PLAN, cudart=4)
+    out = tmp_path / "r.json"
+    app = subprocess.Popen([str(FAKES / "gpu_app"), "--wait-stdin", *plan_args(plan)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                           env=fake_env())
+    cm = None
+    try:
+        assert app.stdout.readline().strip() == "ready"
+        cm = subprocess.Popen([contactmap_bin(), "-v", "-p", str(app.pid), "-o", str(out)],
+                              stderr=subprocess.PIPE, text=True, cwd=REPO)
+        seen = []
+        for line in cm.stderr:
+            seen.append(line)
+            if "probed in" in line and "libcuda.so.1" in line:
+                break
+        assert any("libcudart.so.13" in l for l in seen), "".join(seen)
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        app_out, _ = app.communicate(timeout=RUN_TIMEOUT_S)
+        _, rest = cm.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        for p in (app, cm):
+            if p and p.poll() is None:
+                p.kill()
+    assert app.returncode == 0 and cm.returncode == 0, "".join(seen) + rest
+    proc = subprocess.CompletedProcess(cm.args, cm.returncode, app_out, "".join(seen) + rest)
+    r = GpuRun(proc, out, cm.args)
+    t = r.truth
+    assert t["cudart_calls"] == 1 + 3 * 4 and t["cudart_errors"] == t["cudart_calls"], t
+    g = r.gpu()
+    assert g["tier"] == "uprobes" and "agent" not in g, g
+    B = plan["bytes"]
+    # the runtime's entry points, each call failing (cudaErrorInsufficientDriver)
+    rt = {"cudaMalloc": (1, B), "cudaMemcpy": (4, 4 * B), "cudaLaunchKernel": (4, 0),
+          "cudaDeviceSynchronize": (4, 0)}
+    assert_uprobe_driver_rows(g, plan, extra=rt)
+    for name in rt:
+        assert api_rows(g)[name]["errors"] == api_rows(g)[name]["count"], api_rows(g)[name]
+    # failed copies moved nothing: no copy rows from them (checked above);
+    # the failed cudaDeviceSynchronize calls are synchronize calls that waited
+    # for nothing
+    s = g["sync"]
+    assert s["count"] == 12, s
+    assert SPIN_LOW * 8 * SPIN_US * 1000 <= s["spin_ns"], s
+    assert BLOCK_LOW * 8 * BLOCK_US * 1000 <= s["blocked_ns"], s
+    L = r.proc()["ledger"]
+    assert L["offcpu_by_cause"].get("gpu:sync") == s["blocked_ns"]
+    assert L["oncpu_gpu_wait_ns"] == s["spin_ns"]
+
+
+def test_gpu_off(tmp_path):
+    r = wrap(tmp_path, PLAN, fake_env(), extra=["--gpu", "off"])
+    assert "gpu" not in r.proc(), r.proc().get("gpu")
+    assert r.report["gpu"]["agent"] is False and r.report["gpu"]["mode"] == "off"
+    # no GPU wait without the GPU tiers: the same waits are plain CPU and futex
+    assert r.proc()["ledger"]["oncpu_gpu_wait_ns"] == 0
+    assert r.proc()["ledger"]["offcpu_by_cause"].get("syscall:futex", 0) > 0
+
+
+# ---------------------------------------------------------------------------
+# the hook transport
+
+def test_hook_transport_counts_every_record(tmp_path):
+    """hookbench calls the agent's hook N times with 1 record and N/64+1 times
+    with 64, then makes N launches and N synchronize calls: every record
+    arrives, each call counted once."""
+    n = 640
+    r = wrap(tmp_path, None, fake_env(spin=0, block=0), prog="hookbench", args=[str(n)])
+    assert r.truth and r.truth["hook"] is True, r.stdout
+    g = r.gpu()
+    rows = api_rows(g)
+    assert rows["cuLaunchKernel"]["count"] == n + 64 * (n // 64 + 1) + n, rows["cuLaunchKernel"]
+    assert rows["cuCtxSynchronize"]["count"] == n
+    assert g["sync"]["count"] == n
+    assert g["bad_records"] == 0 and r.report["lost"]["gpu_bad_batches"] == 0
+
+
+# ---------------------------------------------------------------------------
+# ioctl on GPU driver files
+
+def test_driver_ioctls_are_gpu_time(tmp_path):
+    """The fake driver ioctl()s FAKE_CUDA_IOCTL_DEV once per launch, copy and
+    synchronize call, as the real one does /dev/nvidia*. /dev/null stands in
+    for the device (major 1, named to contactmap by CONTACTMAP_GPU_DEV_MAJORS):
+    those ioctls become "ioctl:gpu" rows in the gpu group, blocked time in
+    them "gpu:driver", and their time is in the contact map's GPU row."""
+    plan = dict(launches=10, copies=2, syncs=3)
+    env = fake_env(spin=100, block=0, FAKE_CUDA_IOCTL_DEV="/dev/null", CONTACTMAP_GPU_DEV_MAJORS=1)
+    r = wrap(tmp_path, plan, env)
+    p = r.proc()
+    want = 10 + 2 * 4 + 3
+    rows = [s for s in p["syscalls"] if "ioctl" in s["name"]]
+    assert [(s["name"], s["group"], s["count"]) for s in rows] == [("ioctl:gpu", "gpu", want)], rows
+    g = p["gpu"]
+    assert g["driver_ioctls"] == want
+    assert g["driver_ioctl_ns"] == rows[0]["oncpu_ns"] + rows[0]["offcpu_ns"]
+    assert "syscall:ioctl" not in p["ledger"]["offcpu_by_cause"]
+    row = [c for c in p["contact_map"] if c["subsystem"] == "gpu"][0]
+    assert row["count"] == want + 3, row     # ioctls and synchronize calls
+    assert row["time_ns"] == g["sync"]["spin_ns"] + g["sync"]["blocked_ns"] + g["driver_ioctl_ns"]
+    assert "21 ioctls on GPU device files" in r.stderr
+    assert_no_problems(ledger_problems(r.report), "ledger")
