@@ -139,6 +139,8 @@ static __always_inline void resync(struct cm_thread *t, __u64 d)
 	__sync_fetch_and_add(&counters.run_while_off, 1);
 	if (ran > d)
 		ran = d;
+	/* for the timeline: it has been running for the last `ran` ns */
+	t->run_ts = t->state_ts + d - ran;
 	if (t->state == CM_RUNQ_PREEMPT || t->state == CM_RUNQ_WAKE)
 		t->runq_preempt_ns += d - ran;
 	else if (t->state == CM_BLOCKED)
