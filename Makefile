@@ -31,7 +31,7 @@ SRCS := $(wildcard src/*.c)
 OBJS := $(patsubst src/%.c,$(OUTPUT)/%.o,$(SRCS)) $(OUTPUT)/syscall_table.o
 LIB_OBJS := $(filter-out $(OUTPUT)/main.o,$(OBJS))
 
-.PHONY: all clean test test-bins unit demo check install
+.PHONY: all clean test test-bins unit demo check install microbenches study study-quick
 .DELETE_ON_ERROR:
 
 all: $(OUTPUT)/contactmap contactmap
@@ -39,7 +39,7 @@ all: $(OUTPUT)/contactmap contactmap
 contactmap: $(OUTPUT)/contactmap
 	$(Q)ln -sf $(OUTPUT)/contactmap $@
 
-$(OUTPUT) $(OUTPUT)/bpf $(OUTPUT)/tests:
+$(OUTPUT) $(OUTPUT)/bpf $(OUTPUT)/tests $(OUTPUT)/microbenches:
 	$(Q)mkdir -p $@
 
 $(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c bpf/common.bpf.h include/contactmap.h | $(OUTPUT)/bpf
@@ -85,7 +85,32 @@ $(OUTPUT)/tests/%: tests/workloads/%.c $(wildcard tests/workloads/*.h) | $(OUTPU
 	$(call msg,CC,$@)
 	$(Q)$(CC) -O1 -g -Wall -D_GNU_SOURCE $< -lpthread -o $@
 
-test-bins: $(UNIT_BINS) $(WL_BINS)
+# --- microbenchmarks (microbenches/X.c -> .output/microbenches/X) ---------------
+# The GPU ones (.cu) are built only where nvcc exists (PATH or /usr/local/cuda);
+# without it they are left out, never an error.
+ifeq ($(origin NVCC),undefined)
+NVCC := $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+endif
+NVCCFLAGS ?= -O2
+MB_SRCS := $(wildcard microbenches/*.c)
+MB_BINS := $(patsubst microbenches/%.c,$(OUTPUT)/microbenches/%,$(MB_SRCS))
+MB_GPU_BINS := $(if $(NVCC),$(patsubst microbenches/%.cu,$(OUTPUT)/microbenches/%,$(wildcard microbenches/*.cu)))
+# Static: with no ld.so in the process, every read/write/... the report
+# counts is one the benchmark made itself (ld.so reads libc's ELF header).
+$(OUTPUT)/microbenches/%: microbenches/%.c microbenches/mb.h | $(OUTPUT)/microbenches
+	$(call msg,CC,$@)
+	$(Q)$(CC) -O2 -g -Wall -Wextra -D_GNU_SOURCE -static $< -lpthread -o $@
+
+$(OUTPUT)/microbenches/%: microbenches/%.cu | $(OUTPUT)/microbenches
+	$(call msg,NVCC,$@)
+	$(Q)$(NVCC) $(NVCCFLAGS) $< -o $@
+
+microbenches: $(MB_BINS) $(MB_GPU_BINS)
+ifeq ($(NVCC),)
+	@echo "  microbenches: no nvcc found: gpu_copy and gpu_launch not built"
+endif
+
+test-bins: $(UNIT_BINS) $(WL_BINS) microbenches
 
 unit: $(UNIT_BINS)
 	$(Q)for t in $(UNIT_BINS); do $$t || exit 1; done
