@@ -121,6 +121,14 @@ test: all test-bins
 demo: all
 	./contactmap -o $(OUTPUT)/demo.json -- $(PYTHON) examples/infer.py
 
+# the study (examples/study/study.py): docs/study.md from a real run, ~4 min;
+# study-quick: one load level into .output/study-quick/, ~1 min
+study: all
+	$(PYTHON) examples/study/study.py
+
+study-quick: all
+	$(PYTHON) examples/study/study.py --quick
+
 install: all
 	install -D -m 0755 $(OUTPUT)/contactmap $(DESTDIR)$(PREFIX)/bin/contactmap
 
