@@ -207,7 +207,7 @@ def answer(stats, kind, name, body, run_infer):
     except ValueError as e:
         raise BadRequest(400, str(e))
     if "error" in res:
-        return 500, json.dumps(res), res
+        return res.get("status", 500), json.dumps(res), res
     return 200, json.dumps(res), res
 
 
@@ -293,6 +293,8 @@ def worker_main(idx, conn, torch_threads):
             continue
         try:
             res = models.infer(name, payload)
+        except ValueError as e:     # a malformed payload: the client's error
+            res = {"error": str(e), "status": 400}
         except Exception as e:      # reported to the client as a 500, never fatal
             res = {"error": f"{type(e).__name__}: {e}"}
         conn.send(res)
