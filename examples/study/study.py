@@ -42,6 +42,12 @@ MODES = ("threads", "processes", "asyncio")
 MIX = "mlp=0.5,cnn=0.25,lstm=0.25"
 BATCH = "1-8"                          # items per request, drawn uniformly
 RATES, QUICK_RATE = "30,80,140", "80"
+# The allocator-churn control run: glibc malloc with trimming and mmap'd
+# chunks effectively off (freed memory stays in the heap, nothing is handed
+# back to the kernel and faulted in again).
+NO_TRIM_ENV = {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1073741824:"
+                                 "glibc.malloc.mmap_threshold=1073741824:"
+                                 "glibc.malloc.top_pad=67108864"}
 
 # Off-CPU causes that mean "waiting for work", per thread role (the server
 # names its threads so that these are tell-apart). Time in them is not on any
@@ -98,11 +104,12 @@ def syscall_groups():
 class Child:
     """A child process with its stdout/stderr in files; stopped on close()."""
 
-    def __init__(self, argv, out, err):
+    def __init__(self, argv, out, err, env=None):
         self.argv = argv
         self.out_path, self.err_path = Path(out), Path(err)
         self.proc = subprocess.Popen(argv, stdout=open(out, "w"), stderr=open(err, "w"),
-                                     stdin=subprocess.DEVNULL, cwd=REPO)
+                                     stdin=subprocess.DEVNULL, cwd=REPO,
+                                     env=dict(os.environ, **env) if env else None)
 
     def wait_for(self, path, needle, timeout, what):
         end = time.monotonic() + timeout
@@ -141,12 +148,14 @@ def json_lines(path):
     return out
 
 
-def run_case(args, mode, rate, res):
-    """Server + warm-up + contactmap attached over one load window."""
-    name = f"{mode}-{rate:g}"
+def run_case(args, mode, rate, res, variant=None):
+    """Server + warm-up + contactmap attached over one load window. VARIANT:
+    None, or 'no-trim' (glibc malloc never gives memory back: NO_TRIM_ENV)."""
+    name = f"{mode}-{rate:g}" if not variant else f"{mode}-{variant}-{rate:g}"
     srv = Child([PYTHON, str(SERVER), "--mode", mode, "--max-seconds",
                  str(int(args.duration * 3 + 120))],
-                res / f"{name}.server.out", res / f"{name}.server.err")
+                res / f"{name}.server.out", res / f"{name}.server.err",
+                env=NO_TRIM_ENV if variant == "no-trim" else None)
     cm = None
     try:
         srv.wait_for(srv.out_path, '"ready"', 120, f"server ({mode})")
@@ -181,7 +190,7 @@ def run_case(args, mode, rate, res):
         text = subprocess.run([str(args.contactmap), "report", "-t", str(report)],
                               capture_output=True, text=True, timeout=60)
         (res / f"{name}.txt").write_text(text.stdout + text.stderr)
-        return {"mode": mode, "rate": rate, "name": name, "ready": ready,
+        return {"mode": mode, "rate": rate, "name": name, "ready": ready, "variant": variant,
                 "load": json.loads(load.stdout.strip().splitlines()[-1]),
                 "server": server_stats, "report": json.loads(report.read_text()),
                 "cpu": {k: cpu1[k] - cpu0[k] for k in cpu0}}
@@ -202,6 +211,26 @@ def cpu_sample():
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"t": time.monotonic_ns(), "busy": busy * 1e9 / hz,
             "children": (ru.ru_utime + ru.ru_stime) * 1e9}
+
+
+def machine_facts(seconds=2.0):
+    """Before the runs: how busy the machine already is, and what the
+    microbenchmarks (untraced) say a syscall, a switch and a fault cost here."""
+    a = cpu_sample()
+    time.sleep(seconds)
+    b = cpu_sample()
+    facts = {"background_cpus": (b["busy"] - a["busy"]) / (b["t"] - a["t"])}
+    mb = REPO / ".output" / "microbenches"
+    for key, argv in (("syscall", ["syscall_cost", "20000", "0"]),
+                      ("ctx_switch", ["ctx_switch", "2000"]),
+                      ("fault", ["page_faults", "4096", "4k"])):
+        try:
+            out = subprocess.run([str(mb / argv[0])] + argv[1:], capture_output=True,
+                                 text=True, timeout=60)
+            facts[key] = json.loads(out.stdout.strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+            log(f"note: microbenchmark {argv[0]} not run (make test-bins builds it)")
+    return facts
 
 
 def _reset(port):
@@ -503,7 +532,7 @@ def f2(x):
     return "-" if x is None else f"{x:.2f}"
 
 
-def write_doc(args, cases, doc, plot_paths, diffs, diff_note, plot_note):
+def write_doc(args, cases, doc, plot_paths, diffs, diff_note, plot_note, facts, control):
     host = cases[0]["report"]["host"]
     mid = sorted(args.rates)[len(args.rates) // 2]
     hi = max(args.rates)
@@ -542,6 +571,18 @@ def write_doc(args, cases, doc, plot_paths, diffs, diff_note, plot_note):
              "`epoll_wait`, main threads in `rt_sigtimedwait`. contactmap's contact map counts "
              "all thread time (idle included); the *serving view* below drops those idle waits, "
              "leaving the time threads spent on requests: the critical path, summed over threads.")
+    mb = []
+    if "syscall" in facts:
+        mb.append(f"a `getpid` round trip {facts['syscall']['getpid']['ns_per_call']:.0f} ns")
+    if "ctx_switch" in facts:
+        mb.append(f"a pipe ping-pong between two threads on one CPU "
+                  f"{facts['ctx_switch']['ns_per_round_trip'] / 1000:.1f} us (two switches)")
+    if "fault" in facts:
+        mb.append(f"a first-touch 4 KiB page fault {facts['fault']['ns_per_fault'] / 1000:.1f} us")
+    L.append(f"- **This machine**: before the runs {facts['background_cpus']:.2f} of "
+             f"{host.get('cpus')} CPUs were already busy with other work"
+             + (f"; the microbenchmarks (untraced) measured {', '.join(mb)}" if mb else "")
+             + ".")
     L.append("")
 
     # latency
@@ -650,7 +691,7 @@ def write_doc(args, cases, doc, plot_paths, diffs, diff_note, plot_note):
     # answers
     L.append("## Answers")
     L.append("")
-    L += answers(cases, by, lo, mid, hi)
+    L += answers(cases, by, lo, mid, hi, facts, control)
     L.append("")
 
     # diffs and plots
@@ -706,7 +747,7 @@ def write_doc(args, cases, doc, plot_paths, diffs, diff_note, plot_note):
     doc.write_text("\n".join(L) + "\n")
 
 
-def answers(cases, by, lo, mid, hi):
+def answers(cases, by, lo, mid, hi, facts, control):
     """The findings, each computed from the runs; the wording follows the data."""
     out = []
     rates = sorted({c["rate"] for c in cases})
@@ -779,29 +820,50 @@ def answers(cases, by, lo, mid, hi):
             f"{s['per_req']['futex']:.1f} futex calls per request in all"
             + (", the most of the three models." if most else "."))
     pf = []
+    fault_ns = facts.get("fault", {}).get("ns_per_fault")
     for mode in MODES:
         x = a(mode, hi)
         if x:
             mem = x["serving"].get("memory", 0)
             top = ", ".join(f"{k} {v:.1f}" for k, v in list(x["mem_calls"].items())[:3])
-            pf.append(f"{mode}: {x['per_req']['minor faults']:.1f} faults, "
-                      f"{x['per_req']['memory syscalls']:.1f} memory syscalls ({top or 'none'}), "
-                      f"{per(mem, x) * 1000:.0f} us ({share(mem, x):.1f}% of serving time)")
+            est = (f", up to ~{x['per_req']['minor faults'] * fault_ns / 1000:.0f} us of "
+                   f"handling at the first-touch cost" if fault_ns else "")
+            pf.append(f"{mode}: {x['per_req']['minor faults']:.1f} faults{est}; "
+                      f"{x['per_req']['memory syscalls']:.1f} memory syscalls ({top or 'none'}); "
+                      f"{per(mem, x) * 1000:.0f} us blocked or in memory syscalls "
+                      f"({share(mem, x):.1f}% of serving time)")
     if pf:
-        fault_max = max(a(m, hi)["per_req"]["minor faults"] for m in MODES if a(m, hi))
-        mem_max = max(share(a(m, hi)["serving"].get("memory", 0), a(m, hi))
-                      for m in MODES if a(m, hi))
-        verdict = ("frequent but cheap: a few percent of serving time at most"
-                   if fault_max >= 5 and mem_max < 5 else
-                   "a visible part of serving time" if mem_max >= 5 else "negligible")
         out.append(
-            f"4. **Page faults from allocator churn** are {verdict}. Per request at {hi:g}/s: "
-            + "; ".join(pf) + f". Batches of 1 to 8 items make tensors of changing sizes "
-            f"(the CNN's first activation alone is 64 KiB per item); glibc's malloc returns the "
-            f"freed top of a heap to the kernel (`brk` in the main arena, `madvise` in the "
-            f"threads' arenas) and the next large tensor faults those pages in again, so one "
-            f"such call costs tens of faults. The `page_faults` microbenchmark measures what "
-            f"one fault costs on this VM.")
+            f"4. **Page faults from allocator churn** happen on every request; their cost "
+            f"hides in user CPU time. Per request at {hi:g}/s: " + "; ".join(pf) + ". "
+            f"contactmap counts every fault, but charges a fault's on-CPU handling to the user "
+            f"time it interrupts; only blocking in a fault shows as memory time. Batches of 1 "
+            f"to 8 items make tensors of changing sizes (the CNN's first activation alone is "
+            f"64 KiB per item); glibc's malloc gives the freed top of a heap back to the "
+            f"kernel (`brk` in the main arena, `madvise` in the threads' arenas) and the next "
+            f"large tensor faults those pages in again, so one such call costs tens of faults. "
+            f"The microbenchmark's cost is for fresh memory; refaulting freed memory may be "
+            f"cheaper, so the estimate is an upper bound.")
+        if control and a("threads", control["rate"]):
+            base, ctl = a("threads", control["rate"]), control["a"]
+            cpu_b = per(base["serving"].get("cpu_user", 0), base)
+            cpu_c = per(ctl["serving"].get("cpu_user", 0), ctl)
+            lb, lc = by[("threads", control["rate"])]["load"], control["load"]
+            saved = cpu_b - cpu_c
+            fewer = base["per_req"]["minor faults"] - ctl["per_req"]["minor faults"]
+            out.append(
+                f"   A control run tests it: threads mode at {control['rate']:g}/s again, "
+                f"with glibc's malloc told never to give memory back "
+                f"(`GLIBC_TUNABLES={NO_TRIM_ENV['GLIBC_TUNABLES']}`), takes "
+                f"{ctl['per_req']['minor faults']:.1f} faults per request instead of "
+                f"{base['per_req']['minor faults']:.1f}, and its user CPU per request is "
+                f"{cpu_c:.2f} ms instead of {cpu_b:.2f} ms"
+                + (f": {saved * 1000:.0f} us less, {saved * 1000 / fewer:.1f} us per fault "
+                   f"avoided" if saved > 0 and fewer > 0 else
+                   ": no saving measurable against this run's noise")
+                + f". Latency p50/p99: {lc['latency_ms']['p50_ms']:.1f}/"
+                f"{lc['latency_ms']['p99_ms']:.1f} ms against "
+                f"{lb['latency_ms']['p50_ms']:.1f}/{lb['latency_ms']['p99_ms']:.1f} ms.")
     rq = []
     for mode in MODES:
         if any(a(mode, r) for r in rates):
@@ -857,6 +919,8 @@ def main():
     ap.add_argument("--results", type=Path, help="default .output/study (or study-quick)")
     ap.add_argument("--doc", type=Path, help="default docs/study.md (quick: <results>/study.md)")
     ap.add_argument("--contactmap", type=Path, default=REPO / "contactmap")
+    ap.add_argument("--no-control", action="store_true",
+                    help="skip the control run (threads, glibc malloc trimming off)")
     args = ap.parse_args()
     args.argv = sys.argv[1:]
     args.rates = [float(x) for x in (args.rates or (QUICK_RATE if args.quick else RATES)).split(",")]
@@ -877,6 +941,10 @@ def main():
     groups = syscall_groups()
 
     t0 = time.monotonic()
+    facts = machine_facts()
+    log(f"background load before the runs: {facts['background_cpus']:.2f} CPUs busy")
+    if facts["background_cpus"] > 0.5:
+        log("note: the machine is busy; run-queue figures will include that contention")
     cases = []
     for mode in modes:
         for rate in args.rates:
@@ -888,6 +956,14 @@ def main():
             log(f"  {ld['completed']} done, {ld['throughput_rps']:.0f}/s, p50 "
                 f"{ld['latency_ms']['p50_ms']} ms, p99 {ld['latency_ms']['p99_ms']} ms")
             cases.append(c)
+
+    control = None
+    if not args.no_control:
+        rate = sorted(args.rates)[len(args.rates) // 2]
+        log(f"control: threads at {rate:g} req/s with glibc malloc trimming off "
+            f"({time.monotonic() - t0:.0f} s so far)")
+        control = run_case(args, "threads", rate, args.results, variant="no-trim")
+        control["a"] = analyse(control, groups)
 
     for rate in args.rates:
         sel = [c for c in cases if c["rate"] == rate]
@@ -904,7 +980,7 @@ def main():
     if plot_note:
         log(f"note: {plot_note}")
     plot_paths = plots(cases, plot_dir, args.rates)
-    write_doc(args, cases, doc, plot_paths, diffs, diff_note, plot_note)
+    write_doc(args, cases, doc, plot_paths, diffs, diff_note, plot_note, facts, control)
     log(f"wrote {doc} and {len(plot_paths)} plots in {plot_dir}; results in {args.results} "
         f"({time.monotonic() - t0:.0f} s in all)")
 
