@@ -190,14 +190,22 @@ def run_case(args, mode, rate, res, variant=None):
         text = subprocess.run([str(args.contactmap), "report", "-t", str(report)],
                               capture_output=True, text=True, timeout=60)
         (res / f"{name}.txt").write_text(text.stdout + text.stderr)
-        return {"mode": mode, "rate": rate, "name": name, "ready": ready, "variant": variant,
-                "load": json.loads(load.stdout.strip().splitlines()[-1]),
-                "server": server_stats, "report": json.loads(report.read_text()),
+        meta = {"mode": mode, "rate": rate, "name": name, "ready": ready, "variant": variant,
                 "cpu": {k: cpu1[k] - cpu0[k] for k in cpu0}}
+        (res / f"{name}.case.json").write_text(json.dumps(meta) + "\n")
+        return load_case(res, meta)
     finally:
         if cm:
             cm.stop(signal.SIGINT)
         srv.stop(signal.SIGINT)
+
+
+def load_case(res, meta):
+    """A case from its files in the results directory (also for --reuse)."""
+    name = meta["name"]
+    return dict(meta, load=json.loads((res / f"{name}.load.json").read_text()),
+                server=json.loads((res / f"{name}.server.json").read_text()),
+                report=json.loads((res / f"{name}.json").read_text()))
 
 
 def cpu_sample():
@@ -556,8 +564,8 @@ def write_doc(args, cases, doc, plot_paths, diffs, diff_note, plot_note, facts, 
              f"code path, served over HTTP on 127.0.0.1 in three concurrency models: **threads** "
              f"(4 threads, each accepting and serving whole requests), **processes** (4 HTTP "
              f"threads handing requests to 2 forked worker processes over pipes), **asyncio** "
-             f"(one event loop, inference in 4 threads off the loop). torch uses 1 thread per "
-             f"process.")
+             f"(one event loop, inference in 4 threads off the loop). torch runs each "
+             f"inference on 1 thread.")
     L.append(f"- **Load** (`loadgen.py`): open-loop Poisson arrivals at {', '.join(f'{r:g}' for r in args.rates)} "
              f"requests/s for {args.duration:g} s each, mix {MIX}, {BATCH} items per request "
              f"(uniform), one connection per request; "
@@ -742,6 +750,7 @@ def write_doc(args, cases, doc, plot_paths, diffs, diff_note, plot_note, facts, 
     L.append("")
     L.append("    make study          # this document, ~4 minutes")
     L.append("    make study-quick    # one load level, 5 s each, ~1 minute, into .output/study-quick/")
+    L.append("    examples/study/study.py --reuse   # rewrite this from the saved runs")
     L.append("")
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(L) + "\n")
@@ -863,7 +872,9 @@ def answers(cases, by, lo, mid, hi, facts, control):
                    ": no saving measurable against this run's noise")
                 + f". Latency p50/p99: {lc['latency_ms']['p50_ms']:.1f}/"
                 f"{lc['latency_ms']['p99_ms']:.1f} ms against "
-                f"{lb['latency_ms']['p50_ms']:.1f}/{lb['latency_ms']['p99_ms']:.1f} ms.")
+                f"{lb['latency_ms']['p50_ms']:.1f}/{lb['latency_ms']['p99_ms']:.1f} ms (one run "
+                f"each, {ctl['cpus']['rest']:.2f} against {base['cpus']['rest']:.2f} CPUs of "
+                f"other work on the machine).")
     rq = []
     for mode in MODES:
         if any(a(mode, r) for r in rates):
@@ -878,10 +889,11 @@ def answers(cases, by, lo, mid, hi, facts, control):
             cpu_lines.append(f"{busy:.2f} of {xs[0]['cpus']['n']} CPUs busy at {r:g}/s "
                              f"({rest:.2f} of them outside the study)")
     if rq:
+        def rq_series(m):
+            return [per(a(m, r)["serving"].get("runq", 0), a(m, r)) for r in rates if a(m, r)]
         grows = len(rates) > 1 and all(
-            per(a(m, rates[-1])["serving"].get("runq", 0), a(m, rates[-1])) >
-            per(a(m, rates[0])["serving"].get("runq", 0), a(m, rates[0]))
-            for m in MODES if a(m, rates[0]) and a(m, rates[-1]))
+            all(x < y for x, y in zip(rq_series(m), rq_series(m)[1:]))
+            for m in MODES if rq_series(m))
         out.append(
             ("5. **Run-queue wait grows with load** in every model" if grows else
              "5. **Run-queue wait**") + ", per request and as a share of serving "
@@ -919,6 +931,9 @@ def main():
     ap.add_argument("--results", type=Path, help="default .output/study (or study-quick)")
     ap.add_argument("--doc", type=Path, help="default docs/study.md (quick: <results>/study.md)")
     ap.add_argument("--contactmap", type=Path, default=REPO / "contactmap")
+    ap.add_argument("--reuse", action="store_true",
+                    help="run nothing: re-analyse the runs saved in the results directory "
+                         "and write the document and plots again")
     ap.add_argument("--no-control", action="store_true",
                     help="skip the control run (threads, glibc malloc trimming off)")
     args = ap.parse_args()
@@ -941,29 +956,43 @@ def main():
     groups = syscall_groups()
 
     t0 = time.monotonic()
-    facts = machine_facts()
-    log(f"background load before the runs: {facts['background_cpus']:.2f} CPUs busy")
-    if facts["background_cpus"] > 0.5:
-        log("note: the machine is busy; run-queue figures will include that contention")
-    cases = []
-    for mode in modes:
-        for rate in args.rates:
-            log(f"{mode} at {rate:g} req/s for {args.duration:g} s "
-                f"({time.monotonic() - t0:.0f} s so far)")
-            c = run_case(args, mode, rate, args.results)
+    if args.reuse:
+        # re-analyse a finished run: same figures, the current analysis and text
+        run = json.loads((args.results / "study.json").read_text())
+        facts, args.rates, args.duration = run["facts"], run["rates"], run["duration"]
+        args.argv = run["argv"]
+        cases = [load_case(args.results, m) for m in run["cases"]]
+        control = load_case(args.results, run["control"]) if run.get("control") else None
+        for c in cases + ([control] if control else []):
             c["a"] = analyse(c, groups)
-            ld = c["load"]
-            log(f"  {ld['completed']} done, {ld['throughput_rps']:.0f}/s, p50 "
-                f"{ld['latency_ms']['p50_ms']} ms, p99 {ld['latency_ms']['p99_ms']} ms")
-            cases.append(c)
-
-    control = None
-    if not args.no_control:
-        rate = sorted(args.rates)[len(args.rates) // 2]
-        log(f"control: threads at {rate:g} req/s with glibc malloc trimming off "
-            f"({time.monotonic() - t0:.0f} s so far)")
-        control = run_case(args, "threads", rate, args.results, variant="no-trim")
-        control["a"] = analyse(control, groups)
+    else:
+        facts = machine_facts()
+        log(f"background load before the runs: {facts['background_cpus']:.2f} CPUs busy")
+        if facts["background_cpus"] > 0.5:
+            log("note: the machine is busy; run-queue figures will include that contention")
+        cases = []
+        for mode in modes:
+            for rate in args.rates:
+                log(f"{mode} at {rate:g} req/s for {args.duration:g} s "
+                    f"({time.monotonic() - t0:.0f} s so far)")
+                c = run_case(args, mode, rate, args.results)
+                c["a"] = analyse(c, groups)
+                ld = c["load"]
+                log(f"  {ld['completed']} done, {ld['throughput_rps']:.0f}/s, p50 "
+                    f"{ld['latency_ms']['p50_ms']} ms, p99 {ld['latency_ms']['p99_ms']} ms")
+                cases.append(c)
+        control = None
+        if not args.no_control:
+            rate = sorted(args.rates)[len(args.rates) // 2]
+            log(f"control: threads at {rate:g} req/s with glibc malloc trimming off "
+                f"({time.monotonic() - t0:.0f} s so far)")
+            control = run_case(args, "threads", rate, args.results, variant="no-trim")
+            control["a"] = analyse(control, groups)
+        keys = ("mode", "rate", "name", "ready", "variant", "cpu")
+        (args.results / "study.json").write_text(json.dumps({
+            "facts": facts, "rates": args.rates, "duration": args.duration, "argv": args.argv,
+            "cases": [{k: c[k] for k in keys} for c in cases],
+            "control": {k: control[k] for k in keys} if control else None}) + "\n")
 
     for rate in args.rates:
         sel = [c for c in cases if c["rate"] == rate]
