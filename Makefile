@@ -121,7 +121,7 @@ test: all test-bins
 demo: all
 	./contactmap -o $(OUTPUT)/demo.json -- $(PYTHON) examples/infer.py
 
-# the study (examples/study/study.py): docs/study.md from a real run, ~4 min;
+# the study (examples/study/study.py): docs/study.md from a real run, ~4-5 min;
 # study-quick: one load level into .output/study-quick/, ~1 min
 study: all
 	$(PYTHON) examples/study/study.py

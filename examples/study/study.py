@@ -2,7 +2,7 @@
 """The study: which OS subsystems sit on the critical path of inference latency,
 in three concurrency models of one inference service.
 
-    examples/study/study.py            # ~4 min: 3 modes x 3 loads x 15 s
+    examples/study/study.py            # ~4-5 min: 3 modes x 3 loads x 15 s, controls
     examples/study/study.py --quick    # ~1 min: 3 modes x 1 load x 5 s
     make study / make study-quick      # the same, after building contactmap
 
@@ -239,6 +239,24 @@ def machine_facts(seconds=2.0):
         except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
             log(f"note: microbenchmark {argv[0]} not run (make test-bins builds it)")
     return facts
+
+
+def churn_ab(pairs):
+    """examples/study/churn.py with glibc's defaults and with NO_TRIM_ENV,
+    alternating, PAIRS times each (background load drifts: alternate, then
+    take medians)."""
+    runs = {"default": [], "no-trim": []}
+    for i in range(pairs):
+        for kind, env in (("default", None), ("no-trim", NO_TRIM_ENV)):
+            try:
+                out = subprocess.run([PYTHON, str(REPO / "examples" / "study" / "churn.py"),
+                                      "--requests", "200", "--reps", "3"],
+                                     capture_output=True, text=True, timeout=300,
+                                     env=dict(os.environ, **env) if env else None)
+                runs[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as e:
+                log(f"note: churn.py ({kind}) failed: {e}")
+    return runs
 
 
 def _reset(port):
@@ -748,7 +766,7 @@ def write_doc(args, cases, doc, plot_paths, diffs, diff_note, plot_note, facts, 
     L.append("")
     L.append("## Reproduce")
     L.append("")
-    L.append("    make study          # this document, ~4 minutes")
+    L.append("    make study          # this document, ~4-5 minutes")
     L.append("    make study-quick    # one load level, 5 s each, ~1 minute, into .output/study-quick/")
     L.append("    examples/study/study.py --reuse   # rewrite this from the saved runs")
     L.append("")
@@ -853,6 +871,27 @@ def answers(cases, by, lo, mid, hi, facts, control):
             f"large tensor faults those pages in again, so one such call costs tens of faults. "
             f"The microbenchmark's cost is for fresh memory; refaulting freed memory may be "
             f"cheaper, so the estimate is an upper bound.")
+        ch = facts.get("churn") or {}
+        if ch.get("default") and ch.get("no-trim"):
+            def med(kind, key):
+                xs = sorted(r[key] for r in ch[kind])
+                return xs[len(xs) // 2]
+            cd, cn = med("default", "cpu_ms_per_request"), med("no-trim", "cpu_ms_per_request")
+            fd, fn = med("default", "faults_per_request"), med("no-trim", "faults_per_request")
+            saved = cd - cn
+            out.append(
+                f"   Measured directly, in one process without the server "
+                f"(`examples/study/churn.py`, the same mix, {len(ch['default'])} alternating "
+                f"run{'s' if len(ch['default']) > 1 else ''} each"
+                f"{', medians' if len(ch['default']) > 1 else ''}): with glibc's defaults a "
+                f"request takes {fd:.1f} faults and "
+                f"{cd:.2f} ms of CPU; with malloc told never to give memory back "
+                f"(`GLIBC_TUNABLES={NO_TRIM_ENV['GLIBC_TUNABLES']}`) {fn:.1f} faults and "
+                f"{cn:.2f} ms"
+                + (f": the churn costs {saved * 1000:.0f} us per request, "
+                   f"{100 * saved / cd:.0f}% of its CPU, {saved * 1000 / (fd - fn):.1f} us per "
+                   f"fault." if saved > 0 and fd > fn else
+                   ": no difference measurable against the noise of this machine."))
         if control and a("threads", control["rate"]):
             base, ctl = a("threads", control["rate"]), control["a"]
             cpu_b = per(base["serving"].get("cpu_user", 0), base)
@@ -861,9 +900,8 @@ def answers(cases, by, lo, mid, hi, facts, control):
             saved = cpu_b - cpu_c
             fewer = base["per_req"]["minor faults"] - ctl["per_req"]["minor faults"]
             out.append(
-                f"   A control run tests it: threads mode at {control['rate']:g}/s again, "
-                f"with glibc's malloc told never to give memory back "
-                f"(`GLIBC_TUNABLES={NO_TRIM_ENV['GLIBC_TUNABLES']}`), takes "
+                f"   Served the same way (threads mode at {control['rate']:g}/s, under "
+                f"contactmap) with those tunables, the service takes "
                 f"{ctl['per_req']['minor faults']:.1f} faults per request instead of "
                 f"{base['per_req']['minor faults']:.1f}, and its user CPU per request is "
                 f"{cpu_c:.2f} ms instead of {cpu_b:.2f} ms"
@@ -914,6 +952,14 @@ def answers(cases, by, lo, mid, hi, facts, control):
         out.append(f"6. **In short**, the OS subsystems on the critical path at {hi:g} "
                    f"requests/s, beside the CPU work itself (shares of serving time):")
         out += lines
+        ch = facts.get("churn") or {}
+        if ch.get("default") and ch.get("no-trim"):
+            cd = sorted(r["cpu_ms_per_request"] for r in ch["default"])[len(ch["default"]) // 2]
+            cn = sorted(r["cpu_ms_per_request"] for r in ch["no-trim"])[len(ch["no-trim"]) // 2]
+            if cd > cn:
+                out.append(f"   - and, inside *CPU (user)* in every model, page-fault handling "
+                           f"from allocator churn: about {100 * (cd - cn) / cd:.0f}% of a "
+                           f"request's CPU (item 4).")
     return out
 
 
@@ -988,6 +1034,10 @@ def main():
                 f"({time.monotonic() - t0:.0f} s so far)")
             control = run_case(args, "threads", rate, args.results, variant="no-trim")
             control["a"] = analyse(control, groups)
+        if not args.no_control:
+            log(f"control: allocator churn in one process, glibc defaults vs trimming off "
+                f"({time.monotonic() - t0:.0f} s so far)")
+            facts["churn"] = churn_ab(1 if args.quick else 3)
         keys = ("mode", "rate", "name", "ready", "variant", "cpu")
         (args.results / "study.json").write_text(json.dumps({
             "facts": facts, "rates": args.rates, "duration": args.duration, "argv": args.argv,
