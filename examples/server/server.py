@@ -272,8 +272,22 @@ def acceptor(idx, sock, stats, run_infer, limit):
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1}
 
 
-def worker_main(idx, conn, torch_threads):
-    """A process-pool worker: requests in over its pipe, results out."""
+PR_SET_PDEATHSIG = 1
+
+
+def worker_main(idx, conn, torch_threads, inherited):
+    """A process-pool worker: requests in over its pipe, results out. It dies
+    with the front end, however that ends: SIGKILL on the parent's death
+    (PR_SET_PDEATHSIG), and EOF on its pipe once it has closed the front
+    end's pipe ends it inherited through fork (INHERITED)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:       # the front end died before prctl: nobody will ask
+        return
+    for c in inherited:
+        c.close()
     set_comm(f"worker-{idx}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the front end stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -310,7 +324,8 @@ class ProcessPool:
         self.procs, self.conns = [], []
         for i in range(n):
             parent, child = ctx.Pipe(duplex=True)
-            p = ctx.Process(target=worker_main, args=(i, child, torch_threads),
+            p = ctx.Process(target=worker_main,
+                            args=(i, child, torch_threads, self.conns + [parent]),
                             name=f"worker-{i}", daemon=True)
             p.start()
             child.close()
