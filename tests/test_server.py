@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, find_proc, is_root, syscall_count
+from conftest import REPO, find_proc, is_root, kill_quietly, syscall_count
 
 SERVER = REPO / "examples" / "server" / "server.py"
 LOADGEN = REPO / "examples" / "server" / "loadgen.py"
@@ -63,12 +63,16 @@ def servers(tmp_path_factory):
             argv = [str(REPO / "contactmap"), "-o", str(report), "--"] + argv
         procs[m] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True, cwd=REPO)
+    started = {}
     try:
-        yield {m: (p, read_ready(p), report if m == "processes" and is_root() else None)
-               for m, p in procs.items()}
+        for m, p in procs.items():
+            started[m] = (p, read_ready(p), report if m == "processes" and is_root() else None)
+        yield started
     finally:
-        for p in procs.values():
+        for m, p in procs.items():
             if p.poll() is None:
+                if m in started:        # the server itself, when contactmap wraps it
+                    kill_quietly(started[m][1]["pid"])
                 p.kill()
                 p.wait()
 
