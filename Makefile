@@ -36,7 +36,7 @@ SRCS := $(wildcard src/*.c)
 OBJS := $(patsubst src/%.c,$(OUTPUT)/%.o,$(SRCS)) $(OUTPUT)/syscall_table.o
 LIB_OBJS := $(filter-out $(OUTPUT)/main.o,$(OBJS))
 
-.PHONY: all clean test test-bins unit demo check install gpu-bench
+.PHONY: all clean test test-bins unit demo check install gpu-bench microbenches study study-quick
 .DELETE_ON_ERROR:
 
 AGENT := $(if $(HAVE_CUDA),$(OUTPUT)/libcontactmap-cupti.so)
@@ -46,7 +46,7 @@ all: $(OUTPUT)/contactmap contactmap $(AGENT)
 contactmap: $(OUTPUT)/contactmap
 	$(Q)ln -sf $(OUTPUT)/contactmap $@
 
-$(OUTPUT) $(OUTPUT)/bpf $(OUTPUT)/tests $(OUTPUT)/gpu_fakes:
+$(OUTPUT) $(OUTPUT)/bpf $(OUTPUT)/tests $(OUTPUT)/gpu_fakes $(OUTPUT)/microbenches:
 	$(Q)mkdir -p $@
 
 $(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c bpf/common.bpf.h include/contactmap.h include/contactmap_gpu.h | $(OUTPUT)/bpf
@@ -149,8 +149,34 @@ $(GF)/hookbench: tests/gpu_fakes/hookbench.c $(GF)/libcuda.so.1 | $(GF)
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(FAKE_CFLAGS) $< $(GF)/libcuda.so.1 -Wl,-rpath,'$$ORIGIN' -ldl -o $@
 
+
+# --- microbenchmarks (microbenches/X.c -> .output/microbenches/X) ---------------
+# The GPU ones (.cu) are built only where nvcc exists (PATH or /usr/local/cuda);
+# without it they are left out, never an error.
+ifeq ($(origin NVCC),undefined)
+NVCC := $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+endif
+NVCCFLAGS ?= -O2
+MB_SRCS := $(wildcard microbenches/*.c)
+MB_BINS := $(patsubst microbenches/%.c,$(OUTPUT)/microbenches/%,$(MB_SRCS))
+MB_GPU_BINS := $(if $(NVCC),$(patsubst microbenches/%.cu,$(OUTPUT)/microbenches/%,$(wildcard microbenches/*.cu)))
+# Static: with no ld.so in the process, every read/write/... the report
+# counts is one the benchmark made itself (ld.so reads libc's ELF header).
+$(OUTPUT)/microbenches/%: microbenches/%.c microbenches/mb.h | $(OUTPUT)/microbenches
+	$(call msg,CC,$@)
+	$(Q)$(CC) -O2 -g -Wall -Wextra -D_GNU_SOURCE -static $< -lpthread -o $@
+
+$(OUTPUT)/microbenches/%: microbenches/%.cu | $(OUTPUT)/microbenches
+	$(call msg,NVCC,$@)
+	$(Q)$(NVCC) $(NVCCFLAGS) $< -o $@
+
+microbenches: $(MB_BINS) $(MB_GPU_BINS)
+ifeq ($(NVCC),)
+	@echo "  microbenches: no nvcc found: gpu_copy and gpu_launch not built"
+endif
+
 test-bins: $(UNIT_BINS) $(WL_BINS) $(OUTPUT)/tests/stackwl_fp $(OUTPUT)/tests/libstackwl.so \
-	$(GPU_FAKES)
+	$(GPU_FAKES) microbenches
 
 unit: $(UNIT_BINS)
 	$(Q)for t in $(UNIT_BINS); do $$t || exit 1; done
@@ -164,6 +190,14 @@ gpu-bench: all test-bins
 
 demo: all
 	./contactmap -o $(OUTPUT)/demo.json -- $(PYTHON) examples/infer.py
+
+# the study (examples/study/study.py): docs/study.md from a real run, ~4-5 min;
+# study-quick: one load level into .output/study-quick/, ~1 min
+study: all
+	$(PYTHON) examples/study/study.py
+
+study-quick: all
+	$(PYTHON) examples/study/study.py --quick
 
 install: all
 	install -D -m 0755 $(OUTPUT)/contactmap $(DESTDIR)$(PREFIX)/bin/contactmap
