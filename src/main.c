@@ -60,7 +60,7 @@ static const char usage[] =
 "  -d, --duration SECS    stop tracing after SECS seconds\n"
 "  -p, --pid PID[,PID]    attach to these processes (all threads, and children)\n"
 "  -t, --threads          per-thread rows in the text map\n"
-"      --max-threads N    traced-thread map size (default 8192)\n"
+"      --max-threads N    traced-thread map size (default 4096)\n"
 "      --attach-type T    force tp_btf or raw_tp (default: best available)\n"
 "      --gpu MODE         CUDA work: auto (default: CUPTI agent when wrapping,\n"
 "                         uprobes when attaching), cupti, uprobes, or off\n"
@@ -721,8 +721,7 @@ static int cmd_check(void)
 	if (check_privileges())
 		return 1;
 	loaded = cm_tracer_start(&tr, &to);
-	if (loaded)
-		cm_probe_features(f);
+	cm_probe_features(f, true);	/* with the costly probes the run skips */
 	printf("contactmap %s: kernel features\n", CM_VERSION);
 	print_feature("BTF", f->btf, "/sys/kernel/btf/vmlinux (CO-RE, tp_btf)");
 	print_feature("tp_btf", f->tp_btf, f->tp_btf ? "BTF-typed tracepoints: in use" : f->tp_btf_error);
@@ -748,7 +747,7 @@ static int cmd_check(void)
 
 int main(int argc, char **argv)
 {
-	struct opts o = { .tr = { .max_threads = 8192, .max_syscall_rows = 16384,
+	struct opts o = { .tr = { .max_threads = 4096, .max_syscall_rows = 8192,
 				  .min_block_ns = 200000, .trace_sys_min_ns = 100000,
 				  .trace_max_per_sec = 100000, .trace_max_bytes = 256ULL << 20 } };
 	int rc;

@@ -49,14 +49,6 @@ static bool has_suffix(const char *s, const char *suffix)
 	return n >= m && !strcmp(s + n - m, suffix);
 }
 
-static bool btf_has_tp(const struct btf *vmlinux, const char *tp)
-{
-	char name[128];
-
-	snprintf(name, sizeof(name), "btf_trace_%s", tp);
-	return vmlinux && btf__find_by_name_kind(vmlinux, name, BTF_KIND_TYPEDEF) >= 0;
-}
-
 /* A trivial fentry program on a stable kernel function: loads only where the
  * kernel lets tracing programs attach to functions (not on this VM: EPERM). */
 static bool probe_fentry(const struct btf *vmlinux)
@@ -101,26 +93,84 @@ static bool probe_perf(uint32_t type, uint64_t config)
 	return true;
 }
 
-void cm_probe_features(struct cm_features *f)
-{
-	struct btf *vmlinux = btf__load_vmlinux_btf();
+/*
+ * Whether vmlinux BTF names a type: a scan of its string table, read raw in
+ * small chunks. Parsing the BTF (as libbpf will again for CO-RE) or reading it
+ * into one big buffer costs tens of ms of page faults on a VM; this, ~5 ms.
+ */
+#define BTF_NAMES 8
+struct btf_names {
+	const char *name[BTF_NAMES];
+	bool found[BTF_NAMES];
+	int n;
+};
 
-	if (libbpf_get_error(vmlinux))
-		vmlinux = NULL;
-	f->btf = vmlinux != NULL;
-	f->fentry = probe_fentry(vmlinux);
+static bool btf_scan(struct btf_names *q)
+{
+	struct { uint16_t magic; uint8_t version, flags; uint32_t hdr_len, type_off, type_len,
+		 str_off, str_len; } hdr;
+	enum { CHUNK = 64 << 10, OVERLAP = 128 };
+	static char buf[OVERLAP + CHUNK];
+	char keys[BTF_NAMES][OVERLAP];
+	size_t klen[BTF_NAMES], keep = 0;
+	off_t off, end;
+	int fd = open("/sys/kernel/btf/vmlinux", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	if (pread(fd, &hdr, sizeof(hdr), 0) != sizeof(hdr) || hdr.magic != 0xeB9F) {
+		close(fd);
+		return false;
+	}
+	/* whole names only: NUL on both sides */
+	for (int i = 0; i < q->n; i++)
+		klen[i] = (size_t)snprintf(keys[i], OVERLAP - 1, "%c%s", 0, q->name[i]) + 1;
+	off = hdr.hdr_len + hdr.str_off;
+	end = off + hdr.str_len;
+	while (off < end) {
+		ssize_t r = pread(fd, buf + keep, CHUNK < end - off ? CHUNK : end - off, off);
+		size_t have;
+
+		if (r <= 0)
+			break;
+		have = keep + (size_t)r;
+		for (int i = 0; i < q->n; i++)
+			if (!q->found[i] && memmem(buf, have, keys[i], klen[i]))
+				q->found[i] = true;
+		off += r;
+		/* a name may straddle two chunks: carry the tail over */
+		keep = have < OVERLAP ? have : OVERLAP;
+		memmove(buf, buf + have - keep, keep);
+	}
+	close(fd);
+	return true;
+}
+
+void cm_probe_features(struct cm_features *f, bool full)
+{
+	struct btf_names q = { .name = { "btf_trace_page_fault_user", "btf_trace_block_rq_issue",
+					 "btf_trace_block_rq_complete", "btf_trace_block_rq_insert",
+					 "btf_trace_block_io_start", "bpf_uprobe_multi_link" }, .n = 6 };
+	struct btf *vmlinux;
+
+	f->btf = btf_scan(&q);
+	if (full) {
+		/* contactmap check: the fentry probe needs a function's BTF id */
+		vmlinux = btf__load_vmlinux_btf();
+		if (libbpf_get_error(vmlinux))
+			vmlinux = NULL;
+		f->fentry = probe_fentry(vmlinux);
+		btf__free(vmlinux);
+	}
 	f->kprobes = access("/sys/bus/event_source/devices/kprobe/type", R_OK) == 0;
 	f->ringbuf = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, NULL) == 1;
 	f->task_storage = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, NULL) == 1;
 	f->perf_cpu_clock = probe_perf(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK);
 	f->hw_counters = probe_perf(PERF_TYPE_HARDWARE, PERF_COUNT_HW_CPU_CYCLES);
-	f->page_fault_tp = btf_has_tp(vmlinux, "page_fault_user");
-	f->block_tp = btf_has_tp(vmlinux, "block_rq_issue") && btf_has_tp(vmlinux, "block_rq_complete") &&
-		      btf_has_tp(vmlinux, "block_rq_insert");
-	f->block_io_start_tp = btf_has_tp(vmlinux, "block_io_start");
-	f->uprobe_multi = vmlinux &&
-		btf__find_by_name_kind(vmlinux, "bpf_uprobe_multi_link", BTF_KIND_STRUCT) >= 0;
-	btf__free(vmlinux);
+	f->page_fault_tp = q.found[0];
+	f->block_tp = q.found[1] && q.found[2] && q.found[3];
+	f->block_io_start_tp = q.found[4];
+	f->uprobe_multi = q.found[5];
 }
 
 /* Chooses one twin of every program: suffix "_btf" or "_raw"; the GPU
@@ -355,7 +405,7 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 
 	tr->stats_fd = -1;
 	libbpf_set_print(libbpf_print);
-	cm_probe_features(f);
+	cm_probe_features(f, false);
 	if (!f->btf) {
 		cm_err("kernel BTF not found at /sys/kernel/btf/vmlinux: contactmap needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
 		return -1;

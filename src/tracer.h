@@ -128,7 +128,8 @@ struct cm_gpu_thread_sums {
 };
 
 uint64_t cm_now_ns(void);
-void cm_probe_features(struct cm_features *f);
+/* full: also the costly probes only `contactmap check` needs (fentry). */
+void cm_probe_features(struct cm_features *f, bool full);
 /* Opens, sizes, loads (tp_btf, else raw_tp) and attaches. 0 or -1 (printed). */
 int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o);
 /* Adds every thread of pid to the traced set, state read from /proc. held:
