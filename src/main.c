@@ -60,6 +60,8 @@ static const char usage[] =
 "  -d, --duration SECS    stop tracing after SECS seconds\n"
 "  -p, --pid PID[,PID]    attach to these processes (all threads, and children)\n"
 "  -t, --threads          per-thread rows in the text map\n"
+"      --no-observer-cost leave BPF run-time statistics off (each costs two\n"
+"                         clock reads per event on every CPU: ~100 ns a syscall here)\n"
 "      --max-threads N    traced-thread map size (default 4096)\n"
 "      --attach-type T    force tp_btf or raw_tp (default: best available)\n"
 "      --gpu MODE         CUDA work: auto (default: CUPTI agent when wrapping,\n"
@@ -109,7 +111,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
-	       OPT_GPU };
+	       OPT_GPU, OPT_NO_OBSERVER };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -128,6 +130,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "trace-rate", required_argument, NULL, OPT_TRACE_RATE },
 		{ "trace-max-mb", required_argument, NULL, OPT_TRACE_MAX_MB },
 		{ "gpu", required_argument, NULL, OPT_GPU },
+		{ "no-observer-cost", no_argument, NULL, OPT_NO_OBSERVER },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -173,6 +176,9 @@ static void parse_args(int argc, char **argv, struct opts *o)
 				o->fold_which = CM_FOLD_ONCPU | CM_FOLD_OFFCPU;
 			else
 				bad_usage("bad --stacks '%s': oncpu, offcpu or both", optarg);
+			break;
+		case OPT_NO_OBSERVER:
+			o->tr.no_observer = true;
 			break;
 		case 'i':
 			errno = 0;

@@ -781,7 +781,7 @@ static void render_observer(json_object *r, FILE *out)
 	if (!ob)
 		return;
 	if (!json_object_get_boolean(get(ob, "bpf_stats"))) {
-		fprintf(out, "observer cost: not measured (BPF run-time statistics unavailable)\n");
+		fprintf(out, "observer cost: not measured (BPF run-time statistics off or unavailable)\n");
 		return;
 	}
 	fprintf(out, "observer cost: %s of CPU in BPF programs (%.2f%% of one CPU), "

@@ -456,8 +456,8 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		tr->skel = NULL;
 		return -1;
 	}
-	tr->stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
-	if (tr->stats_fd < 0)
+	tr->stats_fd = o->no_observer ? -1 : bpf_enable_stats(BPF_STATS_RUN_TIME);
+	if (tr->stats_fd < 0 && !o->no_observer)
 		cm_info("BPF run-time statistics unavailable (%s): no observer cost", strerror(errno));
 	tr->start_ns = cm_now_ns();
 	return 0;
