@@ -36,7 +36,7 @@ SRCS := $(wildcard src/*.c)
 OBJS := $(patsubst src/%.c,$(OUTPUT)/%.o,$(SRCS)) $(OUTPUT)/syscall_table.o
 LIB_OBJS := $(filter-out $(OUTPUT)/main.o,$(OBJS))
 
-.PHONY: all clean test test-bins unit demo check install gpu-bench microbenches study study-quick
+.PHONY: all clean test test-bins unit demo check install gpu-bench bench bench-quick microbenches study study-quick
 .DELETE_ON_ERROR:
 
 AGENT := $(if $(HAVE_CUDA),$(OUTPUT)/libcontactmap-cupti.so)
@@ -198,6 +198,13 @@ study: all
 
 study-quick: all
 	$(PYTHON) examples/study/study.py --quick
+
+# the overhead benchmark against the untraced run and the peers (bench/README.md)
+bench: all
+	$(MAKE) -C bench run
+
+bench-quick: all
+	$(MAKE) -C bench quick
 
 install: all
 	install -D -m 0755 $(OUTPUT)/contactmap $(DESTDIR)$(PREFIX)/bin/contactmap
