@@ -108,49 +108,6 @@ static void close_open_interval(struct cm_thread *t, struct cm_sys_stat *infligh
 	}
 }
 
-static void read_live_faults(struct cm_thread *t)
-{
-	char path[96], buf[1024], *p;
-	unsigned long long mn, mj;
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%u/task/%u/stat", t->pid, t->tid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = 0;
-	p = strrchr(buf, ')');
-	if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %llu %*u %llu", &mn, &mj) == 2) {
-		t->min_flt = mn;
-		t->maj_flt = mj;
-	}
-}
-
-static void read_live_comm(struct cm_thread *t)
-{
-	char path[96], buf[64];
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/%u/task/%u/comm", t->pid, t->tid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	if (buf[n - 1] == '\n')
-		n--;
-	memset(t->comm, 0, sizeof(t->comm));
-	memcpy(t->comm, buf, n < CM_COMM_LEN ? n : CM_COMM_LEN - 1);
-}
-
 static json_object *ledger_json(const struct ledger *l, json_object *causes)
 {
 	json_object *o = json_object_new_object();
@@ -641,8 +598,16 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 		}
 		close_open_interval(t, inflight, tr->end_ns);
 		if (!(t->flags & CM_TF_EXITED)) {
-			read_live_faults(t);
-			read_live_comm(t);
+			/* alive: the kernel's fault counters and comm as they are now */
+			uint64_t mn, mj;
+			char state;
+			int ppid;
+
+			if (!cm_task_stat(t->pid, t->tid, &state, &ppid, &mn, &mj, t->comm,
+					  sizeof(t->comm))) {
+				t->min_flt = mn;
+				t->maj_flt = mj;
+			}
 		}
 	}
 

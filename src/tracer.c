@@ -469,7 +469,7 @@ int64_t cm_tracer_live_threads(struct cm_tracer *tr)
 }
 
 /* Fields of /proc/PID/task/TID/stat after the comm: state is field 3. */
-static int read_task_stat(pid_t pid, pid_t tid, char *state, int *ppid,
+int cm_task_stat(pid_t pid, pid_t tid, char *state, int *ppid,
 			  uint64_t *minflt, uint64_t *majflt, char *comm, size_t commsz)
 {
 	char path[96], buf[1024];
@@ -531,7 +531,7 @@ static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid, bool held)
 
 	if (bpf_map_lookup_elem(fd, &key, &t) == 0)
 		return 0;	/* already traced (seeded or forked) */
-	if (read_task_stat(pid, tid, &state, &ppid, &minflt, &majflt, t.comm, sizeof(t.comm)))
+	if (cm_task_stat(pid, tid, &state, &ppid, &minflt, &majflt, t.comm, sizeof(t.comm)))
 		return -1;
 	if (state == 'Z' || state == 'X')
 		return 0;

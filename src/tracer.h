@@ -137,6 +137,9 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o);
  * our own child waiting to exec, whose pipe read is not the command's. */
 int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid, bool held);
 int64_t cm_tracer_live_threads(struct cm_tracer *tr);
+/* From /proc/PID/task/TID/stat: state, ppid, fault counters, comm (sanitized). */
+int cm_task_stat(pid_t pid, pid_t tid, char *state, int *ppid, uint64_t *minflt,
+		 uint64_t *majflt, char *comm, size_t commsz);
 /* Event stream: an fd to poll (or -1), and a non-blocking drain. */
 int cm_tracer_event_fd(struct cm_tracer *tr);
 void cm_tracer_consume(struct cm_tracer *tr);
