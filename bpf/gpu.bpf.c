@@ -217,6 +217,9 @@ static int handle_rec(__u32 i, struct hook_ctx *c)
 		s->total_ns += d;
 		if (d > s->max_ns)
 			s->max_ns = d;
+		if (cfg_trace)
+			emit_slice(c->pid, r->stream, NULL, CM_SL_GPU_KERNEL, key.graph, r->device,
+				   r->start_ns, r->end_ns, 0);
 		break;
 	}
 	case CM_GPU_REC_COPY:
@@ -232,6 +235,11 @@ static int handle_rec(__u32 i, struct hook_ctx *c)
 		copy_add(&key, r->bytes, d, timed);
 		if (!timed)
 			p->untimed++;
+		else if (cfg_trace)
+			emit_slice(c->pid, r->stream, NULL, CM_SL_GPU_COPY, 0,
+				   r->device | (__u32)r->copy_kind << 8 |
+				   (__u32)(key.op == CM_GPU_OP_MEMSET) << 16,
+				   r->start_ns, r->end_ns, r->bytes);
 		break;
 	}
 	case CM_GPU_REC_SYNC: {

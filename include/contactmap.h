@@ -210,6 +210,8 @@ struct cm_stack_event {
 #define CM_SL_BLOCKED 3		/* off CPU; cause and nr say why */
 #define CM_SL_SYSCALL 4		/* a syscall at least cfg_trace_sys_min_ns long */
 #define CM_SL_BLOCK_IO 5	/* a block request: tid is the submitter, nr the op */
+#define CM_SL_GPU_KERNEL 6	/* device time of a kernel: tid is the stream, nr the device */
+#define CM_SL_GPU_COPY 7	/* a copy or memset: tid the stream, nr device | kind << 8 | memset << 16 */
 
 struct cm_slice_event {
 	__u32 type;		/* CM_EV_SLICE */

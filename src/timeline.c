@@ -19,6 +19,11 @@
 
 /* Syscall tracks: a tid no real thread has (pid_max is at most 2^22). */
 #define SYSCALL_TRACK(tid) (1000000000u + (tid))
+/* GPU tracks per device and stream: kernels, and copies (copy engines run
+ * beside compute, so they get their own track). */
+#define GPU_KERNEL_TRACK(dev, stream) (2000000000u + ((dev) & 0x3f) * 1000000u + (stream) % 1000000u)
+#define GPU_COPY_TRACK(dev, stream) (2070000000u + ((dev) & 0x3f) * 1000000u + (stream) % 1000000u)
+#define MAX_GPU_TRACKS 256
 
 struct seqent {
 	uint32_t tid, seq;
@@ -33,6 +38,8 @@ struct cm_timeline {
 	struct seqent *seqs;	/* open addressing by tid */
 	size_t seqcap, nseq;
 	bool first;
+	struct { uint32_t pid, tid, dev, stream; bool copy; } gpu[MAX_GPU_TRACKS];
+	int ngpu;
 };
 
 struct cm_timeline *cm_timeline_open(const char *path, uint64_t base_ns, uint64_t max_bytes)
@@ -147,8 +154,26 @@ static const char *cause_of(const struct cm_slice_event *e, char *buf, size_t sz
 	return buf;
 }
 
+static void gpu_track(struct cm_timeline *tl, uint32_t pid, uint32_t tid, uint32_t dev,
+		      uint32_t stream, bool copy)
+{
+	for (int i = 0; i < tl->ngpu; i++)
+		if (tl->gpu[i].pid == pid && tl->gpu[i].tid == tid)
+			return;
+	if (tl->ngpu < MAX_GPU_TRACKS) {
+		tl->gpu[tl->ngpu].pid = pid;
+		tl->gpu[tl->ngpu].tid = tid;
+		tl->gpu[tl->ngpu].dev = dev;
+		tl->gpu[tl->ngpu].stream = stream;
+		tl->gpu[tl->ngpu++].copy = copy;
+	}
+}
+
 int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len)
 {
+	/* CM_COPY_* order (contactmap_gpu.h) */
+	static const char *kinds[] = { "copy", "HtoD", "DtoH", "HtoA", "AtoH", "AtoA", "AtoD",
+				       "DtoA", "DtoD", "HtoH", "PtoP" };
 	static const char *ops[] = { "read", "write", "flush", "discard", "other" };
 	const struct cm_slice_event *e = data;
 	double ts, dur;
@@ -159,7 +184,7 @@ int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len)
 		return 0;
 	ts = us(tl, e->start);
 	dur = (double)(e->end - e->start) / 1000.0;
-	if (e->kind != CM_SL_BLOCK_IO && e->seq && (missed = seq_jump(tl, e->tid, e->seq))) {
+	if (e->kind < CM_SL_BLOCK_IO && e->seq && (missed = seq_jump(tl, e->tid, e->seq))) {
 		tl->gaps++;
 		tl->gap_events += missed;
 		emit(tl, "{\"name\":\"gap: %u events dropped\",\"cat\":\"gap\",\"ph\":\"i\",\"s\":\"t\","
@@ -183,6 +208,24 @@ int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len)
 		     "\"pid\":%u,\"tid\":%u}", cm_syscall_name(e->nr), ts, dur, e->pid,
 		     SYSCALL_TRACK(e->tid));
 		break;
+	case CM_SL_GPU_KERNEL: {
+		uint32_t track = GPU_KERNEL_TRACK(e->nr, e->tid);
+
+		gpu_track(tl, e->pid, track, e->nr, e->tid, false);
+		emit(tl, "{\"name\":\"%s\",\"cat\":\"gpu\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
+		     "\"pid\":%u,\"tid\":%u}", e->cause ? "kernel (graph)" : "kernel", ts, dur, e->pid, track);
+		break;
+	}
+	case CM_SL_GPU_COPY: {
+		uint32_t dev = e->nr & 0xff, kind = (e->nr >> 8) & 0xff, track = GPU_COPY_TRACK(dev, e->tid);
+
+		gpu_track(tl, e->pid, track, dev, e->tid, true);
+		emit(tl, "{\"name\":\"%s\",\"cat\":\"gpu\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
+		     "\"pid\":%u,\"tid\":%u,\"args\":{\"bytes\":%llu}}",
+		     (e->nr >> 16) & 1 ? "memset" : kinds[kind < 11 ? kind : 0], ts, dur, e->pid, track,
+		     (unsigned long long)e->bytes);
+		break;
+	}
 	case CM_SL_BLOCK_IO:
 		/* requests overlap: async slices, paired by id */
 		tl->async_id++;
@@ -276,6 +319,10 @@ int cm_timeline_close(struct cm_timeline *tl, json_object *report, uint64_t kern
 			}
 		}
 	}
+	for (int i = 0; i < tl->ngpu; i++)
+		fprintf(tl->fp, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%u,\"tid\":%u,"
+			"\"args\":{\"name\":\"GPU %u stream %u %s\"}}", tl->gpu[i].pid, tl->gpu[i].tid,
+			tl->gpu[i].dev, tl->gpu[i].stream, tl->gpu[i].copy ? "copies" : "kernels");
 	fprintf(tl->fp, "\n],\"otherData\":{\"tool\":\"contactmap %s\",\"events\":%" PRIu64
 		",\"dropped_in_kernel\":%" PRIu64 ",\"dropped_size_cap\":%" PRIu64
 		",\"gaps\":%" PRIu64 ",\"gap_events\":%" PRIu64 "}}\n",

@@ -466,3 +466,25 @@ def test_driver_ioctls_are_gpu_time(tmp_path):
     assert row["time_ns"] == g["sync"]["spin_ns"] + g["sync"]["blocked_ns"] + g["driver_ioctl_ns"]
     assert "21 ioctls on GPU device files" in r.stderr
     assert_no_problems(ledger_problems(r.report), "ledger")
+
+
+def test_gpu_work_on_the_timeline(tmp_path):
+    """--trace: every timed kernel and copy of the plan is a slice on its
+    device/stream track, with the device duration the fake CUPTI gave it."""
+    trace = tmp_path / "t.json"
+    wrap(tmp_path, PLAN, fake_env(), extra=["--trace", str(trace)])
+    tl = json.loads(trace.read_text())
+    gpu = [e for e in tl["traceEvents"] if e.get("cat") == "gpu"]
+    kern = [e for e in gpu if e["name"] == "kernel"]
+    graph = [e for e in gpu if e["name"] == "kernel (graph)"]
+    assert len(kern) == PLAN["launches"] + PLAN["rt_launches"]
+    assert all(abs(e["dur"] - PLAN["grid"]) < 0.002 for e in kern), kern[:3]   # grid x 1 us
+    assert len(graph) == PLAN["graphs"] * PLAN["graph_kernels"]
+    copies = [e for e in gpu if e["name"] in ("HtoD", "DtoH", "DtoD")]
+    n = PLAN["copies"]
+    assert len(copies) == 4 * n + PLAN["rt_copies"] + PLAN["dtod"], sorted({e["name"] for e in gpu})
+    assert all(e["args"]["bytes"] == PLAN["bytes"] for e in copies)
+    assert len([e for e in gpu if e["name"] == "memset"]) == PLAN["memsets"]
+    names = {e["args"]["name"] for e in tl["traceEvents"] if e.get("name") == "thread_name"}
+    assert "GPU 0 stream 7 kernels" in names, names
+    assert tl["otherData"]["dropped_in_kernel"] == 0
