@@ -4,7 +4,7 @@ from collections import defaultdict
 
 import pytest
 
-from conftest import find_proc, syscall_count, wrap_run
+from conftest import find_proc, run_cm, syscall_count, wrap_run
 
 pytestmark = pytest.mark.usefixtures("need_root")
 
@@ -76,3 +76,20 @@ def test_rate_limit_counts_drops(tmp_path):
     assert tl["otherData"]["dropped_in_kernel"] == lost["timeline_rate_limited"] + lost["timeline_ringbuf_full"]
     gaps = [e for e in tl["traceEvents"] if e.get("cat") == "gap"]
     assert gaps and tl["otherData"]["gaps"] == len(gaps)
+
+
+def test_example_workload_timeline_parses(tmp_path):
+    """The bundled PyTorch example's timeline is valid Trace Event JSON with
+    named tracks for both threads, futex blocking and page faults."""
+    trace, out = tmp_path / "t.json", tmp_path / "r.json"
+    cp = run_cm(["--trace", trace, "-o", out, "--", "/usr/bin/python3", "examples/infer.py",
+                 "--iters", "20", "--log", tmp_path / "infer.log"], timeout=180)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    tl = json.loads(trace.read_text())
+    ev = tl["traceEvents"]
+    assert all({"ph", "pid"} <= set(e) for e in ev)
+    assert all(e["dur"] >= 0 for e in ev if e["ph"] == "X")
+    names = {e["name"] for e in ev if e["ph"] == "X"}
+    assert {"running", "runnable", "syscall:futex"} <= names, names
+    threads = [e for e in ev if e.get("name") == "thread_name" and e["tid"] < 10**9]
+    assert len(threads) >= 2
