@@ -11,7 +11,8 @@ pytestmark = pytest.mark.usefixtures("need_root")
 SLEEPS, SLEEP_US = 20, 5000
 # A blocked slice runs from the switch-out inside clock_nanosleep to the
 # wake-up: the timer's expiry plus wake-up latency, never less than the sleep
-# minus the on-CPU part before blocking. Allow -5% / +50% per slice.
+# minus the on-CPU part before blocking: -5% per slice; the median slice at
+# most +50% (a single one may be longer when the VM's timer fires late).
 SLICE_LO, SLICE_HI = 0.95, 1.5
 
 
@@ -33,13 +34,19 @@ def test_sleep_slices(tmp_path):
     ev = x_events(tl, pid)
     blocked = [e for e in ev if e["name"] == "syscall:clock_nanosleep"]
     assert len(blocked) == SLEEPS, [e["name"] for e in ev]
-    for e in blocked:
-        assert e["cat"] == "blocked"
-        assert SLEEP_US * SLICE_LO <= e["dur"] <= SLEEP_US * SLICE_HI, e
     # each sleep is also a syscall slice on the thread's syscall track
     sys = [e for e in ev if e["cat"] == "syscall" and e["name"] == "clock_nanosleep"]
     assert len(sys) == SLEEPS
     assert all(e["tid"] != pid for e in sys)
+    for e in blocked:
+        assert e["cat"] == "blocked"
+        assert e["dur"] >= SLEEP_US * SLICE_LO, e
+        # the block lies inside its syscall (to the printed nanosecond): on a
+        # shared VM a timer can fire late, so the syscall bounds it, not a constant
+        assert any(s["ts"] - 0.002 <= e["ts"] and e["ts"] + e["dur"] <= s["ts"] + s["dur"] + 0.002
+                   for s in sys), e
+    durs = sorted(e["dur"] for e in blocked)
+    assert durs[len(durs) // 2] <= SLEEP_US * SLICE_HI, durs
     assert syscall_count(find_proc(r.report, pid=pid), "clock_nanosleep") == SLEEPS
     assert tl["otherData"]["dropped_in_kernel"] == 0
     assert tl["otherData"]["gaps"] == 0
