@@ -71,6 +71,13 @@ const char *cm_fmt_ns(uint64_t ns, char *buf, size_t sz);
 /* "1.5 GiB" etc. */
 const char *cm_fmt_bytes(uint64_t b, char *buf, size_t sz);
 
+/* Columns a UTF-8 string takes, one per character (no wide CJK in comms). */
+int cm_text_cols(const char *s);
+/* Prints at most max columns of s, never cutting a UTF-8 sequence; control
+ * characters print as '?' (a report holds argv and comm strings, and a stray
+ * escape must not drive the terminal). Returns the columns printed. */
+int cm_put_text(FILE *out, const char *s, int max);
+
 /* ---- output (render.c) ------------------------------------------------------ */
 struct cm_render_opts {
 	bool threads;		/* -t: per-thread rows */

@@ -679,55 +679,27 @@ static int cmp_group(const void *pa, const void *pb)
 
 /* ---- text ------------------------------------------------------------------------ */
 
-static int cols(const char *s)
-{
-	int n = 0;
-
-	for (; *s; s++)
-		n += ((unsigned char)*s & 0xc0) != 0x80;
-	return n;
-}
-
-/* At most max columns of s; control characters print as '?' (a hand-edited
- * report must not drive the terminal); never cuts a UTF-8 sequence. */
-static int put_text(FILE *out, const char *s, int max)
-{
-	int n = 0;
-
-	for (; *s; s++) {
-		unsigned char c = *s;
-
-		if ((c & 0xc0) != 0x80) {
-			if (n >= max)
-				break;
-			n++;
-		}
-		fputc(c < 0x20 || c == 0x7f ? '?' : c, out);
-	}
-	return n;
-}
-
 /* s in w columns, cut with ".." if longer; right-aligned when right. */
 static void cell(FILE *out, const char *s, int w, bool right)
 {
-	int n = cols(s);
+	int n = cm_text_cols(s);
 
 	if (n > w) {
-		put_text(out, s, w > 2 ? w - 2 : w);
+		cm_put_text(out, s, w > 2 ? w - 2 : w);
 		if (w > 2)
 			fputs("..", out);
 		return;
 	}
 	if (right)
 		fprintf(out, "%*s", w - n, "");
-	put_text(out, s, n);
+	cm_put_text(out, s, n);
 	if (!right)
 		fprintf(out, "%*s", w - n, "");
 }
 
 static void line(FILE *out, const char *s)
 {
-	put_text(out, s, WIDTH);
+	cm_put_text(out, s, WIDTH);
 	fputc('\n', out);
 }
 
@@ -744,7 +716,7 @@ static void wrapped(FILE *out, const char *s, int first, int indent)
 		int w;
 
 		snprintf(word, sizeof(word), "%.*s", (int)(n < WIDTH ? n : WIDTH), s);
-		w = cols(word);
+		w = cm_text_cols(word);
 		if (col > first && col + 1 + w > WIDTH) {
 			fprintf(out, "\n%*s", indent, "");
 			col = indent;
@@ -752,7 +724,7 @@ static void wrapped(FILE *out, const char *s, int first, int indent)
 			fputc(' ', out);
 			col++;
 		}
-		col += put_text(out, word, WIDTH - col);
+		col += cm_put_text(out, word, WIDTH - col);
 		s += n;
 		s += strspn(s, " ");
 	}
@@ -890,16 +862,16 @@ static void print_table(FILE *out, struct table *t, bool shares)
 	static const char *const head[NCOL] = { "", "before", "after", "delta", "rel", "share" };
 
 	for (int c = 1; c < ncol; c++) {
-		w[c] = cols(head[c]);
+		w[c] = cm_text_cols(head[c]);
 		for (int i = 0; i < t->n; i++)
-			if (!t->l[i].header && cols(t->l[i].c[c]) > w[c])
-				w[c] = cols(t->l[i].c[c]);
+			if (!t->l[i].header && cm_text_cols(t->l[i].c[c]) > w[c])
+				w[c] = cm_text_cols(t->l[i].c[c]);
 		used += w[c] + 2;
 	}
 	used += 2;	/* noise mark */
 	for (int i = 0; i < t->n; i++)
-		if (!t->l[i].header && cols(t->l[i].c[0]) > w[0])
-			w[0] = cols(t->l[i].c[0]);
+		if (!t->l[i].header && cm_text_cols(t->l[i].c[0]) > w[0])
+			w[0] = cm_text_cols(t->l[i].c[0]);
 	if (w[0] > WIDTH - used)
 		w[0] = WIDTH - used > 12 ? WIDTH - used : 12;
 	fprintf(out, "  %*s", w[0], "");
@@ -913,7 +885,7 @@ static void print_table(FILE *out, struct table *t, bool shares)
 
 		if (l->header) {
 			fputs("  ", out);
-			put_text(out, l->c[0], WIDTH - 2);
+			cm_put_text(out, l->c[0], WIDTH - 2);
 			fputc('\n', out);
 			continue;
 		}
@@ -1092,22 +1064,22 @@ static void print_env(FILE *out, struct diff *d)
 	for (size_t i = 0; i < d->nenv; i++) {
 		struct env_fact *f = &d->env[i];
 		const char *a = f->val[0] ? f->val[0] : "(absent)", *b = f->val[1] ? f->val[1] : "(absent)";
-		int k = cols(f->key);
+		int k = cm_text_cols(f->key);
 
 		if (!env_changed(f))
 			continue;
-		if (2 + k + 2 + cols(a) + 4 + cols(b) <= WIDTH) {
+		if (2 + k + 2 + cm_text_cols(a) + 4 + cm_text_cols(b) <= WIDTH) {
 			fputs("  ", out);
-			put_text(out, f->key, k);
+			cm_put_text(out, f->key, k);
 			fputs("  ", out);
-			put_text(out, a, cols(a));
+			cm_put_text(out, a, cm_text_cols(a));
 			fputs(" -> ", out);
-			put_text(out, b, cols(b));
+			cm_put_text(out, b, cm_text_cols(b));
 			fputc('\n', out);
 			continue;
 		}
 		fputs("  ", out);
-		put_text(out, f->key, WIDTH - 2);
+		cm_put_text(out, f->key, WIDTH - 2);
 		fputc('\n', out);
 		if (f->val[0] && f->val[1] && strchr(a, ' ') && strchr(b, ' ') && !strstr(a, " | ") &&
 		    !strstr(b, " | ")) {
@@ -1115,9 +1087,9 @@ static void print_env(FILE *out, struct diff *d)
 			continue;
 		}
 		fprintf(out, "    %s: ", side_name(0));
-		put_text(out, a, WIDTH - 12);
+		cm_put_text(out, a, WIDTH - 12);
 		fprintf(out, "\n    %s:  ", side_name(1));
-		put_text(out, b, WIDTH - 12);
+		cm_put_text(out, b, WIDTH - 12);
 		fputc('\n', out);
 	}
 }

@@ -88,40 +88,10 @@ static size_t arr_len(json_object *a)
 
 /* ---- text ---------------------------------------------------------------- */
 
-/* Columns a UTF-8 string takes, one per character (no wide CJK in comms). */
-static int cols(const char *s)
-{
-	int n = 0;
-
-	for (; *s; s++)
-		n += ((unsigned char)*s & 0xc0) != 0x80;
-	return n;
-}
-
-/* Prints at most max columns of s. Control characters become '?': the report
- * holds argv and comm strings, and a stray escape must not drive the terminal.
- * Never cuts inside a UTF-8 sequence. Returns the columns printed. */
-static int put_text(FILE *out, const char *s, int max)
-{
-	int n = 0;
-
-	for (; *s; s++) {
-		unsigned char c = *s;
-
-		if ((c & 0xc0) != 0x80) {
-			if (n >= max)
-				break;
-			n++;
-		}
-		fputc(c < 0x20 || c == 0x7f ? '?' : c, out);
-	}
-	return n;
-}
-
 /* s left-aligned in exactly w columns, cut if longer. */
 static void field(FILE *out, const char *s, int w)
 {
-	for (int n = put_text(out, s ? s : "", w); n < w; n++)
+	for (int n = cm_put_text(out, s ? s : "", w); n < w; n++)
 		fputc(' ', out);
 }
 
@@ -159,20 +129,20 @@ struct wrap {
 static void wrap_start(struct wrap *w, FILE *out, int width, const char *lead, int indent)
 {
 	*w = (struct wrap){ .out = out, .width = width, .indent = indent, .fresh = true };
-	w->col = put_text(out, lead, width);
+	w->col = cm_put_text(out, lead, width);
 }
 
 static void __attribute__((format(printf, 3, 4)))
 wrap_item(struct wrap *w, const char *sep, const char *fmt, ...)
 {
 	char buf[512];
-	int n, seplen = cols(sep);
+	int n, seplen = cm_text_cols(sep);
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	n = cols(buf);
+	n = cm_text_cols(buf);
 	if (!w->fresh && w->col + seplen + n > w->width) {
 		/* the separator's punctuation stays at the end of the broken line */
 		size_t k = strlen(sep);
@@ -190,10 +160,10 @@ wrap_item(struct wrap *w, const char *sep, const char *fmt, ...)
 	/* an item longer than a whole line is cut rather than overflow it,
 	 * leaving a column for the separator's comma should the line break */
 	if (w->col + n > w->width && w->width - w->col > 4) {
-		w->col += put_text(w->out, buf, w->width - w->col - 4);
+		w->col += cm_put_text(w->out, buf, w->width - w->col - 4);
 		w->col += fprintf(w->out, "...");
 	} else {
-		w->col += put_text(w->out, buf, n);
+		w->col += cm_put_text(w->out, buf, n);
 	}
 	w->fresh = false;
 }
@@ -682,11 +652,11 @@ static void render_threads(json_object *th, int width, FILE *out)
 
 			fputs("  ", out);
 			/* "syscall:" is most of the column; "sys:" keeps the name whole */
-			if (cols(name) > causew && !strncmp(name, "syscall:", 8)) {
+			if (cm_text_cols(name) > causew && !strncmp(name, "syscall:", 8)) {
 				fputs("sys:", out);
-				put_text(out, name + 8, causew - 4);
+				cm_put_text(out, name + 8, causew - 4);
 			} else {
-				put_text(out, name, causew);
+				cm_put_text(out, name, causew);
 			}
 		}
 		free(c);

@@ -70,3 +70,29 @@ const char *cm_fmt_bytes(uint64_t b, char *buf, size_t sz)
 
 	return fmt_scaled(b, 1024, 1024, units, 7, buf, sz);
 }
+
+int cm_text_cols(const char *s)
+{
+	int n = 0;
+
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xc0) != 0x80;
+	return n;
+}
+
+int cm_put_text(FILE *out, const char *s, int max)
+{
+	int n = 0;
+
+	for (; *s; s++) {
+		unsigned char c = *s;
+
+		if ((c & 0xc0) != 0x80) {
+			if (n >= max)
+				break;
+			n++;
+		}
+		fputc(c < 0x20 || c == 0x7f ? '?' : c, out);
+	}
+	return n;
+}
