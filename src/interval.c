@@ -11,7 +11,8 @@
 #include "interval.h"
 
 struct cm_interval {
-	FILE *fp;
+	FILE *fp;		/* opened at the first line: a run that fails leaves no file */
+	char *path;
 	json_object *prev;	/* the last cumulative report */
 	uint64_t n;
 };
@@ -22,12 +23,11 @@ struct cm_interval *cm_interval_open(const char *path)
 
 	if (!iv)
 		return NULL;
-	iv->fp = strcmp(path, "-") ? fopen(path, "we") : stdout;
-	if (!iv->fp) {
-		cm_err("cannot write the interval stream %s: %s", path, strerror(errno));
+	if (cm_check_writable(path)) {
 		free(iv);
 		return NULL;
 	}
+	iv->path = strdup(path);
 	return iv;
 }
 
@@ -120,6 +120,15 @@ int cm_interval_emit(struct cm_interval *iv, json_object *report)
 	json_object *cur_procs = get(report, "processes"), *prev_procs = get(iv->prev, "processes");
 	json_object *w = get(report, "window"), *pw = get(iv->prev, "window");
 
+	if (!iv->fp) {
+		iv->fp = strcmp(iv->path, "-") ? fopen(iv->path, "we") : stdout;
+		if (!iv->fp) {
+			cm_err("cannot write the interval stream %s: %s", iv->path, strerror(errno));
+			json_object_put(line);
+			json_object_put(procs);
+			return -1;
+		}
+	}
 	json_object_object_add(line, "schema", json_object_new_string("contactmap-interval/1"));
 	json_object_object_add(line, "interval", json_object_new_int64((int64_t)iv->n++));
 	json_object_object_add(line, "start_ns",
@@ -167,5 +176,6 @@ void cm_interval_close(struct cm_interval *iv)
 	if (iv->fp && iv->fp != stdout)
 		fclose(iv->fp);
 	json_object_put(iv->prev);
+	free(iv->path);
 	free(iv);
 }
