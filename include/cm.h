@@ -71,6 +71,13 @@ const char *cm_fmt_ns(uint64_t ns, char *buf, size_t sz);
 /* "1.5 GiB" etc. */
 const char *cm_fmt_bytes(uint64_t b, char *buf, size_t sz);
 
+/* Member key of object o, NULL when o is not an object or lacks it. */
+json_object *cm_json_get(json_object *o, const char *key);
+/* The same, NULL unless the member has type t. */
+json_object *cm_json_get_type(json_object *o, const char *key, json_type t);
+/* A string member, or NULL. */
+const char *cm_json_str(json_object *o, const char *key);
+
 /* Columns a UTF-8 string takes, one per character (no wide CJK in comms). */
 int cm_text_cols(const char *s);
 /* Prints at most max columns of s, never cutting a UTF-8 sequence; control

@@ -131,37 +131,14 @@ static char * __attribute__((format(printf, 1, 2))) xasprintf(const char *fmt, .
 	return s;
 }
 
-static json_object *get(json_object *o, const char *key)
-{
-	json_object *v;
-
-	if (!o || !json_object_is_type(o, json_type_object))
-		return NULL;
-	return json_object_object_get_ex(o, key, &v) ? v : NULL;
-}
-
-static json_object *get_type(json_object *o, const char *key, json_type t)
-{
-	json_object *v = get(o, key);
-
-	return v && json_object_is_type(v, t) ? v : NULL;
-}
-
-#define obj(o, k) get_type((o), (k), json_type_object)
-#define arr(o, k) get_type((o), (k), json_type_array)
-
-static const char *str(json_object *o, const char *key)
-{
-	json_object *v = get_type(o, key, json_type_string);
-
-	return v ? json_object_get_string(v) : NULL;
-}
+#define obj(o, k) cm_json_get_type((o), (k), json_type_object)
+#define arr(o, k) cm_json_get_type((o), (k), json_type_array)
 
 /* Numbers in reports are non-negative integers or shares; anything else
  * (a string, null, NaN) reads as 0. */
 static double num(json_object *o, const char *key)
 {
-	json_object *v = get(o, key);
+	json_object *v = cm_json_get(o, key);
 	double d;
 
 	if (!v)
@@ -179,7 +156,7 @@ static double num(json_object *o, const char *key)
 
 static bool has_num(json_object *o, const char *key)
 {
-	json_object *v = get(o, key);
+	json_object *v = cm_json_get(o, key);
 
 	return v && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double));
 }
@@ -305,7 +282,7 @@ static void add_process(struct diff *d, int s, int run, const char *label, json_
 	if ((a = arr(p, "syscalls"))) {
 		for (size_t i = 0; i < json_object_array_length(a); i++) {
 			json_object *x = json_object_array_get_idx(a, i);
-			const char *name = str(x, "name");
+			const char *name = cm_json_str(x, "name");
 			char nrname[32];
 
 			if (!name) {
@@ -333,7 +310,7 @@ static void add_process(struct diff *d, int s, int run, const char *label, json_
 	if ((a = arr(p, "block_io"))) {
 		for (size_t i = 0; i < json_object_array_length(a); i++) {
 			json_object *x = json_object_array_get_idx(a, i);
-			const char *dev = str(x, "device"), *op = str(x, "op");
+			const char *dev = cm_json_str(x, "device"), *op = cm_json_str(x, "op");
 			char *item = xasprintf("%s %s", dev ? dev : "?", op ? op : "?");
 
 			put(d, s, run, SEC_BLOCK, label, item, "count", U_COUNT, num(x, "count"));
@@ -358,7 +335,7 @@ static bool pid_everywhere(struct diff *d, int64_t pid, const char *comm)
 
 			for (size_t k = 0; a && !found && k < json_object_array_length(a); k++) {
 				json_object *p = json_object_array_get_idx(a, k);
-				const char *c = str(p, "comm");
+				const char *c = cm_json_str(p, "comm");
 
 				found = has_num(p, "pid") && (int64_t)num(p, "pid") == pid &&
 					!strcmp(c ? c : "?", comm);
@@ -381,7 +358,7 @@ static void add_report(struct diff *d, int s, int run)
 	if ((cm = arr(r, "contact_map"))) {
 		for (size_t i = 0; i < json_object_array_length(cm); i++) {
 			json_object *x = json_object_array_get_idx(cm, i);
-			const char *ss = str(x, "subsystem"), *label = str(x, "label");
+			const char *ss = cm_json_str(x, "subsystem"), *label = cm_json_str(x, "label");
 			struct row *row;
 
 			if (!ss)
@@ -404,7 +381,7 @@ static void add_report(struct diff *d, int s, int run)
 		return;
 	for (size_t i = 0; i < json_object_array_length(a); i++) {
 		json_object *p = json_object_array_get_idx(a, i);
-		const char *comm = str(p, "comm");
+		const char *comm = cm_json_str(p, "comm");
 		char *label;
 		size_t k;
 

@@ -10,6 +10,7 @@
 #include "cm.h"
 #include "interval.h"
 
+
 struct cm_interval {
 	FILE *fp;		/* opened at the first line: a run that fails leaves no file */
 	char *path;
@@ -78,13 +79,6 @@ static json_object *find_by(json_object *arr, const char *key, json_object *val)
 	return NULL;
 }
 
-static json_object *get(json_object *o, const char *k)
-{
-	json_object *v = NULL;
-
-	return o && json_object_object_get_ex(o, k, &v) ? v : NULL;
-}
-
 /* Rows of arr whose integer fields changed, as deltas, matched by key. */
 static json_object *delta_rows(json_object *cur, json_object *prev, const char *key,
 			       const char *const *fields)
@@ -93,11 +87,11 @@ static json_object *delta_rows(json_object *cur, json_object *prev, const char *
 
 	for (size_t i = 0; cur && i < json_object_array_length(cur); i++) {
 		json_object *c = json_object_array_get_idx(cur, i);
-		json_object *p = find_by(prev, key, get(c, key));
+		json_object *p = find_by(prev, key, cm_json_get(c, key));
 		json_object *row = json_object_new_object();
 		bool changed = false;
 
-		json_object_object_add(row, key, json_object_get(get(c, key)));
+		json_object_object_add(row, key, json_object_get(cm_json_get(c, key)));
 		for (const char *const *f = fields; *f; f++) {
 			int64_t d = geti(c, *f) - geti(p, *f);
 
@@ -117,8 +111,8 @@ int cm_interval_emit(struct cm_interval *iv, json_object *report)
 	static const char *const sys_fields[] = { "count", "errors", "total_ns", "oncpu_ns", "offcpu_ns", NULL };
 	static const char *const map_fields[] = { "time_ns", "oncpu_ns", "count", NULL };
 	json_object *line = json_object_new_object(), *procs = json_object_new_array();
-	json_object *cur_procs = get(report, "processes"), *prev_procs = get(iv->prev, "processes");
-	json_object *w = get(report, "window"), *pw = get(iv->prev, "window");
+	json_object *cur_procs = cm_json_get(report, "processes"), *prev_procs = cm_json_get(iv->prev, "processes");
+	json_object *w = cm_json_get(report, "window"), *pw = cm_json_get(iv->prev, "window");
 
 	if (!iv->fp) {
 		iv->fp = strcmp(iv->path, "-") ? fopen(iv->path, "we") : stdout;
@@ -136,16 +130,16 @@ int cm_interval_emit(struct cm_interval *iv, json_object *report)
 	json_object_object_add(line, "end_ns", json_object_new_int64(geti(w, "end_ns")));
 	for (size_t i = 0; cur_procs && i < json_object_array_length(cur_procs); i++) {
 		json_object *c = json_object_array_get_idx(cur_procs, i);
-		json_object *p = find_by(prev_procs, "pid", get(c, "pid"));
+		json_object *p = find_by(prev_procs, "pid", cm_json_get(c, "pid"));
 		json_object *pj = json_object_new_object();
 
-		json_object_object_add(pj, "pid", json_object_get(get(c, "pid")));
-		json_object_object_add(pj, "comm", json_object_get(get(c, "comm")));
-		json_object_object_add(pj, "ledger", delta_obj(get(c, "ledger"), get(p, "ledger")));
+		json_object_object_add(pj, "pid", json_object_get(cm_json_get(c, "pid")));
+		json_object_object_add(pj, "comm", json_object_get(cm_json_get(c, "comm")));
+		json_object_object_add(pj, "ledger", delta_obj(cm_json_get(c, "ledger"), cm_json_get(p, "ledger")));
 		json_object_object_add(pj, "syscalls",
-				       delta_rows(get(c, "syscalls"), get(p, "syscalls"), "name", sys_fields));
-		json_object_object_add(pj, "faults", delta_obj(get(c, "faults"), get(p, "faults")));
-		json_object *sc = get(c, "sched"), *sp = get(p, "sched"), *sd = json_object_new_object();
+				       delta_rows(cm_json_get(c, "syscalls"), cm_json_get(p, "syscalls"), "name", sys_fields));
+		json_object_object_add(pj, "faults", delta_obj(cm_json_get(c, "faults"), cm_json_get(p, "faults")));
+		json_object *sc = cm_json_get(c, "sched"), *sp = cm_json_get(p, "sched"), *sd = json_object_new_object();
 		static const char *const sched_fields[] = { "voluntary_switches", "involuntary_switches",
 							    "migrations", "wakeups", "runq_waits", NULL };
 		for (const char *const *f = sched_fields; *f; f++)
@@ -154,11 +148,11 @@ int cm_interval_emit(struct cm_interval *iv, json_object *report)
 		json_object_array_add(procs, pj);
 	}
 	json_object_object_add(line, "processes", procs);
-	json_object_object_add(line, "totals", delta_obj(get(report, "totals"), get(iv->prev, "totals")));
+	json_object_object_add(line, "totals", delta_obj(cm_json_get(report, "totals"), cm_json_get(iv->prev, "totals")));
 	json_object_object_add(line, "contact_map",
-			       delta_rows(get(report, "contact_map"), get(iv->prev, "contact_map"),
+			       delta_rows(cm_json_get(report, "contact_map"), cm_json_get(iv->prev, "contact_map"),
 					  "subsystem", map_fields));
-	json_object_object_add(line, "lost", json_object_get(get(report, "lost")));
+	json_object_object_add(line, "lost", json_object_get(cm_json_get(report, "lost")));
 
 	fprintf(iv->fp, "%s\n", json_object_to_json_string_ext(line, JSON_C_TO_STRING_PLAIN |
 								   JSON_C_TO_STRING_NOSLASHESCAPE));

@@ -26,31 +26,8 @@
 
 /* ---- reading the report ---------------------------------------------------- */
 
-static json_object *get(json_object *o, const char *key)
-{
-	json_object *v;
-
-	if (!o || !json_object_is_type(o, json_type_object))
-		return NULL;
-	return json_object_object_get_ex(o, key, &v) ? v : NULL;
-}
-
-static json_object *get_type(json_object *o, const char *key, json_type t)
-{
-	json_object *v = get(o, key);
-
-	return v && json_object_is_type(v, t) ? v : NULL;
-}
-
-#define obj(o, k) get_type((o), (k), json_type_object)
-#define arr(o, k) get_type((o), (k), json_type_array)
-
-static const char *str(json_object *o, const char *key)
-{
-	json_object *v = get_type(o, key, json_type_string);
-
-	return v ? json_object_get_string(v) : NULL;
-}
+#define obj(o, k) cm_json_get_type((o), (k), json_type_object)
+#define arr(o, k) cm_json_get_type((o), (k), json_type_array)
 
 /* Every number in the report is a non-negative integer; anything else
  * (negative, NaN, a string, null) reads as 0 rather than wrapping. */
@@ -73,7 +50,7 @@ static uint64_t val_num(json_object *v)
 
 static uint64_t num(json_object *o, const char *key)
 {
-	return val_num(get(o, key));
+	return val_num(cm_json_get(o, key));
 }
 
 static double pct(uint64_t part, uint64_t whole)
@@ -216,7 +193,7 @@ static void render_header(json_object *r, int width, FILE *out)
 	json_object *target = obj(r, "target"), *win = obj(r, "window");
 	json_object *ex = obj(r, "exit"), *cmd = arr(target, "command");
 	json_object *pids = arr(target, "pids");
-	const char *ver = str(tool, "version"), *s;
+	const char *ver = cm_json_str(tool, "version"), *s;
 	char lead[64];
 	struct wrap w;
 
@@ -238,13 +215,13 @@ static void render_header(json_object *r, int width, FILE *out)
 
 	if (host) {
 		wrap_start(&w, out, width, "host: ", 6);
-		if ((s = str(host, "hostname")))
+		if ((s = cm_json_str(host, "hostname")))
 			wrap_item(&w, ", ", "%s", s);
-		if ((s = str(host, "kernel")))
+		if ((s = cm_json_str(host, "kernel")))
 			wrap_item(&w, ", ", "Linux %s", s);
 		if (num(host, "cpus"))
 			wrap_item(&w, ", ", "%" PRIu64 " CPUs", num(host, "cpus"));
-		if ((s = str(host, "cpu_model")))
+		if ((s = cm_json_str(host, "cpu_model")))
 			wrap_item(&w, ", ", "%s", s);
 		if (num(host, "memory_bytes"))
 			wrap_item(&w, ", ", "%s memory", B(num(host, "memory_bytes")));
@@ -252,16 +229,16 @@ static void render_header(json_object *r, int width, FILE *out)
 	}
 
 	wrap_start(&w, out, width, "window: ", 8);
-	if (get(win, "duration_ns"))
+	if (cm_json_get(win, "duration_ns"))
 		wrap_item(&w, ", ", "%s", T(num(win, "duration_ns")));
 	else
 		wrap_item(&w, ", ", "not recorded");
-	if ((s = str(target, "mode")))
+	if ((s = cm_json_str(target, "mode")))
 		wrap_item(&w, ", ", "%s mode", s);
-	if (get(ex, "signal"))
+	if (cm_json_get(ex, "signal"))
 		wrap_item(&w, ", ", "command killed by signal %" PRIu64 " (status %" PRIu64 ")",
 			  num(ex, "signal"), num(ex, "status"));
-	else if (get(ex, "status"))
+	else if (cm_json_get(ex, "status"))
 		wrap_item(&w, ", ", "command exit status %" PRIu64, num(ex, "status"));
 	wrap_end(&w);
 }
@@ -294,9 +271,9 @@ static void render_map(json_object *r, int width, FILE *out)
 	fprintf(out, "  %-14s %8s %7s %8s %9s\n", "subsystem", "time", "share", "on-CPU", "count");
 	for (size_t i = 0; i < arr_len(rows); i++) {
 		json_object *row = json_object_array_get_idx(rows, i);
-		json_object *sh = get(row, "share");
+		json_object *sh = cm_json_get(row, "share");
 		uint64_t t = num(row, "time_ns"), c = num(row, "count");
-		const char *label = str(row, "label");
+		const char *label = cm_json_str(row, "label");
 		double share;
 		int bar;
 
@@ -308,7 +285,7 @@ static void render_map(json_object *r, int width, FILE *out)
 		if (!(share >= 0))
 			share = 0;
 		fputs("  ", out);
-		field(out, label ? label : str(row, "subsystem") ? str(row, "subsystem") : "?", 14);
+		field(out, label ? label : cm_json_str(row, "subsystem") ? cm_json_str(row, "subsystem") : "?", 14);
 		/* "-" where a subsystem has no on-CPU part or no count by definition
 		 * (run queue, block I/O, CPU (user)), rather than a misleading 0 */
 		fprintf(out, " %8s %6.1f%% %8s %9s", T(t), share * 100,
@@ -435,7 +412,7 @@ static void render_syscalls(json_object *sc, int top, FILE *out)
 		"syscall", "count", "errors", "total", "p50", "p99", "max", "off-CPU");
 	for (i = 0; i < n && i < (size_t)top; i++) {
 		json_object *s = json_object_array_get_idx(sc, i);
-		const char *name = str(s, "name");
+		const char *name = cm_json_str(s, "name");
 		uint64_t total = num(s, "total_ns");
 		char nrname[32];
 
@@ -498,9 +475,9 @@ static void render_block(json_object *bio, FILE *out)
 		if (!json_object_is_type(b, json_type_object))
 			continue;
 		fputs("  ", out);
-		field(out, str(b, "device") ? str(b, "device") : "?", 12);
+		field(out, cm_json_str(b, "device") ? cm_json_str(b, "device") : "?", 12);
 		fputc(' ', out);
-		field(out, str(b, "op") ? str(b, "op") : "?", 7);
+		field(out, cm_json_str(b, "op") ? cm_json_str(b, "op") : "?", 7);
 		fprintf(out, " %8s %10s %8s %8s\n", N(c, 8), B(num(b, "bytes")),
 			T(c ? num(b, "total_ns") / c : 0), T(num(b, "max_ns")));
 	}
@@ -530,18 +507,18 @@ static void render_gpu(json_object *g, int width, FILE *out)
 {
 	json_object *api = arr(g, "api"), *kern = arr(g, "kernels"), *cp = arr(g, "copies");
 	json_object *ms = arr(g, "memsets"), *sync = obj(g, "sync"), *agent = obj(g, "agent");
-	const char *tier = str(g, "tier");
+	const char *tier = cm_json_str(g, "tier");
 	size_t i;
 
 	if (!g)
 		return;
 	if (tier && !strcmp(tier, "cupti"))
 		fprintf(out, "  GPU  tier cupti: device times from CUPTI, clock %s\n",
-			str(agent, "clock") ? str(agent, "clock") : "?");
+			cm_json_str(agent, "clock") ? cm_json_str(agent, "clock") : "?");
 	else if (tier && !strcmp(tier, "uprobes"))
 		fprintf(out, "  GPU  tier uprobes: API spans, no device times%s%s%s\n",
-			str(agent, "status") ? " (CUPTI: " : "",
-			str(agent, "status") ? str(agent, "status") : "", str(agent, "status") ? ")" : "");
+			cm_json_str(agent, "status") ? " (CUPTI: " : "",
+			cm_json_str(agent, "status") ? cm_json_str(agent, "status") : "", cm_json_str(agent, "status") ? ")" : "");
 	else
 		fprintf(out, "  GPU\n");
 	if (arr_len(api)) {
@@ -553,7 +530,7 @@ static void render_gpu(json_object *g, int width, FILE *out)
 			json_object *a = json_object_array_get_idx(api, i);
 
 			fputs("  ", out);
-			field(out, str(a, "name") ? str(a, "name") : "?", 22);
+			field(out, cm_json_str(a, "name") ? cm_json_str(a, "name") : "?", 22);
 			fprintf(out, " %7s %6s %8s %8s %8s %9s\n", N(num(a, "count"), 7),
 				N(num(a, "errors"), 6), T(num(a, "total_ns")), T(num(a, "p50_ns")),
 				T(num(a, "max_ns")), num(a, "bytes") ? B(num(a, "bytes")) : "-");
@@ -572,7 +549,7 @@ static void render_gpu(json_object *g, int width, FILE *out)
 			char name[48];
 
 			snprintf(name, sizeof(name), "  %" PRIu64 "/%" PRIu64 "%s", num(k, "device"),
-				 num(k, "stream"), json_object_get_boolean(get(k, "graph")) ? " (graph)" : "");
+				 num(k, "stream"), json_object_get_boolean(cm_json_get(k, "graph")) ? " (graph)" : "");
 			fputs("  ", out);
 			field(out, name, 22);
 			fprintf(out, " %7s %8s %8s %8s %9s\n", N(num(k, "count"), 7),
@@ -590,15 +567,15 @@ static void render_gpu(json_object *g, int width, FILE *out)
 				json_object *c = json_object_array_get_idx(rows, i);
 				char name[48];
 
-				snprintf(name, sizeof(name), "  %s %s", pass ? "memset" : str(c, "kind") ? str(c, "kind") : "?",
-					 str(c, "memory") ? str(c, "memory") : "?");
+				snprintf(name, sizeof(name), "  %s %s", pass ? "memset" : cm_json_str(c, "kind") ? cm_json_str(c, "kind") : "?",
+					 cm_json_str(c, "memory") ? cm_json_str(c, "memory") : "?");
 				fputs("  ", out);
 				field(out, name, 22);
 				fprintf(out, " %7s %10s %8s %11s %5s\n", N(num(c, "count"), 7),
 					B(num(c, "bytes")), T(num(c, "total_ns")),
 					num(c, "bandwidth_bytes_per_s")
 						? fmt_bw(num(c, "bandwidth_bytes_per_s"), (char[32]){0}, 32) : "-",
-					str(c, "time") ? str(c, "time") : "");
+					cm_json_str(c, "time") ? cm_json_str(c, "time") : "");
 			}
 		}
 	}
@@ -643,7 +620,7 @@ static void render_threads(json_object *th, int width, FILE *out)
 		if (!json_object_is_type(t, json_type_object))
 			continue;
 		fprintf(out, "  %7" PRIu64 " ", num(t, "tid"));
-		field(out, str(t, "comm"), 15);
+		field(out, cm_json_str(t, "comm"), 15);
 		fprintf(out, " %7s %7s %7s %7s", T(num(l, "wall_ns")), T(num(l, "oncpu_ns")),
 			T(num(l, "runq_ns")), T(num(l, "offcpu_ns")));
 		c = sorted_causes(obj(l, "offcpu_by_cause"), &n);
@@ -674,12 +651,12 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 	snprintf(lead, sizeof(lead), "pid %" PRIu64 " ", num(p, "pid"));
 	fputc('\n', out);
 	wrap_start(&w, out, o->width, lead, 4);
-	wrap_item(&w, "", "%s", str(p, "comm") ? str(p, "comm") : "?");
-	if (get(p, "ppid"))
+	wrap_item(&w, "", "%s", cm_json_str(p, "comm") ? cm_json_str(p, "comm") : "?");
+	if (cm_json_get(p, "ppid"))
 		wrap_item(&w, " ", "(ppid %" PRIu64 ")", num(p, "ppid"));
-	if (get(p, "exit_code"))
+	if (cm_json_get(p, "exit_code"))
 		wrap_item(&w, ", ", "%s", fmt_exit_code(num(p, "exit_code"), (char[48]){0}, 48));
-	else if (get(p, "end_ns") && !num(p, "end_ns"))
+	else if (cm_json_get(p, "end_ns") && !num(p, "end_ns"))
 		wrap_item(&w, ", ", "alive at the end");
 	if (th)
 		wrap_item(&w, ", ", "%zu thread%s", arr_len(th), arr_len(th) == 1 ? "" : "s");
@@ -750,7 +727,7 @@ static void render_observer(json_object *r, FILE *out)
 
 	if (!ob)
 		return;
-	if (!json_object_get_boolean(get(ob, "bpf_stats"))) {
+	if (!json_object_get_boolean(cm_json_get(ob, "bpf_stats"))) {
 		fprintf(out, "observer cost: not measured (BPF run-time statistics off or unavailable)\n");
 		return;
 	}

@@ -96,3 +96,26 @@ int cm_put_text(FILE *out, const char *s, int max)
 	}
 	return n;
 }
+
+json_object *cm_json_get(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!o || !json_object_is_type(o, json_type_object))
+		return NULL;
+	return json_object_object_get_ex(o, key, &v) ? v : NULL;
+}
+
+json_object *cm_json_get_type(json_object *o, const char *key, json_type t)
+{
+	json_object *v = cm_json_get(o, key);
+
+	return v && json_object_is_type(v, t) ? v : NULL;
+}
+
+const char *cm_json_str(json_object *o, const char *key)
+{
+	json_object *v = cm_json_get_type(o, key, json_type_string);
+
+	return v ? json_object_get_string(v) : NULL;
+}
