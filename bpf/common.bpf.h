@@ -121,8 +121,6 @@ static __always_inline struct cm_thread *thread_of(__u32 tid)
 	return bpf_map_lookup_elem(&threads, &tid);
 }
 
-/* Blocked time ends (wakeup, or a switch-in with no wakeup seen). */
-static __always_inline void account_blocked(struct cm_thread *t, __u64 d);
 
 /*
  * The thread runs code although its last event left it off CPU: its switch-in
@@ -144,7 +142,7 @@ static __always_inline void resync(struct cm_thread *t, __u64 d)
 	if (t->state == CM_RUNQ_PREEMPT || t->state == CM_RUNQ_WAKE)
 		t->runq_preempt_ns += d - ran;
 	else if (t->state == CM_BLOCKED)
-		account_blocked(t, d - ran);
+		cm_account_blocked(t, d - ran);
 	else
 		t->unattributed_ns += d - ran;
 	if (t->gpu_sync) {
@@ -180,25 +178,6 @@ static __always_inline void account_oncpu(struct cm_thread *t, __u64 now)
 	t->state_ts = now;
 }
 
-/* Blocked time ends (wakeup, or a switch-in with no wakeup seen). */
-static __always_inline void account_blocked(struct cm_thread *t, __u64 d)
-{
-	if (t->blk_cause == CM_CAUSE_GPU_SYNC) {
-		t->gpu_blocked_ns += d;	/* io-wait or not: waiting for the GPU */
-	} else if (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) {
-		t->sc_offcpu += d;
-		if (t->blk_iowait)
-			t->sc_iowait += d;
-	} else if (t->blk_cause == CM_CAUSE_FAULT) {
-		t->off_fault_ns += d;
-		if (t->blk_iowait)
-			t->off_fault_iowait_ns += d;
-	} else {
-		t->off_other_ns += d;
-		if (t->blk_iowait)
-			t->off_other_iowait_ns += d;
-	}
-}
 
 /* Copies the user stack from sp up in 1 KiB chunks, then 128-byte ones: a
  * read that crosses the end of the stack mapping fails whole. */

@@ -106,7 +106,7 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 			wake = t->wake_ts;
 			if (wake > t->state_ts && wake <= now) {
 				if (t->state == CM_BLOCKED) {
-					account_blocked(t, wake - t->state_ts);
+					cm_account_blocked(t, wake - t->state_ts);
 					offcpu_nonsyscall(t, wake - t->state_ts);
 				} else {
 					t->unattributed_ns += wake - t->state_ts;
@@ -120,7 +120,7 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 				trace_slice(t, CM_SL_RUNQ, wake, now);
 			} else if (t->state == CM_BLOCKED) {
 				/* resumed with no wakeup seen: all of it was blocked */
-				account_blocked(t, d);
+				cm_account_blocked(t, d);
 				offcpu_nonsyscall(t, d);
 				trace_slice(t, CM_SL_BLOCKED, t->state_ts, now);
 				__sync_fetch_and_add(&counters.switch_in_blocked, 1);

@@ -246,4 +246,28 @@ struct cm_counters {
 	__u64 trace_rate_limited;	/* timeline events dropped by the rate limit */
 };
 
+/*
+ * Blocked time d ends (a wake-up, or a switch-in with no wake-up seen): it
+ * goes to the cause the switch-out recorded. One definition for the BPF
+ * programs and for user space closing the intervals still open at the end.
+ */
+static inline __attribute__((always_inline)) void cm_account_blocked(struct cm_thread *t, __u64 d)
+{
+	if (t->blk_cause == CM_CAUSE_GPU_SYNC) {
+		t->gpu_blocked_ns += d;	/* io-wait or not: waiting for the GPU */
+	} else if (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) {
+		t->sc_offcpu += d;
+		if (t->blk_iowait)
+			t->sc_iowait += d;
+	} else if (t->blk_cause == CM_CAUSE_FAULT) {
+		t->off_fault_ns += d;
+		if (t->blk_iowait)
+			t->off_fault_iowait_ns += d;
+	} else {
+		t->off_other_ns += d;
+		if (t->blk_iowait)
+			t->off_other_iowait_ns += d;
+	}
+}
+
 #endif /* CONTACTMAP_H */

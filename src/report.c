@@ -80,21 +80,7 @@ static void close_open_interval(struct cm_thread *t, struct cm_sys_stat *infligh
 			t->runq_wake_ns += end - t->wake_ts;
 			d = t->wake_ts - t->state_ts;
 		}
-		if (t->blk_cause == CM_CAUSE_GPU_SYNC) {
-			t->gpu_blocked_ns += d;
-		} else if (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) {
-			t->sc_offcpu += d;
-			if (t->blk_iowait)
-				t->sc_iowait += d;
-		} else if (t->blk_cause == CM_CAUSE_FAULT) {
-			t->off_fault_ns += d;
-			if (t->blk_iowait)
-				t->off_fault_iowait_ns += d;
-		} else {
-			t->off_other_ns += d;
-			if (t->blk_iowait)
-				t->off_other_iowait_ns += d;
-		}
+		cm_account_blocked(t, d);
 		break;
 	default:
 		t->unattributed_ns += d;
