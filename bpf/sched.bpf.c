@@ -48,7 +48,7 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 		__u64 seg = t->state_ts;
 
 		account_oncpu(t, now);
-		t->exec_at_out = BPF_CORE_READ(prev, se.sum_exec_runtime);
+		t->exec_at_out = btf ? prev->se.sum_exec_runtime : BPF_CORE_READ(prev, se.sum_exec_runtime);
 		if (cfg_trace && t->run_ts)
 			emit_slice(t->pid, t->tid, &t->trace_seq, CM_SL_RUN, 0, 0, t->run_ts, now, 0);
 		t->run_ts = 0;	/* a switch-out with no switch-in after it starts no slice */
