@@ -28,6 +28,21 @@ CM_EXTERN struct {
 	__type(value, struct cm_thread);
 } threads SEC(".maps");
 
+/*
+ * One bit per thread id: set while the thread is traced. Every program looks
+ * here before the threads hash, so an untraced thread costs one inlined array
+ * load instead of a hash lookup. Sized to pid_max from user space, which maps
+ * it to set the bits of the threads it seeds (atomically: forks set bits in
+ * the same words at the same time).
+ */
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 65536);	/* words of 64 tids: PID_MAX_LIMIT */
+	__type(key, __u32);
+	__type(value, __u64);
+} traced_tids SEC(".maps");
+
 CM_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -116,8 +131,31 @@ static __always_inline void hist_add(__u64 *hist, __u64 v)
 		hist[slot]++;
 }
 
+static __always_inline bool tid_traced(__u32 tid)
+{
+	__u32 w = tid / 64;
+	__u64 *bits = bpf_map_lookup_elem(&traced_tids, &w);
+
+	return bits && (*bits & (1ULL << (tid % 64)));
+}
+
+static __always_inline void tid_mark(__u32 tid, bool on)
+{
+	__u32 w = tid / 64;
+	__u64 *bits = bpf_map_lookup_elem(&traced_tids, &w);
+
+	if (!bits)
+		return;
+	if (on)
+		__sync_fetch_and_or(bits, 1ULL << (tid % 64));
+	else
+		__sync_fetch_and_and(bits, ~(1ULL << (tid % 64)));
+}
+
 static __always_inline struct cm_thread *thread_of(__u32 tid)
 {
+	if (!tid_traced(tid))
+		return NULL;
 	return bpf_map_lookup_elem(&threads, &tid);
 }
 

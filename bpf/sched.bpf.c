@@ -55,6 +55,8 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 		if ((prev_state & TASK_DEAD_STATE) && (t->flags & CM_TF_EXITED)) {
 			t->state = CM_DEAD;
 			t->end_ns = now;
+			/* its last switch: a new thread that reuses the id is not this one */
+			tid_mark(t->tid, false);
 		} else if (preempt || prev_state == TASK_RUNNING_STATE) {
 			/* still runnable: preempted, or yielded */
 			t->state = CM_RUNQ_PREEMPT;
@@ -70,7 +72,7 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 				t->blk_cause = CM_CAUSE_GPU_SYNC;
 			else if (t->sc_nr1)
 				t->blk_cause = CM_CAUSE_SYSCALL;
-			else if (t->last_fault_ts && t->last_fault_ts >= seg)
+			else if (seg && t->fault_seg == seg)
 				t->blk_cause = CM_CAUSE_FAULT;
 			else
 				t->blk_cause = CM_CAUSE_OTHER;
@@ -181,9 +183,10 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 		__sync_fetch_and_add(&counters.threads_full, 1);
 		return 0;
 	}
-	t = thread_of(tid);
+	t = bpf_map_lookup_elem(&threads, &tid);
 	if (!t)
 		return 0;
+	tid_mark(tid, true);
 	t->tid = tid;
 	t->pid = pid;
 	t->ppid = pid != pt->pid ? pt->pid : pt->ppid;

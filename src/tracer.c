@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/perf_event.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -241,6 +242,34 @@ static unsigned gpu_dev_majors(uint32_t *out, unsigned max)
 	return n;
 }
 
+/* Words of the traced-tid bitmap: one bit per possible thread id. */
+static uint32_t tid_words(void)
+{
+	FILE *f = fopen("/proc/sys/kernel/pid_max", "r");
+	unsigned long max = 0;
+
+	if (!f || fscanf(f, "%lu", &max) != 1 || max == 0 || max > (1UL << 22))
+		max = 1UL << 22;	/* PID_MAX_LIMIT on 64-bit */
+	if (f)
+		fclose(f);
+	return (uint32_t)((max + 63) / 64);
+}
+
+static int map_traced_tids(struct cm_tracer *tr)
+{
+	size_t len = (size_t)bpf_map__max_entries(tr->skel->maps.traced_tids) * sizeof(uint64_t);
+
+	tr->tid_bits_len = (len + 4095) & ~(size_t)4095;
+	tr->tid_bits = mmap(NULL, tr->tid_bits_len, PROT_READ | PROT_WRITE, MAP_SHARED,
+			    bpf_map__fd(tr->skel->maps.traced_tids), 0);
+	if (tr->tid_bits == MAP_FAILED) {
+		tr->tid_bits = NULL;
+		cm_err("cannot map the traced-thread bitmap: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 {
 	struct contactmap_bpf *skel = contactmap_bpf__open();
@@ -252,6 +281,7 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 	}
 	bpf_map__set_max_entries(skel->maps.threads, o->max_threads);
 	bpf_map__set_max_entries(skel->maps.sysstats, o->max_syscall_rows);
+	bpf_map__set_max_entries(skel->maps.traced_tids, tid_words());
 	skel->rodata->cfg_oncpu_stacks = o->sample_hz > 0;
 	skel->rodata->cfg_offcpu_stacks = o->offcpu_stacks;
 	skel->rodata->cfg_min_block_ns = o->min_block_ns;
@@ -437,6 +467,11 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		tr->skel = NULL;
 		return -1;
 	}
+	if (map_traced_tids(tr)) {
+		contactmap_bpf__destroy(tr->skel);
+		tr->skel = NULL;
+		return -1;
+	}
 	err = contactmap_bpf__attach(tr->skel);
 	if (err) {
 		cm_err("cannot attach BPF programs: %s (is tracefs or debugfs usable? try -vv)", strerror(-err));
@@ -571,6 +606,9 @@ static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid, bool held)
 		__atomic_fetch_add(&tr->skel->bss->counters.threads_full, 1, __ATOMIC_RELAXED);
 		return -1;
 	}
+	/* atomically: a fork in the same word may set its bit right now */
+	if ((size_t)tid / 64 < tr->tid_bits_len / sizeof(uint64_t))
+		__atomic_fetch_or(&tr->tid_bits[tid / 64], 1ULL << (tid % 64), __ATOMIC_RELAXED);
 	__atomic_fetch_add(&tr->skel->bss->live_threads, 1, __ATOMIC_RELAXED);
 	tr->seeded++;
 	return 0;
@@ -752,6 +790,9 @@ void cm_tracer_close(struct cm_tracer *tr)
 	tr->sym = NULL;
 	tr->stats_fd = -1;
 	cm_gpu_close(tr);
+	if (tr->tid_bits)
+		munmap(tr->tid_bits, tr->tid_bits_len);
+	tr->tid_bits = NULL;
 	contactmap_bpf__destroy(tr->skel);
 	tr->skel = NULL;
 }

@@ -77,6 +77,8 @@ struct cm_tracer {
 	int nperf;
 	uint64_t min_block_ns;
 	struct cm_timeline *timeline;
+	uint64_t *tid_bits;	/* traced_tids, mapped: seeding sets bits */
+	size_t tid_bits_len;
 	int stats_fd;		/* BPF run-time statistics stay on while it is open */
 	struct cm_features feat;
 	uint64_t start_ns, end_ns;
