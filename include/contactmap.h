@@ -62,7 +62,8 @@ struct cm_thread {
 	__u32 pad2;
 	__s32 out_kstack;	/* stacks where it last blocked (when stacks are on) */
 	__s32 out_ustack;
-	__u64 last_fault_ts;	/* last user page fault; tells a fault block from others */
+	__u64 fault_seg;	/* state_ts of the segment of the last user page fault:
+				 * tells a fault block from others */
 
 	/* the syscall in flight: nr + 1, 0 when in user space */
 	__u32 sc_nr1;

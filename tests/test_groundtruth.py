@@ -41,6 +41,12 @@ OD_COUNT, OD_BS = 64, 65536             # 64 x 64 KiB O_DIRECT reads = 4 MiB
 OD_EXTRA_REQUESTS = 8
 OD_EXTRA_BYTES = 1 << 20
 THREADS_N, THREADS_SLEEP_US = 4, 10000
+MF_PAGES = 512                          # major faults: pages of the O_DIRECT file
+# Blocked time charged to page faults vs the loop's blocked time by the
+# scheduler's schedstat (elapsed - on-CPU - run queue): at least 95% of it,
+# less 1 ms; at most it plus the loop's run-queue time (a wake-up seen late
+# leaves run-queue time in blocked) plus 2 ms (faults while the program starts).
+MF_LOW_SHARE, MF_LOW_NS, MF_HIGH_NS = 0.95, 1_000_000, 2_000_000
 
 # every (workload, args) traced for the invariant tests; the odirect file
 # argument is filled in by the od_file fixture
@@ -52,6 +58,7 @@ RUNS = {
     "pingpong": ("pingpong", PINGPONG_ROUNDS),
     "burn": ("burn", BURN_MS),
     "odirect": ("odirect_read", "<file>", OD_COUNT, OD_BS),
+    "major_faults": ("major_faults", "<file>", MF_PAGES),
     "forker": ("forker",),
     "threads": ("threads", THREADS_N, THREADS_SLEEP_US),
     "exit_code_7": ("exit_code", 7),
@@ -159,6 +166,23 @@ def test_page_faults(traced, request):
     assert lo <= f["minor"] <= hi, f"faults.minor {f['minor']} not in [{lo}, {hi}]; truth {t}"
     assert f["major"] >= t["majflt_delta"]
     assert f.get("user_tracepoint", 0) >= TOUCH_PAGES, f"user_tracepoint too small: {f}"
+
+
+def test_major_fault_blocks(traced, request):
+    """Major faults block in user mode, outside any syscall: that time is
+    charged to page_fault, and matches the scheduler's own account."""
+    r = get_run(traced, "major_faults", request)
+    t = r.truth
+    assert t["majflt_delta"] >= MF_PAGES, f"the workload took too few major faults: {t}"
+    p = proc_of(r)
+    assert p["faults"]["major"] >= t["majflt_delta"], (p["faults"], t)
+    blocked = t["elapsed_ns"] - t["oncpu_ns"] - t["runq_ns"]
+    pf = p["ledger"]["offcpu_by_cause"].get("page_fault", 0)
+    lo = MF_LOW_SHARE * blocked - MF_LOW_NS
+    hi = blocked + t["runq_ns"] + MF_HIGH_NS
+    assert lo <= pf <= hi, \
+        (f"page_fault blocked {pf} ns not in [{lo:.0f}, {hi:.0f}] (the loop blocked {blocked} ns "
+         f"by schedstat); causes {p['ledger']['offcpu_by_cause']}; truth {t}")
 
 
 def test_pingpong_switches(traced, request):
