@@ -6,7 +6,10 @@ hands them over a queue (futex waits); the main thread runs a small MLP and
 CNN on batches of varying size (allocator churn: brk/mmap/munmap and page
 faults); results are appended to a log file (write) now and then.
 
-    python3 examples/infer.py [--iters N] [--log FILE]
+    python3 examples/infer.py [--iters N] [--log FILE] [--lat-out FILE]
+
+--lat-out writes one line per inference, "START_NS LATENCY_NS" (CLOCK_MONOTONIC),
+for benchmarks that attach a tracer to part of a long run.
 """
 import argparse
 import os
@@ -45,6 +48,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--log", default=None)
+    ap.add_argument("--lat-out", default=None)
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -54,18 +58,24 @@ def main():
     t.start()
     log_path = args.log or os.path.join(tempfile.gettempdir(), "contactmap-infer.log")
     lat = []
+    lat_out = open(args.lat_out, "w", buffering=1) if args.lat_out else None
     with open(log_path, "w") as log, torch.inference_mode():
         while True:
             x = q.get()
             if x is None:
                 break
             t0 = time.perf_counter()
+            m0 = time.monotonic_ns() if lat_out else 0
             y = model(x)
             lat.append(time.perf_counter() - t0)
+            if lat_out:
+                lat_out.write(f"{m0} {int(lat[-1] * 1e9)}\n")
             if len(lat) % 10 == 0:
                 log.write(f"{len(lat)} {y.argmax(1).tolist()}\n")
                 log.flush()
     t.join()
+    if lat_out:
+        lat_out.close()
     lat.sort()
     n = len(lat)
     print(f"infer: {n} batches, p50 {lat[n // 2] * 1e3:.2f} ms, "
