@@ -13,8 +13,9 @@ HAVE_CUDA := $(if $(wildcard $(CUDA_HOME)/include/cupti.h),1,)
 
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -D_GNU_SOURCE
-# -ldw: DWARF unwinding (elfutils); -lstdc++: __cxa_demangle for C++ frames
-LDLIBS += -lbpf -ldw -lelf -lz -ljson-c -lm -lstdc++
+# -ldw: DWARF unwinding (elfutils); -lstdc++: __cxa_demangle for C++ frames;
+# -pthread: the observer-cost sampling thread (src/observer.c)
+LDLIBS += -lbpf -ldw -lelf -lz -ljson-c -lm -lstdc++ -pthread
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Ivmlinux/$(ARCH) -Iinclude \
 	-Wall -Wno-unused-function -Wno-compare-distinct-pointer-types
 # clang's own system includes for the BPF target (libbpf-bootstrap's trick)

@@ -1016,10 +1016,10 @@ def analysis(args, cm_exe, reps, tmp):
          "Traced: the loop is what the tool traces (the floor variants trace every thread). "
          "Bystander: the loop is untraced while the tool traces a `sleep`. Program ns: "
          "run_time_ns / run_cnt of the tool's programs with BPF stats on (for the floor "
-         "variants from one extra run with -s; for contactmap its own `observer`, which "
-         "is empty unless stats were on: the nostats builds show figures only when someone "
-         "else's contactmap had them on). Added: medians of the differences to the adjacent "
-         "untraced runs.\n",
+         "variants from one extra run with -s; for contactmap its own `observer`: by default "
+         "(`--observer-cost sampled`) the runs of the first 100 ms and 50 ms of every second, "
+         "with stats on; empty with `--observer-cost off` unless someone else had stats "
+         "on). Added: medians of the differences to the adjacent untraced runs.\n",
          "| tool | traced ns/syscall | added | bystander ns/syscall | added | "
          "sys_enter prog ns | sys_exit prog ns | sched_switch prog ns | start-up ms |",
          "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -1297,7 +1297,12 @@ def render(info, reps, args, table, summary, extras, workloads, active, skipped,
         L.append(f"- peak RSS: {fp['maxrss_kib'] / 1024:.1f} MiB; BPF maps (kernel memory, "
                  f"memlock): {fp['map_bytes'] / 2**20:.1f} MiB")
         ob = fp.get("observer") or {}
-        if ob.get("run_time_ns") is not None:
+        if ob.get("bpf_stats") and ob.get("mode") == "sampled":
+            L.append(f"- CPU in its BPF programs (charged to the traced threads): "
+                     f"~{ob['est_run_time_ns'] / 1e6:.0f} ms, ~{ob['est_events']:,} runs, "
+                     f"{ob.get('avg_ns', 0)} ns each (estimated from the "
+                     f"{ob['sampled_share'] * 100:.0f}% of the window with stats on)")
+        elif ob.get("run_time_ns") is not None:
             L.append(f"- CPU in its BPF programs (charged to the traced threads): "
                      f"{ob['run_time_ns'] / 1e6:.0f} ms, {ob.get('events', 0):,} runs, "
                      f"{ob.get('avg_ns', 0)} ns each")

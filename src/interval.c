@@ -153,6 +153,16 @@ int cm_interval_emit(struct cm_interval *iv, json_object *report)
 			       delta_rows(cm_json_get(report, "contact_map"), cm_json_get(iv->prev, "contact_map"),
 					  "subsystem", map_fields));
 	json_object_object_add(line, "lost", json_object_get(cm_json_get(report, "lost")));
+	/* cumulative too: the observer cost so far, without the per-program rows */
+	json_object *ob = cm_json_get_type(report, "observer", json_type_object);
+	if (ob) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_foreach(ob, k, v)
+			if (strcmp(k, "programs"))
+				json_object_object_add(o, k, json_object_get(v));
+		json_object_object_add(line, "observer", o);
+	}
 
 	fprintf(iv->fp, "%s\n", json_object_to_json_string_ext(line, JSON_C_TO_STRING_PLAIN |
 								   JSON_C_TO_STRING_NOSLASHESCAPE));

@@ -60,8 +60,11 @@ static const char usage[] =
 "  -d, --duration SECS    stop tracing after SECS seconds\n"
 "  -p, --pid PID[,PID]    attach to these processes (all threads, and children)\n"
 "  -t, --threads          per-thread rows in the text map\n"
-"      --no-observer-cost leave BPF run-time statistics off (each costs two\n"
-"                         clock reads per event on every CPU: ~100 ns a syscall here)\n"
+"      --observer-cost MODE  contactmap's own cost, from BPF run-time statistics\n"
+"                         (two clock reads per BPF program run on every CPU while\n"
+"                         on): sampled (default: on for the first 100 ms, then\n"
+"                         50 ms a second; estimated), full, or off\n"
+"      --no-observer-cost the same as --observer-cost off\n"
 "      --max-threads N    traced-thread map size (default 4096)\n"
 "      --attach-type T    force tp_btf or raw_tp (default: best available)\n"
 "      --gpu MODE         CUDA work: auto (default: CUPTI agent when wrapping,\n"
@@ -111,7 +114,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
-	       OPT_GPU, OPT_NO_OBSERVER };
+	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -130,6 +133,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "trace-rate", required_argument, NULL, OPT_TRACE_RATE },
 		{ "trace-max-mb", required_argument, NULL, OPT_TRACE_MAX_MB },
 		{ "gpu", required_argument, NULL, OPT_GPU },
+		{ "observer-cost", required_argument, NULL, OPT_OBSERVER },
 		{ "no-observer-cost", no_argument, NULL, OPT_NO_OBSERVER },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -177,8 +181,18 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			else
 				bad_usage("bad --stacks '%s': oncpu, offcpu or both", optarg);
 			break;
+		case OPT_OBSERVER:
+			if (!strcmp(optarg, "sampled"))
+				o->tr.observer = CM_OBS_SAMPLED;
+			else if (!strcmp(optarg, "full"))
+				o->tr.observer = CM_OBS_FULL;
+			else if (!strcmp(optarg, "off"))
+				o->tr.observer = CM_OBS_OFF;
+			else
+				bad_usage("bad --observer-cost '%s': sampled, full or off", optarg);
+			break;
 		case OPT_NO_OBSERVER:
-			o->tr.no_observer = true;
+			o->tr.observer = CM_OBS_OFF;
 			break;
 		case 'i':
 			errno = 0;
@@ -488,7 +502,7 @@ static int run_wrap(struct opts *o)
 	wait_blocked(child);
 	/* the window opens before the first thread is seeded, so every thread's
 	 * start lies inside it */
-	tr.start_ns = cm_now_ns();
+	cm_tracer_open_window(&tr);
 	if (cm_tracer_seed_process(&tr, child, true))
 		cm_warn("could not register the command's process %d", child);
 	/* before exec: the environment and cgroup that exec keeps */
@@ -630,7 +644,7 @@ static int run_attach(struct opts *o)
 		return 1;
 	}
 	sfd = signal_fd(&oldmask);
-	tr.start_ns = cm_now_ns();
+	cm_tracer_open_window(&tr);
 	for (int i = 0; i < o->npids; i++) {
 		if (cm_tracer_seed_process(&tr, o->pids[i], false)) {
 			cm_err("no such process: %d (it exited before tracing began)", o->pids[i]);

@@ -723,7 +723,9 @@ static void render_lost(json_object *r, FILE *out)
 static void render_observer(json_object *r, FILE *out)
 {
 	json_object *ob = obj(r, "observer"), *w = obj(r, "window");
-	uint64_t ns = num(ob, "run_time_ns"), dur = num(w, "duration_ns");
+	uint64_t dur = num(w, "duration_ns");
+	const char *mode;
+	bool sampled;
 
 	if (!ob)
 		return;
@@ -731,14 +733,33 @@ static void render_observer(json_object *r, FILE *out)
 		fprintf(out, "observer cost: not measured (BPF run-time statistics off or unavailable)\n");
 		return;
 	}
-	fprintf(out, "observer cost: %s of CPU in BPF programs (%.2f%% of one CPU), "
-		"%" PRIu64 " events, %" PRIu64 " ns each\n",
-		T(ns), dur ? 100.0 * ns / dur : 0.0, num(ob, "events"), num(ob, "avg_ns"));
+	/* reports from before --observer-cost had the statistics on throughout */
+	mode = cm_json_str(ob, "mode");
+	sampled = mode && !strcmp(mode, "sampled");
+	if (sampled) {
+		uint64_t est = num(ob, "est_run_time_ns");
+		double on = pct(num(ob, "sampled_ns"), dur);
+
+		fprintf(out, "observer cost: ~%s of CPU in BPF programs (%.2f%% of one CPU; "
+			"estimated from %.*f%% of the window with run-time statistics on), "
+			"%" PRIu64 " events sampled, %" PRIu64 " ns each\n",
+			T(est), pct(est, dur), on < 1 ? 1 : 0, on, num(ob, "events"), num(ob, "avg_ns"));
+	} else {
+		uint64_t ns = num(ob, "run_time_ns");
+
+		fprintf(out, "observer cost: %s of CPU in BPF programs (%.2f%% of one CPU), "
+			"%" PRIu64 " events, %" PRIu64 " ns each\n",
+			T(ns), pct(ns, dur), num(ob, "events"), num(ob, "avg_ns"));
+	}
 	if (num(obj(ob, "agent_threads"), "count"))
 		fprintf(out, "  and %" PRIu64 " CUPTI agent thread%s in the traced programs: %s on CPU "
 			"(left out of the ledgers)\n", num(obj(ob, "agent_threads"), "count"),
 			num(obj(ob, "agent_threads"), "count") == 1 ? "" : "s",
 			T(num(obj(ob, "agent_threads"), "oncpu_ns")));
+	if (json_object_get_boolean(cm_json_get(ob, "others_had_stats")))
+		fprintf(out, "  another process had BPF run-time statistics on too: %s\n",
+			sampled ? "the kernel also counted while ours were off, so the estimate is high"
+				: "runs from before the window may be counted");
 }
 
 int cm_render_text(json_object *report, const struct cm_render_opts *opts, FILE *out)

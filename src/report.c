@@ -480,12 +480,23 @@ static json_object *observer_threads_json(const struct observer_threads *o)
 	return j;
 }
 
+/* Scales what the kernel counted while the statistics were on to the whole
+ * window (sampled mode; in full mode on == window and nothing changes). */
+static uint64_t estimate(uint64_t measured, uint64_t on_ns, uint64_t window_ns)
+{
+	if (!on_ns || on_ns >= window_ns)
+		return measured;
+	return (uint64_t)((double)measured * (double)window_ns / (double)on_ns + 0.5);
+}
+
 /* What contactmap's own programs cost every CPU of the machine, traced or not. */
 static json_object *observer_json(const struct cm_tracer *tr, const struct cm_snapshot *s)
 {
 	json_object *o = json_object_new_object(), *progs = json_object_new_array();
-	uint64_t cnt = 0, ns = 0;
+	uint64_t cnt = 0, ns = 0, est_ns;
+	uint64_t dur = tr->end_ns > tr->start_ns ? tr->end_ns - tr->start_ns : 0;
 
+	json_object_object_add(o, "mode", json_object_new_string(cm_observer_mode_name(s->obs_mode)));
 	json_object_object_add(o, "bpf_stats", json_object_new_boolean(s->stats_on));
 	for (size_t i = 0; i < s->nprogs; i++) {
 		const struct cm_prog_cost *c = &s->progs[i];
@@ -499,12 +510,18 @@ static json_object *observer_json(const struct cm_tracer *tr, const struct cm_sn
 		cnt += c->run_cnt;
 		ns += c->run_time_ns;
 	}
+	est_ns = estimate(ns, s->sampled_ns, dur);
+	J_INT(o, "sampled_ns", s->sampled_ns);
+	json_object_object_add(o, "sampled_share",
+			       json_object_new_double(dur ? (double)s->sampled_ns / (double)dur : 0));
+	json_object_object_add(o, "others_had_stats", json_object_new_boolean(s->others_had_stats));
 	J_INT(o, "events", cnt);
 	J_INT(o, "run_time_ns", ns);
 	J_INT(o, "avg_ns", cnt ? ns / cnt : 0);
+	J_INT(o, "est_events", estimate(cnt, s->sampled_ns, dur));
+	J_INT(o, "est_run_time_ns", est_ns);
 	json_object_object_add(o, "cpu_share",
-			       json_object_new_double(tr->end_ns > tr->start_ns
-				       ? (double)ns / (double)(tr->end_ns - tr->start_ns) : 0));
+			       json_object_new_double(dur ? (double)est_ns / (double)dur : 0));
 	json_object_object_add(o, "programs", progs);
 	return o;
 }

@@ -433,7 +433,6 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 	const char *force = o->force_attach;
 	int err = -1;
 
-	tr->stats_fd = -1;
 	libbpf_set_print(libbpf_print);
 	cm_probe_features(f, false);
 	if (!f->btf) {
@@ -483,19 +482,25 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		return -1;
 	if (o->trace_path && start_timeline(tr, o))
 		return -1;
-	/* run-time statistics cost two clock reads per event; the observer cost
-	 * they give is worth it (BPF_ENABLE_STATS needs CAP_SYS_ADMIN) */
 	if (cm_gpu_start(tr, o)) {
 		cm_err("out of memory setting up GPU tracing");
 		contactmap_bpf__destroy(tr->skel);
 		tr->skel = NULL;
 		return -1;
 	}
-	tr->stats_fd = o->no_observer ? -1 : bpf_enable_stats(BPF_STATS_RUN_TIME);
-	if (tr->stats_fd < 0 && !o->no_observer)
-		cm_info("BPF run-time statistics unavailable (%s): no observer cost", strerror(errno));
+	/* last: the sampling thread must not outlive a failed start */
+	if (cm_observer_start(tr, o->observer)) {
+		cm_tracer_close(tr);
+		return -1;
+	}
 	tr->start_ns = cm_now_ns();
 	return 0;
+}
+
+void cm_tracer_open_window(struct cm_tracer *tr)
+{
+	tr->start_ns = cm_now_ns();
+	cm_observer_window(tr);
 }
 
 int64_t cm_tracer_live_threads(struct cm_tracer *tr)
@@ -653,28 +658,6 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem)
 	return 0;
 }
 
-static void read_prog_info(struct contactmap_bpf *skel, struct cm_snapshot *s)
-{
-	struct bpf_program *p;
-
-	bpf_object__for_each_program(p, skel->obj) {
-		struct bpf_prog_info info = {};
-		uint32_t len = sizeof(info);
-		int fd = bpf_program__fd(p);
-
-		if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &len))
-			continue;
-		s->recursion_misses += info.recursion_misses;
-		if (s->nprogs < sizeof(s->progs) / sizeof(s->progs[0])) {
-			struct cm_prog_cost *c = &s->progs[s->nprogs++];
-
-			snprintf(c->name, sizeof(c->name), "%s", bpf_program__name(p));
-			c->run_cnt = info.run_cnt;
-			c->run_time_ns = info.run_time_ns;
-		}
-	}
-}
-
 static int read_maps(struct cm_tracer *tr, struct cm_snapshot *s);
 
 int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
@@ -685,6 +668,8 @@ int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 	cm_gpu_detach(tr);
 	contactmap_bpf__detach(tr->skel);
 	tr->end_ns = cm_now_ns();
+	/* statistics off before the counters are read: nothing runs any more */
+	cm_observer_stop(tr);
 	/* what the programs wrote before they were detached */
 	cm_tracer_consume(tr);
 	return read_maps(tr, s);
@@ -703,8 +688,7 @@ static int read_maps(struct cm_tracer *tr, struct cm_snapshot *s)
 
 	memset(s, 0, sizeof(*s));
 	s->counters = tr->skel->bss->counters;
-	s->stats_on = tr->stats_fd >= 0;
-	read_prog_info(tr->skel, s);
+	cm_observer_read(tr, s);
 
 	fd = bpf_map__fd(tr->skel->maps.threads);
 	cap = 0;
@@ -771,8 +755,7 @@ void cm_snapshot_free(struct cm_snapshot *s)
 
 void cm_tracer_close(struct cm_tracer *tr)
 {
-	if (tr->stats_fd > 0)
-		close(tr->stats_fd);
+	cm_observer_free(tr);
 	for (int i = 0; i < tr->nperf; i++)
 		bpf_link__destroy(tr->perf_links[i]);
 	/* the links own the perf event fds: destroying one closes its fd */
@@ -788,7 +771,6 @@ void cm_tracer_close(struct cm_tracer *tr)
 	tr->stacks = NULL;
 	cm_sym_free(tr->sym);
 	tr->sym = NULL;
-	tr->stats_fd = -1;
 	cm_gpu_close(tr);
 	if (tr->tid_bits)
 		munmap(tr->tid_bits, tr->tid_bits_len);

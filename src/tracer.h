@@ -24,11 +24,20 @@ enum cm_gpu_mode {
 	CM_GPU_UPROBES,		/* uprobes only (wrap: the agent only asks for them) */
 };
 
+/* --observer-cost: how long the kernel's BPF run-time statistics stay on.
+ * While they are on, every BPF program on the machine reads the clock twice
+ * per run (~100 ns per syscall on the test VM, traced process or not). */
+enum cm_observer_mode {
+	CM_OBS_SAMPLED = 0,	/* first 100 ms of the window, then 50 ms of every second */
+	CM_OBS_FULL,		/* the whole window: every run counted */
+	CM_OBS_OFF,
+};
+
 struct cm_tracer_opts {
 	unsigned max_threads;
 	unsigned max_syscall_rows;
 	const char *force_attach;	/* "tp_btf" or "raw_tp"; NULL = best available */
-	bool no_observer;		/* no BPF run-time stats: ~100 ns less per syscall */
+	enum cm_observer_mode observer;
 	unsigned sample_hz;		/* on-CPU stack samples per second; 0 = off */
 	bool offcpu_stacks;
 	uint64_t min_block_ns;		/* shorter blocks get no off-CPU stack */
@@ -65,6 +74,7 @@ struct cm_sym;
 struct ring_buffer;
 
 struct cm_gpu_state;
+struct cm_observer;
 
 struct cm_tracer {
 	struct contactmap_bpf *skel;
@@ -79,7 +89,7 @@ struct cm_tracer {
 	struct cm_timeline *timeline;
 	uint64_t *tid_bits;	/* traced_tids, mapped: seeding sets bits */
 	size_t tid_bits_len;
-	int stats_fd;		/* BPF run-time statistics stay on while it is open */
+	struct cm_observer *obs;	/* observer.c: BPF run-time statistics */
 	struct cm_features feat;
 	uint64_t start_ns, end_ns;
 	unsigned seeded;
@@ -103,7 +113,10 @@ struct cm_snapshot {
 		uint64_t run_cnt, run_time_ns;
 	} progs[32];
 	size_t nprogs;
-	bool stats_on;
+	bool stats_on;			/* the statistics were on for some of the window */
+	enum cm_observer_mode obs_mode;
+	uint64_t sampled_ns;		/* how long they were on inside the window */
+	bool others_had_stats;		/* someone else had them on too: counts run high */
 
 	/* GPU maps (gpu.c) */
 	bool gpu_loaded;
@@ -135,6 +148,8 @@ uint64_t cm_now_ns(void);
 void cm_probe_features(struct cm_features *f, bool full);
 /* Opens, sizes, loads (tp_btf, else raw_tp) and attaches. 0 or -1 (printed). */
 int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o);
+/* Opens the window: stamps start_ns, and sampled statistics start at it. */
+void cm_tracer_open_window(struct cm_tracer *tr);
 /* Adds every thread of pid to the traced set, state read from /proc. held:
  * our own child waiting to exec, whose pipe read is not the command's. */
 int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid, bool held);
@@ -151,6 +166,17 @@ int cm_tracer_peek(struct cm_tracer *tr, struct cm_snapshot *snap);
 int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *snap);
 void cm_tracer_close(struct cm_tracer *tr);
 void cm_snapshot_free(struct cm_snapshot *s);
+
+/* BPF run-time statistics (observer.c). start: at the end of cm_tracer_start
+ * (full mode turns them on there, sampled mode starts its thread); window: the
+ * window opened at start_ns; stop: off for good, on-time counted up to end_ns;
+ * read: the programs' counters and the on-time, as of end_ns. */
+const char *cm_observer_mode_name(enum cm_observer_mode m);
+int cm_observer_start(struct cm_tracer *tr, enum cm_observer_mode mode);
+void cm_observer_window(struct cm_tracer *tr);
+void cm_observer_stop(struct cm_tracer *tr);
+void cm_observer_read(const struct cm_tracer *tr, struct cm_snapshot *s);
+void cm_observer_free(struct cm_tracer *tr);
 
 /* GPU tiers (gpu.c). */
 int cm_gpu_start(struct cm_tracer *tr, const struct cm_tracer_opts *o);
