@@ -24,10 +24,13 @@ def loop_cmd(n):
     return [LOOP, str(n)]
 
 
+STAT = "ns_per_op"
+
+
 def value(out):
     for line in out.splitlines():
         if line.startswith("{"):
-            return json.loads(line)["ns_per_op"]
+            return json.loads(line)[STAT]
     raise RuntimeError("no JSON line: " + out[-300:])
 
 
@@ -75,10 +78,15 @@ def main():
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--n", type=int, default=1500000)
     ap.add_argument("--no-bystander", action="store_true")
+    ap.add_argument("--only-bystander", action="store_true")
+    ap.add_argument("--stat", default="ns_per_op", choices=["ns_per_op", "p10_ns_per_op"],
+                    help="the loop's median over chunks (default) or its 10th percentile")
     ap.add_argument("tools", nargs="+", metavar="LABEL=CMD")
     a = ap.parse_args()
+    global STAT
+    STAT = a.stat
     tools = [t.partition("=")[::2] for t in a.tools]
-    modes = [False] if a.no_bystander else [False, True]
+    modes = [False] if a.no_bystander else [True] if a.only_bystander else [False, True]
     for by in modes:
         added = {l: [] for l, _ in tools}
         for rep in range(a.reps):
