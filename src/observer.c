@@ -4,8 +4,8 @@
  * kernel's run-time statistics (bpf_enable_stats). While any process holds
  * them on, every BPF program on the machine reads the clock twice per run
  * (~100 ns more per syscall on the test VM, traced process or not), so by
- * default they are on for only part of the window: its first 100 ms, then
- * 50 ms of every second (about 5%). The report scales what the kernel counted
+ * default they are on for only part of the window: 50 ms at the start of
+ * every second of it, the first included (5%). The report scales what the kernel counted
  * by window / time on, which assumes the load while they were on is typical.
  * BPF_ENABLE_STATS needs CAP_SYS_ADMIN; without it the report says "not measured".
  */
@@ -23,7 +23,7 @@
 #include "tracer.h"
 #include "contactmap.skel.h"
 
-#define FIRST_NS	100000000ULL	/* on from the window's start */
+#define FIRST_NS	50000000ULL	/* on from the window's start */
 #define PERIOD_NS	1000000000ULL
 #define DUTY_NS		50000000ULL	/* then on at the start of every later period */
 

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import RUN_TIMEOUT_S, contactmap_bin, find_proc, run_cm, syscall_count, wrap_run
 
-# the schedule of src/observer.c: on for the window's first 100 ms, then for
+# the schedule of src/observer.c: on for the window's first 50 ms, then for
 # 50 ms at the start of every following second
-FIRST_NS, PERIOD_NS, DUTY_NS = 100_000_000, 1_000_000_000, 50_000_000
+FIRST_NS, PERIOD_NS, DUTY_NS = 50_000_000, 1_000_000_000, 50_000_000
 
 # ---- tolerances (every tolerance of this file is here, with its reason) ------
 # the sampling thread wakes late on a loaded 2-CPU machine, and turning the
