@@ -5,8 +5,9 @@
  * them on, every BPF program on the machine reads the clock twice per run
  * (~100 ns more per syscall on the test VM, traced process or not), so by
  * default they are on for only part of the window: 50 ms at the start of
- * every second of it, the first included (5%). The report scales what the kernel counted
- * by window / time on, which assumes the load while they were on is typical.
+ * every second of it, the first included (5%). The report scales what the
+ * kernel counted by window / time on, which assumes the load while they were
+ * on is typical.
  * BPF_ENABLE_STATS needs CAP_SYS_ADMIN; without it the report says "not measured".
  */
 #include <errno.h>
@@ -23,7 +24,7 @@
 #include "tracer.h"
 #include "contactmap.skel.h"
 
-#define FIRST_NS	50000000ULL	/* on from the window's start */
+#define FIRST_NS	50000000ULL	/* on from the window's start (= DUTY_NS) */
 #define PERIOD_NS	1000000000ULL
 #define DUTY_NS		50000000ULL	/* then on at the start of every later period */
 
