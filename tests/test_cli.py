@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from conftest import (REPO, assert_no_problems, contactmap_bin, find_proc, kill_quietly,
-                      ledger_problems, run_cm, schema_problems, syscall_count,
-                      workload)
+from conftest import (REPO, assert_no_problems, contactmap_bin, find_proc, find_thread,
+                      kill_quietly, ledger_problems, run_cm, schema_problems,
+                      syscall_count, workload)
 
 pytestmark = pytest.mark.usefixtures("need_root")
 
@@ -104,6 +104,29 @@ def test_attach_duration(tmp_path, workloads):
     assert ATTACH_WALL_FRACTION * dur <= L["wall_ns"] <= dur, \
         f"thread wall_ns {L['wall_ns']} vs window {dur}"
     assert L["offcpu_by_cause"].get("syscall:clock_nanosleep", 0) >= 0.5 * dur, L
+
+
+def test_attach_threads_exact(tmp_path, workloads):
+    """Attach to a process whose 8 threads sleep, then make 100*(i+1) getppid
+    calls each: every thread is seeded from /proc (a bit per thread in the
+    traced-tid bitmap), so all their calls are counted, exactly."""
+    n = 8
+    w = workloads("threads", n, 1_500_000)
+    time.sleep(0.3)     # all threads created and asleep
+    out = tmp_path / "r.json"
+    cp = run_cm(["-p", w.pid, "-o", out], timeout=30)     # ends when the process does
+    assert cp.returncode == 0, cp.stderr
+    w.t.join(5)
+    truth = json.loads(w.out.strip().splitlines()[-1])
+    rep = load(out)
+    check_attach_report(rep, [w.pid])
+    p = find_proc(rep, pid=w.pid)
+    assert syscall_count(p, "getppid") == truth["getppid"] == 100 * n * (n + 1) // 2
+    # the sleeps were in flight at attach: their time is kept, the calls not counted
+    assert syscall_count(p, "clock_nanosleep") == 0
+    for t in truth["tids"]:
+        th = find_thread(p, t["tid"])
+        assert th["ledger"]["offcpu_by_cause"].get("syscall:clock_nanosleep", 0) > 0.5e9, th["ledger"]
 
 
 def test_attach_two_pids(tmp_path, workloads):
