@@ -31,14 +31,15 @@ CM_EXTERN struct {
 /*
  * One bit per thread id: set while the thread is traced. Every program looks
  * here before the threads hash, so an untraced thread costs one inlined array
- * load instead of a hash lookup. Sized to pid_max from user space, which maps
- * it to set the bits of the threads it seeds (atomically: forks set bits in
- * the same words at the same time).
+ * load instead of a hash lookup. Sized to PID_MAX_LIMIT, not to the current
+ * pid_max, which root may raise while we run (512 KiB; only the words of ids
+ * in use are ever touched). User space maps it to set the bits of the threads
+ * it seeds (atomically: forks set bits in the same words at the same time).
  */
 CM_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 65536);	/* words of 64 tids: PID_MAX_LIMIT */
+	__uint(max_entries, 65536);	/* words of 64 tids: PID_MAX_LIMIT (4M) */
 	__type(key, __u32);
 	__type(value, __u64);
 } traced_tids SEC(".maps");

@@ -242,19 +242,6 @@ static unsigned gpu_dev_majors(uint32_t *out, unsigned max)
 	return n;
 }
 
-/* Words of the traced-tid bitmap: one bit per possible thread id. */
-static uint32_t tid_words(void)
-{
-	FILE *f = fopen("/proc/sys/kernel/pid_max", "r");
-	unsigned long max = 0;
-
-	if (!f || fscanf(f, "%lu", &max) != 1 || max == 0 || max > (1UL << 22))
-		max = 1UL << 22;	/* PID_MAX_LIMIT on 64-bit */
-	if (f)
-		fclose(f);
-	return (uint32_t)((max + 63) / 64);
-}
-
 static int map_traced_tids(struct cm_tracer *tr)
 {
 	size_t len = (size_t)bpf_map__max_entries(tr->skel->maps.traced_tids) * sizeof(uint64_t);
@@ -281,7 +268,6 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 	}
 	bpf_map__set_max_entries(skel->maps.threads, o->max_threads);
 	bpf_map__set_max_entries(skel->maps.sysstats, o->max_syscall_rows);
-	bpf_map__set_max_entries(skel->maps.traced_tids, tid_words());
 	skel->rodata->cfg_oncpu_stacks = o->sample_hz > 0;
 	skel->rodata->cfg_offcpu_stacks = o->offcpu_stacks;
 	skel->rodata->cfg_min_block_ns = o->min_block_ns;
