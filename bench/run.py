@@ -353,6 +353,9 @@ def make_tracers(cm_exe):
     return [
         None,
         Floor(),
+        # the least a tracer of exact syscall latency can cost: the hooks and a
+        # clock read at each of enter and exit
+        Floor(["-k"], "floor+clock", "floor + a clock read per event"),
         Contactmap(cm_exe),
         Bpftrace(),
         syscount,
@@ -1376,6 +1379,13 @@ def targets(summary, extras):
         return ", ".join(fmt.format(v) for v in xs)
 
     cm, fl, sc = a("getpid", "contactmap"), a("getpid", "floor"), a("getpid", "syscount")
+    fk = a("getpid", "floor+clock")
+    if None not in (cm, fl, fk):
+        rr = per_rep("getpid", "floor+clock", "floor", lambda c, f: c / f if f > 0 else float("inf"))
+        out.append(f"- (for the next two: the floor plus a clock read at enter and at exit, the "
+                   f"least that exact syscall latency costs, {fk:+.0f} ns, "
+                   f"{fk / fl if fl > 0 else float('inf'):.1f}× the floor; per repetition "
+                   f"{reps_str(rr, '{:.1f}×')}; contactmap {cm - fk:+.0f} ns above it)")
     if None not in (cm, fl):
         rr = per_rep("getpid", "contactmap", "floor", lambda c, f: c / f if f > 0 else float("inf"))
         out.append(f"- added cost per traced syscall ≤ 2× the floor's: contactmap {cm:+.0f} ns, "
