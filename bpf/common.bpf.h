@@ -184,35 +184,18 @@ static __always_inline void resync(struct cm_thread *t, __u64 d)
 		cm_account_blocked(t, d - ran);
 	else
 		t->unattributed_ns += d - ran;
-	if (t->gpu_sync) {
-		t->gpu_spin_ns += ran;
-	} else if (t->sc_nr1) {
-		t->oncpu_sys_ns += ran;
-		t->sc_oncpu += ran;
-	} else {
-		t->oncpu_user_ns += ran;
-	}
+	cm_account_oncpu(t, ran);
 }
 
-/*
- * On-CPU time since the last boundary goes to user or syscall time, or, inside
- * a CUDA synchronize call, to GPU wait (spin): the syscalls such a call makes
- * keep their count and latency but not this time, so nothing is counted twice.
- */
+/* On-CPU time since the last boundary ends now (see cm_account_oncpu). */
 static __always_inline void account_oncpu(struct cm_thread *t, __u64 now)
 {
 	__u64 d = now - t->state_ts;
 
-	if (t->state != CM_RUNNING && t->state != CM_UNKNOWN) {
+	if (t->state != CM_RUNNING && t->state != CM_UNKNOWN)
 		resync(t, d);
-	} else if (t->gpu_sync) {
-		t->gpu_spin_ns += d;
-	} else if (t->sc_nr1) {
-		t->oncpu_sys_ns += d;
-		t->sc_oncpu += d;
-	} else {
-		t->oncpu_user_ns += d;
-	}
+	else
+		cm_account_oncpu(t, d);
 	t->state = CM_RUNNING;
 	t->state_ts = now;
 }

@@ -248,6 +248,25 @@ struct cm_counters {
 };
 
 /*
+ * On-CPU time d ends at a boundary: it goes to user or syscall time or, inside
+ * a CUDA synchronize call, to GPU wait (spin): the syscalls such a call makes
+ * keep their count and latency but not this time, so nothing is counted twice.
+ * One definition for the BPF programs and for user space closing the intervals
+ * still open at the end.
+ */
+static inline __attribute__((always_inline)) void cm_account_oncpu(struct cm_thread *t, __u64 d)
+{
+	if (t->gpu_sync) {
+		t->gpu_spin_ns += d;
+	} else if (t->sc_nr1) {
+		t->oncpu_sys_ns += d;
+		t->sc_oncpu += d;
+	} else {
+		t->oncpu_user_ns += d;
+	}
+}
+
+/*
  * Blocked time d ends (a wake-up, or a switch-in with no wake-up seen): it
  * goes to the cause the switch-out recorded. One definition for the BPF
  * programs and for user space closing the intervals still open at the end.

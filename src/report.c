@@ -59,14 +59,7 @@ static void close_open_interval(struct cm_thread *t, struct cm_sys_stat *infligh
 	d = end - t->state_ts;
 	switch (t->state) {
 	case CM_RUNNING:
-		if (t->gpu_sync) {
-			t->gpu_spin_ns += d;
-		} else if (t->sc_nr1) {
-			t->oncpu_sys_ns += d;
-			t->sc_oncpu += d;
-		} else {
-			t->oncpu_user_ns += d;
-		}
+		cm_account_oncpu(t, d);
 		break;
 	case CM_RUNQ_WAKE:
 		t->runq_wake_ns += d;
