@@ -746,10 +746,16 @@ def infer_attach_ab(cm, windows, secs, tmp, margin=0.5, warmup=4.0):
         for w in range(windows):
             time.sleep(secs)
             out = os.path.join(d, f"cm-{w}.json")
-            subprocess.run([cm.exe, "-p", str(victim.pid), "-d", str(secs), "-o", out],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=secs + 60)
-            with open(out) as f:
-                win = json.load(f)["window"]
+            p = None
+            try:
+                p = subprocess.run([cm.exe, "-p", str(victim.pid), "-d", str(secs), "-o", out],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   timeout=secs + 60)
+                with open(out) as f:
+                    win = json.load(f)["window"]
+            except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+                why = (p.stderr.strip().splitlines() or [""])[-1] if p else ""
+                raise RunError(f"window {w}: no contactmap report ({e}) {why}".strip())
             edges.append(("none", t, win["start_ns"]))
             edges.append(("contactmap", win["start_ns"], win["end_ns"]))
             t = time.monotonic_ns()
@@ -759,6 +765,8 @@ def infer_attach_ab(cm, windows, secs, tmp, margin=0.5, warmup=4.0):
         kill_tree(victim)
         victim.wait()
     lats = []
+    if not os.path.exists(lat_path):
+        raise RunError(f"the example wrote no latencies ({lat_path})")
     with open(lat_path) as f:
         for line in f:
             a = line.split()
@@ -1188,7 +1196,10 @@ def run_main(args, info, foreign, cm_exe, reps, tmp, t_start):
             extras["infer_ab_iters"] = iters
             wins, secs = (2, 2) if args.quick else (args.infer_windows, 3)
             log(f"inference, one process, contactmap attached to {wins} of its windows ...")
-            extras["infer_attach"] = infer_attach_ab(cm, wins, secs, tmp)
+            try:
+                extras["infer_attach"] = infer_attach_ab(cm, wins, secs, tmp)
+            except RunError as e:
+                log(f"  inference, one process: FAILED: {e}")
 
     info["load_end"] = read("/proc/loadavg").split()[:3]
     elapsed = time.monotonic() - t_start
