@@ -41,12 +41,16 @@ def contactmap_bin():
     pytest.fail("contactmap is not built: run `make all test-bins` first", pytrace=False)
 
 
+def built(path, what):
+    """PATH as a string if it is an executable file, else the test fails saying
+    that WHAT is not built."""
+    if not (path.exists() and os.access(path, os.X_OK)):
+        pytest.fail(f"{what} is not built ({path}): run `make test-bins` first", pytrace=False)
+    return str(path)
+
+
 def workload(name):
-    p = WORKLOADS / name
-    if not (p.exists() and os.access(p, os.X_OK)):
-        pytest.fail(f"workload {name} is not built ({p}): run `make test-bins` first",
-                    pytrace=False)
-    return str(p)
+    return built(WORKLOADS / name, f"workload {name}")
 
 
 # --------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (NSLOTS, OUTPUT, Run, block_devices_of, find_proc, find_thread, parse_truth, run_cm,
-                      syscall_count, syscall_rows, syscall_sum)
+from conftest import (NSLOTS, OUTPUT, Run, block_devices_of, built, find_proc, find_thread,
+                      parse_truth, run_cm, syscall_count, syscall_rows, syscall_sum)
 
 pytestmark = pytest.mark.usefixtures("need_root")
 
@@ -72,11 +72,7 @@ IO_LAT_TOLERANCE, IO_LAT_SLACK_NS = 0.10, 20_000
 
 
 def bench(name):
-    p = MB / name
-    if not (p.exists() and os.access(p, os.X_OK)):
-        pytest.fail(f"microbenchmark {name} is not built ({p}): run `make test-bins`",
-                    pytrace=False)
-    return str(p)
+    return built(MB / name, f"microbenchmark {name}")
 
 
 def traced_bench(tmp_path, name, *args):
