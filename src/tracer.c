@@ -452,35 +452,30 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		tr->skel = NULL;
 		return -1;
 	}
-	if (map_traced_tids(tr)) {
-		contactmap_bpf__destroy(tr->skel);
-		tr->skel = NULL;
-		return -1;
-	}
+	/* from here on a failure undoes everything (a timeline file included) */
+	if (map_traced_tids(tr))
+		goto fail;
 	err = contactmap_bpf__attach(tr->skel);
 	if (err) {
 		cm_err("cannot attach BPF programs: %s (is tracefs or debugfs usable? try -vv)", strerror(-err));
-		contactmap_bpf__destroy(tr->skel);
-		tr->skel = NULL;
-		return -1;
+		goto fail;
 	}
 	if ((o->sample_hz || o->offcpu_stacks) && start_stacks(tr, o))
-		return -1;
+		goto fail;
 	if (o->trace_path && start_timeline(tr, o))
-		return -1;
+		goto fail;
 	if (cm_gpu_start(tr, o)) {
 		cm_err("out of memory setting up GPU tracing");
-		contactmap_bpf__destroy(tr->skel);
-		tr->skel = NULL;
-		return -1;
+		goto fail;
 	}
 	/* last: the sampling thread must not outlive a failed start */
-	if (cm_observer_start(tr, o->observer)) {
-		cm_tracer_close(tr);
-		return -1;
-	}
+	if (cm_observer_start(tr, o->observer))
+		goto fail;
 	tr->start_ns = cm_now_ns();
 	return 0;
+fail:
+	cm_tracer_close(tr);
+	return -1;
 }
 
 void cm_tracer_open_window(struct cm_tracer *tr)
