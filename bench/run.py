@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shlex
 import shutil
 import signal
@@ -633,7 +632,6 @@ def main_table(summary, workloads, tracers, skipped):
              "| × untraced | × contactmap | lost |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for wl in workloads:
-        base = summary.get((wl.key, "none"), {}).get("median")
         cm = summary.get((wl.key, "contactmap"), {}).get("median")
         first = True
         for t in tracers:
