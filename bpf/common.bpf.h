@@ -161,46 +161,6 @@ static __always_inline struct cm_thread *thread_of(__u32 tid)
 }
 
 
-/*
- * The thread runs code although its last event left it off CPU: its switch-in
- * was never traced (this kernel's sched_switch tracepoint sometimes reports a
- * switch-out with no switch-in to match). The kernel's own exec-time counter
- * says how much of the gap it ran; the rest was the state we had it in. The
- * counter lags by at most a tick, so the run part is a slight underestimate.
- */
-static __always_inline void resync(struct cm_thread *t, __u64 d)
-{
-	struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
-	__u64 ran = BPF_CORE_READ(cur, se.sum_exec_runtime) - t->exec_at_out;
-
-	__sync_fetch_and_add(&counters.run_while_off, 1);
-	if (ran > d)
-		ran = d;
-	/* for the timeline: it has been running for the last `ran` ns */
-	t->run_ts = t->state_ts + d - ran;
-	if (t->state == CM_RUNQ_PREEMPT || t->state == CM_RUNQ_WAKE)
-		t->runq_preempt_ns += d - ran;
-	else if (t->state == CM_BLOCKED)
-		cm_account_blocked(t, d - ran);
-	else
-		t->unattributed_ns += d - ran;
-	cm_account_oncpu(t, ran);
-}
-
-/* On-CPU time since the last boundary ends now (see cm_account_oncpu). */
-static __always_inline void account_oncpu(struct cm_thread *t, __u64 now)
-{
-	__u64 d = now - t->state_ts;
-
-	if (t->state != CM_RUNNING && t->state != CM_UNKNOWN)
-		resync(t, d);
-	else
-		cm_account_oncpu(t, d);
-	t->state = CM_RUNNING;
-	t->state_ts = now;
-}
-
-
 /* Copies the user stack from sp up in 1 KiB chunks, then 128-byte ones: a
  * read that crosses the end of the stack mapping fails whole. */
 static __always_inline __u32 snap_user_stack(__u8 *dst, __u64 sp)
@@ -319,6 +279,137 @@ static __always_inline void emit_maps(struct cm_thread *t)
 	e->pid = t->pid;
 	e->tid = t->tid;
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* A scheduler slice of the thread on the timeline. `est`: its end is an
+ * estimate (a switch-in the tracepoint never reported, see resync). */
+static __always_inline void trace_slice(struct cm_thread *t, __u16 kind, __u64 start, __u64 end,
+					bool est)
+{
+	__u16 cause = kind == CM_SL_BLOCKED ? t->blk_cause : 0;
+	__u32 nr = kind == CM_SL_BLOCKED && t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1 ? t->sc_nr1 - 1 : 0;
+
+	if (cfg_trace)
+		emit_slice(t->pid, t->tid, &t->trace_seq, kind | (est ? CM_SL_ESTIMATED : 0), cause, nr,
+			   start, end, 0);
+}
+
+/* Blocks outside syscalls get their off-CPU stack here (the thread is not
+ * current, so frame-pointer stacks only); a syscall's at its sys_exit. */
+static __always_inline void offcpu_nonsyscall(struct cm_thread *t, __u64 d)
+{
+	if (!cfg_offcpu_stacks || (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1))
+		return;
+	if (d >= cfg_min_block_ns) {
+		emit_offcpu(t, t->blk_cause, 0, d, false);
+	} else {
+		__sync_fetch_and_add(&counters.offcpu_skipped, 1);
+		__sync_fetch_and_add(&counters.offcpu_skipped_ns, d);
+	}
+}
+
+/*
+ * The thread's off-CPU stretch, from state_ts to `end`, is over: charge it by
+ * the state the thread left the CPU in and put it on the timeline. Called at
+ * its switch-in, and by resync (`resynced`) when no switch-in was reported and
+ * `end` is an estimate.
+ */
+static __always_inline void settle_off_cpu(struct cm_thread *t, __u64 end, bool resynced)
+{
+	__u64 d = end - t->state_ts, wake = t->wake_ts;
+
+	switch (t->state) {
+	case CM_RUNQ_WAKE:
+	case CM_RUNQ_PREEMPT:
+		if (t->state == CM_RUNQ_WAKE)
+			t->runq_wake_ns += d;
+		else
+			t->runq_preempt_ns += d;
+		t->runq_waits++;
+		hist_add(t->runq_hist, d);
+		trace_slice(t, CM_SL_RUNQ, t->state_ts, end, resynced);
+		break;
+	case CM_BLOCKED:
+	case CM_UNKNOWN:
+		/* blocked until the wakeup, then runnable until the end */
+		if (wake > t->state_ts && wake <= end) {
+			if (t->state == CM_BLOCKED) {
+				cm_account_blocked(t, wake - t->state_ts);
+				offcpu_nonsyscall(t, wake - t->state_ts);
+			} else {
+				t->unattributed_ns += wake - t->state_ts;
+				__sync_fetch_and_add(&counters.wakeup_unknown, 1);
+			}
+			t->wakeups++;
+			t->runq_wake_ns += end - wake;
+			t->runq_waits++;
+			hist_add(t->runq_hist, end - wake);
+			trace_slice(t, CM_SL_BLOCKED, t->state_ts, wake, false);
+			trace_slice(t, CM_SL_RUNQ, wake, end, resynced);
+		} else if (t->state == CM_BLOCKED) {
+			/* resumed with no wakeup seen: all of it was blocked */
+			cm_account_blocked(t, d);
+			offcpu_nonsyscall(t, d);
+			trace_slice(t, CM_SL_BLOCKED, t->state_ts, end, resynced);
+			if (!resynced)
+				__sync_fetch_and_add(&counters.switch_in_blocked, 1);
+		} else {
+			/*
+			 * Seeded as runnable ('R' in /proc) and switched in with
+			 * no event of its own and no wakeup since: it was not on
+			 * a CPU (a running thread is seen leaving one first), so
+			 * it waited in the run queue all along. A wrapped command
+			 * is seeded so right after fork, and charging this to
+			 * unattributed broke the 1% bound of short commands.
+			 */
+			t->runq_wake_ns += d;
+			t->runq_waits++;
+			hist_add(t->runq_hist, d);
+			__sync_fetch_and_add(&counters.switch_in_unknown, 1);
+		}
+		break;
+	default:
+		t->unattributed_ns += d;
+		if (!resynced)
+			__sync_fetch_and_add(&counters.switch_in_unknown, 1);
+	}
+}
+
+/*
+ * The thread runs code although its last event left it off CPU: its switch-in
+ * was never reported. This kernel's sched_switch tracepoint sometimes does
+ * that (a classic-tracepoint bpftrace script counting the same thread's
+ * switches sees the same hole, so it is not this program missing a run). The
+ * kernel's own exec-time counter says how much of the gap it ran; the rest is
+ * settled by the state we had it in, up to that estimated switch-in. The
+ * counter lags by at most a tick, so the run part is a slight underestimate.
+ */
+static __always_inline void resync(struct cm_thread *t, __u64 d)
+{
+	struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
+	__u64 ran = BPF_CORE_READ(cur, se.sum_exec_runtime) - t->exec_at_out;
+
+	__sync_fetch_and_add(&counters.run_while_off, 1);
+	if (ran > d)
+		ran = d;
+	settle_off_cpu(t, t->state_ts + d - ran, true);
+	/* for the timeline: it has been running for the last `ran` ns */
+	t->run_ts = t->state_ts + d - ran;
+	t->run_est = 1;
+	cm_account_oncpu(t, ran);
+}
+
+/* On-CPU time since the last boundary ends now (see cm_account_oncpu). */
+static __always_inline void account_oncpu(struct cm_thread *t, __u64 now)
+{
+	__u64 d = now - t->state_ts;
+
+	if (t->state != CM_RUNNING && t->state != CM_UNKNOWN)
+		resync(t, d);
+	else
+		cm_account_oncpu(t, d);
+	t->state = CM_RUNNING;
+	t->state_ts = now;
 }
 
 #endif /* CM_COMMON_BPF_H */

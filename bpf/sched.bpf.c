@@ -14,29 +14,6 @@
  */
 #define TASK_PID(btf, p) ((btf) ? (p)->pid : BPF_CORE_READ((p), pid))
 
-static __always_inline void trace_slice(struct cm_thread *t, __u16 kind, __u64 start, __u64 end)
-{
-	__u16 cause = kind == CM_SL_BLOCKED ? t->blk_cause : 0;
-	__u32 nr = kind == CM_SL_BLOCKED && t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1 ? t->sc_nr1 - 1 : 0;
-
-	if (cfg_trace)
-		emit_slice(t->pid, t->tid, &t->trace_seq, kind, cause, nr, start, end, 0);
-}
-
-/* Blocks outside syscalls get their off-CPU stack here (the thread is not
- * current, so frame-pointer stacks only); a syscall's at its sys_exit. */
-static __always_inline void offcpu_nonsyscall(struct cm_thread *t, __u64 d)
-{
-	if (!cfg_offcpu_stacks || (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1))
-		return;
-	if (d >= cfg_min_block_ns) {
-		emit_offcpu(t, t->blk_cause, 0, d, false);
-	} else {
-		__sync_fetch_and_add(&counters.offcpu_skipped, 1);
-		__sync_fetch_and_add(&counters.offcpu_skipped_ns, d);
-	}
-}
-
 static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct task_struct *prev,
 				     struct task_struct *next, unsigned int prev_state)
 {
@@ -50,8 +27,11 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 		account_oncpu(t, now);
 		t->exec_at_out = btf ? prev->se.sum_exec_runtime : BPF_CORE_READ(prev, se.sum_exec_runtime);
 		if (cfg_trace && t->run_ts)
-			emit_slice(t->pid, t->tid, &t->trace_seq, CM_SL_RUN, 0, 0, t->run_ts, now, 0);
-		t->run_ts = 0;	/* a switch-out with no switch-in after it starts no slice */
+			emit_slice(t->pid, t->tid, &t->trace_seq,
+				   CM_SL_RUN | (t->run_est ? CM_SL_ESTIMATED : 0), 0, 0, t->run_ts, now, 0);
+		/* a switch-out with no switch-in after it starts no slice */
+		t->run_ts = 0;
+		t->run_est = 0;
 		if ((prev_state & TASK_DEAD_STATE) && (t->flags & CM_TF_EXITED)) {
 			t->state = CM_DEAD;
 			t->end_ns = now;
@@ -86,71 +66,16 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 
 	t = thread_of(TASK_PID(btf, next));
 	if (t) {
-		__u64 d = now - t->state_ts, wake;
 		__u32 cpu = bpf_get_smp_processor_id();
 
-		switch (t->state) {
-		case CM_RUNQ_WAKE:
-			t->runq_wake_ns += d;
-			t->runq_waits++;
-			hist_add(t->runq_hist, d);
-			trace_slice(t, CM_SL_RUNQ, t->state_ts, now);
-			break;
-		case CM_RUNQ_PREEMPT:
-			t->runq_preempt_ns += d;
-			t->runq_waits++;
-			hist_add(t->runq_hist, d);
-			trace_slice(t, CM_SL_RUNQ, t->state_ts, now);
-			break;
-		case CM_BLOCKED:
-		case CM_UNKNOWN:
-			/* blocked until the wakeup, then runnable until now */
-			wake = t->wake_ts;
-			if (wake > t->state_ts && wake <= now) {
-				if (t->state == CM_BLOCKED) {
-					cm_account_blocked(t, wake - t->state_ts);
-					offcpu_nonsyscall(t, wake - t->state_ts);
-				} else {
-					t->unattributed_ns += wake - t->state_ts;
-					__sync_fetch_and_add(&counters.wakeup_unknown, 1);
-				}
-				t->wakeups++;
-				t->runq_wake_ns += now - wake;
-				t->runq_waits++;
-				hist_add(t->runq_hist, now - wake);
-				trace_slice(t, CM_SL_BLOCKED, t->state_ts, wake);
-				trace_slice(t, CM_SL_RUNQ, wake, now);
-			} else if (t->state == CM_BLOCKED) {
-				/* resumed with no wakeup seen: all of it was blocked */
-				cm_account_blocked(t, d);
-				offcpu_nonsyscall(t, d);
-				trace_slice(t, CM_SL_BLOCKED, t->state_ts, now);
-				__sync_fetch_and_add(&counters.switch_in_blocked, 1);
-			} else {
-				/*
-				 * Seeded as runnable ('R' in /proc) and switched in with
-				 * no event of its own and no wakeup since: it was not on
-				 * a CPU (a running thread is seen leaving one first), so
-				 * it waited in the run queue all along. A wrapped command
-				 * is seeded so right after fork, and charging this to
-				 * unattributed broke the 1% bound of short commands.
-				 */
-				t->runq_wake_ns += d;
-				t->runq_waits++;
-				hist_add(t->runq_hist, d);
-				__sync_fetch_and_add(&counters.switch_in_unknown, 1);
-			}
-			break;
-		default:
-			t->unattributed_ns += d;
-			__sync_fetch_and_add(&counters.switch_in_unknown, 1);
-		}
+		settle_off_cpu(t, now, false);
 		if (t->last_cpu != cpu && t->last_cpu != (__u32)-1)
 			t->migrations++;
 		t->last_cpu = cpu;
 		t->state = CM_RUNNING;
 		t->state_ts = now;
 		t->run_ts = now;
+		t->run_est = 0;
 	}
 	return 0;
 }

@@ -59,7 +59,7 @@ struct cm_thread {
 	__u64 exec_at_out;	/* task->se.sum_exec_runtime at the last switch-out */
 	__u64 run_ts;		/* when it was last switched in (timeline) */
 	__u32 trace_seq;	/* timeline events emitted or dropped for this thread */
-	__u32 pad2;
+	__u32 run_est;		/* run_ts is an estimate (resync) */
 	__s32 out_kstack;	/* stacks where it last blocked (when stacks are on) */
 	__s32 out_ustack;
 	__u64 fault_seg;	/* state_ts of the segment of the last user page fault:
@@ -213,6 +213,8 @@ struct cm_stack_event {
 #define CM_SL_BLOCK_IO 5	/* a block request: tid is the submitter, nr the op */
 #define CM_SL_GPU_KERNEL 6	/* device time of a kernel: tid is the stream, nr the device */
 #define CM_SL_GPU_COPY 7	/* a copy or memset: tid the stream, nr device | kind << 8 | memset << 16 */
+#define CM_SL_ESTIMATED 0x8000	/* flag on RUN/RUNQ/BLOCKED: the switch-in that ends or starts it
+				 * was never reported, so that edge is estimated */
 
 struct cm_slice_event {
 	__u32 type;		/* CM_EV_SLICE */

@@ -243,6 +243,8 @@ static void cause_name(const struct agg *a, char *buf, size_t sz)
 		snprintf(buf, sz, "syscall:%s", cm_syscall_name(a->nr));
 	else if (a->cause == CM_CAUSE_FAULT)
 		snprintf(buf, sz, "page_fault");
+	else if (a->cause == CM_CAUSE_GPU_SYNC)
+		snprintf(buf, sz, "gpu_sync");
 	else
 		snprintf(buf, sz, "other");
 }

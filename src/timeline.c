@@ -149,6 +149,8 @@ static const char *cause_of(const struct cm_slice_event *e, char *buf, size_t sz
 		snprintf(buf, sz, "syscall:%s", cm_syscall_name(e->nr));
 	else if (e->cause == CM_CAUSE_FAULT)
 		snprintf(buf, sz, "page_fault");
+	else if (e->cause == CM_CAUSE_GPU_SYNC)
+		snprintf(buf, sz, "gpu_sync");
 	else
 		snprintf(buf, sz, "other");
 	return buf;
@@ -179,29 +181,35 @@ int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len)
 	double ts, dur;
 	char cause[96];
 	uint32_t missed;
+	unsigned kind;
+	const char *est;
 
 	if (len < sizeof(*e) || e->type != CM_EV_SLICE || e->end < e->start)
 		return 0;
+	kind = e->kind & ~CM_SL_ESTIMATED;
+	/* an edge the kernel never reported, estimated from its exec-time counter */
+	est = e->kind & CM_SL_ESTIMATED ? ",\"args\":{\"edge\":\"estimated\"}" : "";
 	ts = us(tl, e->start);
 	dur = (double)(e->end - e->start) / 1000.0;
-	if (e->kind < CM_SL_BLOCK_IO && e->seq && (missed = seq_jump(tl, e->tid, e->seq))) {
+	if (kind < CM_SL_BLOCK_IO && e->seq && (missed = seq_jump(tl, e->tid, e->seq))) {
 		tl->gaps++;
 		tl->gap_events += missed;
 		emit(tl, "{\"name\":\"gap: %u events dropped\",\"cat\":\"gap\",\"ph\":\"i\",\"s\":\"t\","
 		     "\"ts\":%.3f,\"pid\":%u,\"tid\":%u}", missed, ts, e->pid, e->tid);
 	}
-	switch (e->kind) {
+	switch (kind) {
 	case CM_SL_RUN:
 		emit(tl, "{\"name\":\"running\",\"cat\":\"cpu\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
-		     "\"pid\":%u,\"tid\":%u}", ts, dur, e->pid, e->tid);
+		     "\"pid\":%u,\"tid\":%u%s}", ts, dur, e->pid, e->tid, est);
 		break;
 	case CM_SL_RUNQ:
 		emit(tl, "{\"name\":\"runnable\",\"cat\":\"runq\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
-		     "\"pid\":%u,\"tid\":%u}", ts, dur, e->pid, e->tid);
+		     "\"pid\":%u,\"tid\":%u%s}", ts, dur, e->pid, e->tid, est);
 		break;
 	case CM_SL_BLOCKED:
 		emit(tl, "{\"name\":\"%s\",\"cat\":\"blocked\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
-		     "\"pid\":%u,\"tid\":%u}", cause_of(e, cause, sizeof(cause)), ts, dur, e->pid, e->tid);
+		     "\"pid\":%u,\"tid\":%u%s}", cause_of(e, cause, sizeof(cause)), ts, dur, e->pid, e->tid,
+		     est);
 		break;
 	case CM_SL_SYSCALL:
 		emit(tl, "{\"name\":\"%s\",\"cat\":\"syscall\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"

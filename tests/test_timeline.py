@@ -50,6 +50,10 @@ def test_sleep_slices(tmp_path):
     assert syscall_count(find_proc(r.report, pid=pid), "clock_nanosleep") == SLEEPS
     assert tl["otherData"]["dropped_in_kernel"] == 0
     assert tl["otherData"]["gaps"] == 0
+    # a switch-in the tracepoint did not report (anomalies.ran_while_off_cpu)
+    # still leaves no hole: one running slice with an estimated start each
+    est = [e for e in ev if e["name"] == "running" and e.get("args", {}).get("edge") == "estimated"]
+    assert len(est) == r.report["anomalies"]["ran_while_off_cpu"]
 
 
 @pytest.mark.parametrize("args", [("sleeper", SLEEPS, SLEEP_US), ("pingpong", 300),
