@@ -213,6 +213,8 @@ struct cm_stack_event {
 #define CM_SL_BLOCK_IO 5	/* a block request: tid is the submitter, nr the op */
 #define CM_SL_GPU_KERNEL 6	/* device time of a kernel: tid is the stream, nr the device */
 #define CM_SL_GPU_COPY 7	/* a copy or memset: tid the stream, nr device | kind << 8 | memset << 16 */
+/* the timeline's reader wakes on its own this often (its events do not wake it) */
+#define CM_TRACE_POLL_MS 50
 #define CM_SL_ESTIMATED 0x8000	/* flag on RUN/RUNQ/BLOCKED: the switch-in that ends or starts it
 				 * was never reported, so that edge is estimated */
 

@@ -548,14 +548,16 @@ static int run_wrap(struct opts *o)
 		int tick = interval_due(&tr, o, &next_tick);
 		if (tick >= 0 && (timeout < 0 || tick < timeout))
 			timeout = tick;
+		int rb_ms = cm_tracer_poll_ms(&tr);
+		if (rb_ms >= 0 && (timeout < 0 || rb_ms < timeout))
+			timeout = rb_ms;
 		if (pidfd < 0)
 			pfd[2].fd = -1;	/* poll ignores negative fds */
 		if (poll(pfd, 4, timeout) < 0 && errno != EINTR)
 			break;
 		if (pfd[1].revents & POLLIN)
 			cm_gpu_poll(&tr);
-		if (pfd[3].revents & POLLIN)
-			cm_tracer_consume(&tr);
+		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 
@@ -675,14 +677,15 @@ static int run_attach(struct opts *o)
 		int tick = interval_due(&tr, o, &next_tick);
 		if (tick >= 0 && tick < timeout)
 			timeout = tick;
+		if (cm_tracer_poll_ms(&tr) >= 0 && cm_tracer_poll_ms(&tr) < timeout)
+			timeout = cm_tracer_poll_ms(&tr);
 		if (poll(pfd, 2, timeout) > 0 && (pfd[0].revents & POLLIN)) {
 			struct signalfd_siginfo si;
 
 			if (read(sfd, &si, sizeof(si)) == sizeof(si))
 				stop_sig = si.ssi_signo;
 		}
-		if (pfd[1].revents & POLLIN)
-			cm_tracer_consume(&tr);
+		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
 		cm_gpu_poll(&tr);
 	}
 

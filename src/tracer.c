@@ -376,6 +376,11 @@ int cm_tracer_event_fd(struct cm_tracer *tr)
 	return tr->rb ? ring_buffer__epoll_fd(tr->rb) : -1;
 }
 
+int cm_tracer_poll_ms(const struct cm_tracer *tr)
+{
+	return tr->timeline ? CM_TRACE_POLL_MS : -1;
+}
+
 void cm_tracer_consume(struct cm_tracer *tr)
 {
 	if (tr->rb)

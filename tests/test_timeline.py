@@ -1,10 +1,12 @@
 """The timeline (--trace): Chrome Trace Event JSON checked against known work."""
 import json
+import os
+import subprocess
 from collections import defaultdict
 
 import pytest
 
-from conftest import find_proc, run_cm, syscall_count, wrap_run
+from conftest import find_proc, kill_quietly, run_cm, syscall_count, workload, wrap_run
 
 pytestmark = pytest.mark.usefixtures("need_root")
 
@@ -54,6 +56,25 @@ def test_sleep_slices(tmp_path):
     # still leaves no hole: one running slice with an estimated start each
     est = [e for e in ev if e["name"] == "running" and e.get("args", {}).get("edge") == "estimated"]
     assert len(est) == r.report["anomalies"]["ran_while_off_cpu"]
+
+
+def test_reader_does_not_preempt_the_traced(tmp_path):
+    """With every CPU busy, a sleeper traced with --trace takes about as few
+    involuntary switches as untraced (the kernel's own count). When each slice
+    woke the reader, the reader preempted the sleeper after every wake-up, and
+    each switch made more slices: 400 to 1500 a run of 20 sleeps here."""
+    hogs = [subprocess.Popen([workload("burn"), "4000"], stdout=subprocess.DEVNULL)
+            for _ in range(os.cpu_count() or 1)]
+    try:
+        r, tl = run(tmp_path, "sleeper", SLEEPS, SLEEP_US)
+    finally:
+        for h in hogs:
+            kill_quietly(h.pid)
+            h.wait()
+    assert r.truth["loop_nivcsw"] <= 2 * SLEEPS, r.truth
+    assert tl["otherData"]["dropped_in_kernel"] == 0
+    ev = x_events(tl, r.truth["pid"])
+    assert len([e for e in ev if e["name"] == "syscall:clock_nanosleep"]) == SLEEPS
 
 
 @pytest.mark.parametrize("args", [("sleeper", SLEEPS, SLEEP_US), ("pingpong", 300),
