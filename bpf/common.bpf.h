@@ -132,6 +132,21 @@ static __always_inline void hist_add(__u64 *hist, __u64 v)
 		hist[slot]++;
 }
 
+/* The map's value for key, created from `zero` if missing; `full` counts a full map. */
+static __always_inline void *lookup_or_init(void *map, const void *key, const void *zero,
+					    __u64 *full)
+{
+	void *v = bpf_map_lookup_elem(map, key);
+
+	if (v)
+		return v;
+	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
+	v = bpf_map_lookup_elem(map, key);
+	if (!v)
+		__sync_fetch_and_add(full, 1);
+	return v;
+}
+
 static __always_inline bool tid_traced(__u32 tid)
 {
 	__u32 w = tid / 64;

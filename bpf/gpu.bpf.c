@@ -74,20 +74,6 @@ const volatile struct cm_gpu_pinned zero_gpu_pinned = {};
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static __always_inline void *lookup_or_init(void *map, const void *key, const void *zero,
-					    __u64 *full)
-{
-	void *v = bpf_map_lookup_elem(map, key);
-
-	if (v)
-		return v;
-	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
-	v = bpf_map_lookup_elem(map, key);
-	if (!v)
-		__sync_fetch_and_add(full, 1);
-	return v;
-}
-
 static __always_inline struct cm_gpu_proc *proc_of(__u32 pid)
 {
 	return lookup_or_init(&gpu_procs, &pid, (void *)&zero_gpu_proc, &gpu_counters.procs_full);

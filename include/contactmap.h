@@ -157,7 +157,8 @@ struct cm_blk_key {
 #define CM_BLK_OTHER 4
 
 struct cm_blk_stat {
-	__u64 count;
+	__u64 submitted;	/* claimed for a traced submitter */
+	__u64 count;		/* completions seen (bytes, times and hist are theirs) */
 	__u64 bytes;
 	__u64 total_ns;
 	__u64 max_ns;

@@ -67,6 +67,8 @@ static const char usage[] =
 "      --no-observer-cost the same as --observer-cost off\n"
 "      --max-threads N    traced-thread map size (default 4096)\n"
 "      --attach-type T    force tp_btf or raw_tp (default: best available)\n"
+"      --block-claim insert_issue  claim block requests at insert/issue, as\n"
+"                         on kernels before 6.5 (default: block_io_start)\n"
 "      --gpu MODE         CUDA work: auto (default: CUPTI agent when wrapping,\n"
 "                         uprobes when attaching), cupti, uprobes, or off\n"
 "  -v, --verbose          more messages; -vv adds libbpf's log\n"
@@ -114,7 +116,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
-	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER };
+	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -123,6 +125,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "threads", no_argument, NULL, 't' },
 		{ "max-threads", required_argument, NULL, OPT_MAX_THREADS },
 		{ "attach-type", required_argument, NULL, OPT_ATTACH_TYPE },
+		{ "block-claim", required_argument, NULL, OPT_BLOCK_CLAIM },
 		{ "freq", required_argument, NULL, 'F' },
 		{ "stacks", required_argument, NULL, OPT_STACKS },
 		{ "min-block", required_argument, NULL, OPT_MIN_BLOCK },
@@ -235,6 +238,11 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			if (strcmp(optarg, "tp_btf") && strcmp(optarg, "raw_tp"))
 				bad_usage("bad --attach-type '%s': tp_btf or raw_tp", optarg);
 			o->tr.force_attach = optarg;
+			break;
+		case OPT_BLOCK_CLAIM:
+			if (strcmp(optarg, "insert_issue"))
+				bad_usage("bad --block-claim '%s': insert_issue", optarg);
+			o->tr.block_claim_insert = true;
 			break;
 		case OPT_GPU:
 			if (!strcmp(optarg, "auto"))
@@ -756,7 +764,9 @@ static int cmd_check(void)
 	print_feature("perf cpu-clock", f->perf_cpu_clock, "software sampling for stacks");
 	print_feature("hardware counters", f->hw_counters, "");
 	print_feature("page_fault_user", f->page_fault_tp, f->page_fault_tp ? "tracepoint: fault blocking attributed" : "no tracepoint: fault blocking counted as 'other'");
-	print_feature("block tracepoints", f->block_tp, "block_rq_insert/issue/complete");
+	print_feature("block tracepoints", f->block_tp,
+		      f->block_io_start_tp ? "requests claimed at block_io_start, in the submitter's context"
+					   : "requests claimed at insert/issue (block_io_start: 6.5+)");
 	print_feature("GPU programs", f->gpu, f->gpu ? "CUPTI agent hook and CUDA library uprobes"
 						    : f->gpu_error[0] ? f->gpu_error : "not loaded");
 	print_feature("uprobe_multi", f->uprobe_multi, f->uprobe_multi ? "one link per CUDA library (fast detach)"

@@ -424,6 +424,7 @@ static json_object *process_json(struct ctx *c, const struct proc *p, struct led
 		snprintf(dev, sizeof(dev), "%u:%u", bk->dev >> 20, bk->dev & ((1U << 20) - 1));
 		json_object_object_add(r, "device", json_object_new_string(dev));
 		json_object_object_add(r, "op", json_object_new_string(blk_op_name(bk->op)));
+		J_INT(r, "submitted", bs->submitted);
 		J_INT(r, "count", bs->count);
 		J_INT(r, "bytes", bs->bytes);
 		J_INT(r, "total_ns", bs->total_ns);
@@ -456,6 +457,8 @@ json_object *cm_features_json(const struct cm_features *f)
 	json_object_object_add(o, "hw_counters", json_object_new_boolean(f->hw_counters));
 	json_object_object_add(o, "page_fault_tracepoint", json_object_new_boolean(f->page_fault_tp));
 	json_object_object_add(o, "block_tracepoints", json_object_new_boolean(f->block_tp));
+	json_object_object_add(o, "block_claim", json_object_new_string(
+		!f->block_tp ? "none" : f->block_io_start_tp ? "block_io_start" : "insert_issue"));
 	json_object_object_add(o, "gpu_programs", json_object_new_boolean(f->gpu));
 	return o;
 }
@@ -567,6 +570,11 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	J_INT(o, "ran_while_off_cpu", s->counters.run_while_off);
 	J_INT(o, "switch_in_from_unknown", s->counters.switch_in_unknown);
 	J_INT(o, "wakeup_from_unknown", s->counters.wakeup_unknown);
+	uint64_t unfinished = 0;
+	for (size_t k = 0; k < s->nblk; k++)
+		if (s->blk_stats[k].submitted > s->blk_stats[k].count)
+			unfinished += s->blk_stats[k].submitted - s->blk_stats[k].count;
+	J_INT(o, "block_unfinished", unfinished);
 	json_object_object_add(r, "anomalies", o);
 
 	/* close open intervals and read what only /proc still knows */

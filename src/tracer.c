@@ -151,7 +151,8 @@ void cm_probe_features(struct cm_features *f, bool full)
 {
 	struct btf_names q = { .name = { "btf_trace_page_fault_user", "btf_trace_block_rq_issue",
 					 "btf_trace_block_rq_complete", "btf_trace_block_rq_insert",
-					 "btf_trace_block_io_start", "bpf_uprobe_multi_link" }, .n = 6 };
+					 "btf_trace_block_io_start", "bpf_uprobe_multi_link",
+					 "btf_trace_block_io_done", "btf_trace_block_rq_merge" }, .n = 8 };
 	struct btf *vmlinux;
 
 	f->btf = btf_scan(&q);
@@ -170,7 +171,8 @@ void cm_probe_features(struct cm_features *f, bool full)
 	f->hw_counters = probe_perf(PERF_TYPE_HARDWARE, PERF_COUNT_HW_CPU_CYCLES);
 	f->page_fault_tp = q.found[0];
 	f->block_tp = q.found[1] && q.found[2] && q.found[3];
-	f->block_io_start_tp = q.found[4];
+	f->block_io_start_tp = q.found[4] && q.found[6];	/* one commit, 6.5 */
+	f->block_rq_merge_tp = q.found[7];
 	f->uprobe_multi = q.found[5];
 }
 
@@ -189,7 +191,13 @@ static void select_programs(struct contactmap_bpf *skel, const char *suffix,
 			on = false;
 		if (!f->block_tp && !strncmp(name, "block_rq", 8))
 			on = false;
-		if ((!f->block_tp || !f->block_io_start_tp) && !strncmp(name, "block_io_start", 14))
+		/* block_io_start claims where it exists; insert/issue elsewhere */
+		if ((!f->block_tp || !f->block_io_start_tp) && !strncmp(name, "block_io_", 9))
+			on = false;
+		if (f->block_io_start_tp && (!strncmp(name, "block_rq_insert", 15) ||
+					     !strncmp(name, "block_rq_issue", 14)))
+			on = false;
+		if (!f->block_rq_merge_tp && !strncmp(name, "block_rq_merge", 14))
 			on = false;
 		if (!strcmp(name, "cpu_sample"))
 			on = skel->rodata->cfg_oncpu_stacks;
@@ -426,6 +434,8 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 
 	libbpf_set_print(libbpf_print);
 	cm_probe_features(f, false);
+	if (o->block_claim_insert)
+		f->block_io_start_tp = false;	/* as a kernel before 6.5 */
 	if (!f->btf) {
 		cm_err("kernel BTF not found at /sys/kernel/btf/vmlinux: contactmap needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
 		return -1;

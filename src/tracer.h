@@ -37,6 +37,7 @@ struct cm_tracer_opts {
 	unsigned max_threads;
 	unsigned max_syscall_rows;
 	const char *force_attach;	/* "tp_btf" or "raw_tp"; NULL = best available */
+	bool block_claim_insert;	/* claim block requests at insert/issue even with block_io_start */
 	enum cm_observer_mode observer;
 	unsigned sample_hz;		/* on-CPU stack samples per second; 0 = off */
 	bool offcpu_stacks;
@@ -61,7 +62,8 @@ struct cm_features {
 	bool hw_counters;
 	bool page_fault_tp;
 	bool block_tp;
-	bool block_io_start_tp;	/* 6.5+: claims requests in the submitter's context */
+	bool block_io_start_tp;	/* 6.5+ (with block_io_done): claims requests in the submitter's context */
+	bool block_rq_merge_tp;
 	const char *attach_type;	/* what is in use */
 	char tp_btf_error[128];		/* why tp_btf was not used */
 	bool gpu;			/* GPU programs loaded */

@@ -395,10 +395,13 @@ def schema_problems(report, command_exited=True):
         P += _missing(p["faults"], ("minor", "major"), where + " faults")
         for b in p["block_io"]:
             bw = f"{where} block_io {b.get('device')} {b.get('op')}"
-            m = _missing(b, ("device", "op", "count", "bytes", "total_ns", "hist_log2_ns"), bw)
+            m = _missing(b, ("device", "op", "submitted", "count", "bytes", "total_ns",
+                             "hist_log2_ns"), bw)
             P += m
             if not m:
                 P += _hist_problems(b, "hist_log2_ns", "count", bw)
+                if b["count"] > b["submitted"]:
+                    P.append(f"{bw}: more completions than submitted")
                 if b["op"] not in ("read", "write", "flush", "discard", "other"):
                     P.append(f"{bw}: unknown op")
     for row in report["contact_map"]:

@@ -75,11 +75,11 @@ def bench(name):
     return built(MB / name, f"microbenchmark {name}")
 
 
-def traced_bench(tmp_path, name, *args):
-    """Runs BENCH ARGS under contactmap (as a child of sh); returns the Run and
-    the benchmark's own process in the report."""
+def traced_bench(tmp_path, name, *args, extra=()):
+    """Runs BENCH ARGS under contactmap [extra] (as a child of sh); returns the
+    Run and the benchmark's own process in the report."""
     json_path = tmp_path / f"{name}.json"
-    argv = ["-o", str(json_path), "--", "/bin/sh", "-c", '"$0" "$@"; exit $?', bench(name)]
+    argv = [*extra, "-o", str(json_path), "--", "/bin/sh", "-c", '"$0" "$@"; exit $?', bench(name)]
     argv += [str(a) for a in args]
     r = Run(argv, run_cm(argv), json_path)
     assert r.rc == 0, f"{name} failed under contactmap\n{r.describe()}"
@@ -248,9 +248,15 @@ def io_files():
                 pytrace=False)
 
 
-def test_block_io(tmp_path, io_files):
+# block_io_start (6.5+) where this kernel has it; insert/issue: the claim
+# sites of older kernels, forced here so that their path is tested too
+@pytest.mark.parametrize("claim", ["block_io_start", "insert_issue"])
+def test_block_io(tmp_path, io_files, claim):
     rfile, wfile = io_files
-    r, p = traced_bench(tmp_path, "block_io", rfile, OD_COUNT, OD_BS, wfile, OD_WRITES, "fsync")
+    extra = ["--block-claim", claim] if claim == "insert_issue" else []
+    r, p = traced_bench(tmp_path, "block_io", rfile, OD_COUNT, OD_BS, wfile, OD_WRITES, "fsync",
+                        extra=extra)
+    assert r.report["features"]["block_claim"] == claim
     t = r.truth
     assert t["read_bytes"] == OD_COUNT * OD_BS and t["write_bytes"] == OD_WRITES * OD_BS
     assert syscall_count(p, "preadv") == OD_COUNT
@@ -260,12 +266,18 @@ def test_block_io(tmp_path, io_files):
     rows = [b for b in p["block_io"] if b["device"] in devs]
     reads = [b for b in rows if b["op"] == "read"]
     writes = [b for b in rows if b["op"] in ("write", "flush")]
-    n, nbytes = sum(b["count"] for b in reads), sum(b["bytes"] for b in reads)
-    assert OD_COUNT <= n <= OD_COUNT + OD_EXTRA_REQUESTS, f"block reads {n}: {reads}"
-    assert OD_COUNT * OD_BS <= nbytes <= OD_COUNT * OD_BS + OD_EXTRA_BYTES, reads
-    n, nbytes = sum(b["count"] for b in writes), sum(b["bytes"] for b in writes)
-    assert OD_WRITES <= n <= OD_WRITES + OD_EXTRA_REQUESTS, f"block writes {n}: {writes}"
-    assert OD_WRITES * OD_BS <= nbytes <= OD_WRITES * OD_BS + OD_EXTRA_BYTES, writes
+    # Every request the benchmark submits is claimed in its own context:
+    # `submitted` is exact. A completion the kernel's block_rq_complete does
+    # not report (seen here under concurrent I/O: a classic-tracepoint bpftrace
+    # count misses the same ones) leaves `count` short, and the report says how
+    # many under anomalies.block_unfinished.
+    unfinished = r.report["anomalies"]["block_unfinished"]
+    for what, rows_, k in (("reads", reads, OD_COUNT), ("writes", writes, OD_WRITES)):
+        sub = sum(b["submitted"] for b in rows_)
+        n, nbytes = sum(b["count"] for b in rows_), sum(b["bytes"] for b in rows_)
+        assert k <= sub <= k + OD_EXTRA_REQUESTS, f"block {what} submitted {sub}: {rows_}"
+        assert 0 <= sub - n <= unfinished, f"block {what}: {n} of {sub} seen, {unfinished} unfinished"
+        assert (k - (sub - n)) * OD_BS <= nbytes <= k * OD_BS + OD_EXTRA_BYTES, rows_
     # latencies: contactmap's syscall means vs the benchmark's own clock
     for name, key in (("preadv", "preadv"), ("pwritev", "pwritev"), ("fsync", "sync")):
         b, c = t[key]["ns_per_call"], mean(p, name)
