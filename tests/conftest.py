@@ -251,6 +251,23 @@ def wait_for(pred, timeout, step=0.02):
     return pred()
 
 
+def check_block_rows(report, rows, what, k, bs, extra_requests, extra_bytes):
+    """Block rows of one process against k requests of bs bytes it submitted.
+    Every request is claimed in the submitter's context: `submitted` is exact
+    (up to extra_requests of its own besides, an exec's reads say). A
+    completion the kernel's block_rq_complete does not report (this VM drops
+    a few under concurrent I/O; a classic-tracepoint bpftrace count misses the
+    same ones) leaves `count` short, and the report says how many under
+    anomalies.block_unfinished."""
+    unfinished = report["anomalies"]["block_unfinished"]
+    sub = sum(b["submitted"] for b in rows)
+    n, nbytes = sum(b["count"] for b in rows), sum(b["bytes"] for b in rows)
+    assert k <= sub <= k + extra_requests, f"block {what} submitted {sub}, expected {k}: {rows}"
+    assert 0 <= sub - n <= unfinished, f"block {what}: {n} of {sub} seen, {unfinished} unfinished"
+    assert (k - (sub - n)) * bs <= nbytes <= k * bs + extra_bytes, \
+        f"block {what} bytes {nbytes}, expected {k * bs}: {rows}"
+
+
 def block_devices_of(path):
     """'major:minor' strings under which block I/O for a file at PATH can show up:
     its filesystem's device, the whole disk when that is a partition, and the

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, ROOT_SKIP_REASON, contactmap_bin, is_root, run_cm, workload)
+from conftest import REPO, ROOT_SKIP_REASON, is_root, run_cm, workload
 
 SAMPLE = REPO / "tests" / "data" / "sample-report.json"
 

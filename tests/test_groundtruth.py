@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (assert_no_problems, block_devices_of, find_proc, find_thread,
+from conftest import (assert_no_problems, block_devices_of, check_block_rows, find_proc, find_thread,
                       ledger_problems, schema_problems, syscall_count, syscall_rows,
                       syscall_sum)
 
@@ -234,12 +234,7 @@ def test_odirect_block_io(traced, request):
     devs = block_devices_of(request.getfixturevalue("od_file"))
     reads = [b for b in p["block_io"] if b["op"] == "read" and b["device"] in devs]
     assert reads, f"no block_io read row for devices {devs}: {p['block_io']}"
-    count = sum(b["count"] for b in reads)
-    nbytes = sum(b["bytes"] for b in reads)
-    assert OD_COUNT <= count <= OD_COUNT + OD_EXTRA_REQUESTS, \
-        f"block reads {count}, expected {OD_COUNT}..{OD_COUNT + OD_EXTRA_REQUESTS}: {reads}"
-    assert OD_COUNT * OD_BS <= nbytes <= OD_COUNT * OD_BS + OD_EXTRA_BYTES, \
-        f"block read bytes {nbytes}, expected >= {OD_COUNT * OD_BS}: {reads}"
+    check_block_rows(r.report, reads, "reads", OD_COUNT, OD_BS, OD_EXTRA_REQUESTS, OD_EXTRA_BYTES)
     for b in reads:
         assert b["total_ns"] > 0
     # synchronous direct reads wait in io_schedule(): io-wait is seen
