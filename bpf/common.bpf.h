@@ -406,8 +406,9 @@ static __always_inline void settle_off_cpu(struct cm_thread *t, __u64 end, bool 
  * kernel's own exec-time counter says how much of the gap it ran; the rest is
  * settled by the state we had it in, up to that estimated switch-in. The
  * counter lags by at most a tick, so the run part is a slight underestimate.
+ * A rare path: a BPF subprogram, called, not inlined into every hot program.
  */
-static __always_inline void resync(struct cm_thread *t, __u64 d)
+static __noinline void resync(struct cm_thread *t, __u64 d)
 {
 	struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
 	__u64 ran = BPF_CORE_READ(cur, se.sum_exec_runtime) - t->exec_at_out;
