@@ -478,8 +478,12 @@ static void render_block(json_object *bio, FILE *out)
 		field(out, cm_json_str(b, "device") ? cm_json_str(b, "device") : "?", 12);
 		fputc(' ', out);
 		field(out, cm_json_str(b, "op") ? cm_json_str(b, "op") : "?", 7);
-		fprintf(out, " %8s %10s %8s %8s\n", N(c, 8), B(num(b, "bytes")),
+		fprintf(out, " %8s %10s %8s %8s", N(c, 8), B(num(b, "bytes")),
 			T(c ? num(b, "total_ns") / c : 0), T(num(b, "max_ns")));
+		/* submitted with no completion seen (anomalies.block_unfinished) */
+		if (num(b, "submitted") > c)
+			fprintf(out, "  +%" PRIu64 " unfinished", num(b, "submitted") - c);
+		fputc('\n', out);
 	}
 }
 
