@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (assert_no_problems, block_devices_of, check_block_rows, find_proc, find_thread,
-                      ledger_problems, schema_problems, syscall_count, syscall_rows,
-                      syscall_sum)
+from conftest import (assert_no_problems, block_devices_of, check_block_rows, find_proc,
+                      find_thread, ledger_problems, schema_problems, syscall_count,
+                      syscall_rows, syscall_sum)
 
 pytestmark = pytest.mark.usefixtures("need_root")
 
