@@ -209,6 +209,20 @@ static __always_inline void snap_user(struct cm_stack_event *e, struct pt_regs *
 	e->snap_len = snap_user_stack(e->stack, e->regs.sp);
 }
 
+/*
+ * Submit flags for events user space need not see at once: wake the reader
+ * only once a quarter of the buffer waits; it reads every CM_RB_POLL_MS on
+ * its own. A wake-up per event had the reader preempt the traced thread that
+ * had just made it: with the timeline, whose slices come from those very
+ * switches, a sleeper's 5 ms naps turned into ~1000 involuntary switches a
+ * run; with stacks, one more switch per off-CPU stack.
+ */
+static __always_inline __u64 lazy_wakeup(void *rb)
+{
+	return bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) >= bpf_ringbuf_query(rb, BPF_RB_RING_SIZE) / 4
+		       ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 /* An off-CPU stack event: the thread blocked for d ns (called in its context). */
 static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 nr, __u64 d,
 				       bool dwarf)
@@ -233,7 +247,7 @@ static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 
 	e->snap_len = 0;
 	if (dwarf)
 		snap_user(e, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, lazy_wakeup(&stack_events));
 }
 
 /* One timeline slice; dropped (and counted) past the per-CPU rate or when
@@ -274,18 +288,11 @@ static __always_inline void emit_slice(__u32 pid, __u32 tid, __u32 *seq, __u16 k
 	e->start = start;
 	e->end = end;
 	e->bytes = bytes;
-	/*
-	 * Wake the reader only once a quarter of the buffer waits; it also reads
-	 * every CM_TRACE_POLL_MS on its own. A wake-up per slice had the reader
-	 * preempt the traced thread, whose switches then made more slices: a
-	 * sleeper's 5 ms naps turned into ~1000 involuntary switches a run.
-	 */
-	bpf_ringbuf_submit(e, bpf_ringbuf_query(&trace_events, BPF_RB_AVAIL_DATA) >=
-				      bpf_ringbuf_query(&trace_events, BPF_RB_RING_SIZE) / 4
-				      ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(e, lazy_wakeup(&trace_events));
 }
 
-/* Tells user space to read the process's mappings while it lives. */
+/* Tells user space to read the process's mappings while it lives: at once
+ * (a wake-up), as it may not live long. */
 static __always_inline void emit_maps(struct cm_thread *t)
 {
 	struct cm_stack_event *e;

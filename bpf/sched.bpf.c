@@ -122,6 +122,9 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	t->state_ts = t->start_ns;
 	t->last_cpu = (__u32)-1;
 	t->out_kstack = t->out_ustack = -1;
+	/* a new process: its mappings now (its stacks reach user space later) */
+	if (pid != pt->pid)
+		emit_maps(t);
 	__sync_fetch_and_add(&live_threads, 1);
 	return 0;
 }

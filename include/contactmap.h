@@ -178,6 +178,9 @@ struct cm_blk_start {
 #define CM_STACK_SNAP 16384	/* bytes of user stack copied for DWARF unwinding */
 #define CM_SNAP_CHUNK 1024
 
+/* The reader of the stack and timeline ring buffers reads this often on its
+ * own: their events wake it only when a quarter of the buffer waits. */
+#define CM_RB_POLL_MS 50
 #define CM_EV_ONCPU 1		/* a cpu-clock sample */
 #define CM_EV_OFFCPU 2		/* a block that lasted at least the minimum */
 #define CM_EV_MAPS 3		/* the process mapped code: re-read its maps */
@@ -214,8 +217,6 @@ struct cm_stack_event {
 #define CM_SL_BLOCK_IO 5	/* a block request: tid is the submitter, nr the op */
 #define CM_SL_GPU_KERNEL 6	/* device time of a kernel: tid is the stream, nr the device */
 #define CM_SL_GPU_COPY 7	/* a copy or memset: tid the stream, nr device | kind << 8 | memset << 16 */
-/* the timeline's reader wakes on its own this often (its events do not wake it) */
-#define CM_TRACE_POLL_MS 50
 #define CM_SL_ESTIMATED 0x8000	/* flag on RUN/RUNQ/BLOCKED: the switch-in that ends or starts it
 				 * was never reported, so that edge is estimated */
 

@@ -386,7 +386,7 @@ int cm_tracer_event_fd(struct cm_tracer *tr)
 
 int cm_tracer_poll_ms(const struct cm_tracer *tr)
 {
-	return tr->timeline ? CM_TRACE_POLL_MS : -1;
+	return tr->rb ? CM_RB_POLL_MS : -1;
 }
 
 void cm_tracer_consume(struct cm_tracer *tr)

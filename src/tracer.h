@@ -162,7 +162,7 @@ int cm_task_stat(pid_t pid, pid_t tid, char *state, int *ppid, uint64_t *minflt,
 /* Event stream: an fd to poll (or -1), and a non-blocking drain. */
 int cm_tracer_event_fd(struct cm_tracer *tr);
 /* How often the loop must call cm_tracer_consume even with nothing readable
- * (the timeline's slices do not wake it), in ms; -1: no need. */
+ * (stack and timeline events do not wake it each), in ms; -1: no need. */
 int cm_tracer_poll_ms(const struct cm_tracer *tr);
 void cm_tracer_consume(struct cm_tracer *tr);
 /* Reads the maps while tracing goes on, as of now (end_ns set to now). */
