@@ -264,6 +264,9 @@ def check_block_rows(report, rows, what, k, bs, extra_requests, extra_bytes):
     n, nbytes = sum(b["count"] for b in rows), sum(b["bytes"] for b in rows)
     assert k <= sub <= k + extra_requests, f"block {what} submitted {sub}, expected {k}: {rows}"
     assert 0 <= sub - n <= unfinished, f"block {what}: {n} of {sub} seen, {unfinished} unfinished"
+    # unfinished is derived from the same rows: completions are held to a
+    # floor of their own (the most the kernel dropped here was 16 of 64)
+    assert n >= k // 2, f"block {what}: only {n} of {k} completions seen: {rows}"
     assert (k - (sub - n)) * bs <= nbytes <= k * bs + extra_bytes, \
         f"block {what} bytes {nbytes}, expected {k * bs}: {rows}"
 
