@@ -91,6 +91,17 @@ static void bad_usage(const char *fmt, const char *arg)
 	exit(2);
 }
 
+/* arg's index among the NULL-terminated words; else the usage error `fmt`
+ * (which names them) and exit 2. */
+static int keyword(const char *arg, const char *const *words, const char *fmt)
+{
+	for (int i = 0; words[i]; i++)
+		if (!strcmp(arg, words[i]))
+			return i;
+	bad_usage(fmt, arg);
+	return -1;
+}
+
 static int parse_pids(const char *s, struct opts *o)
 {
 	char *copy = strdup(s), *save = NULL, *tok;
@@ -175,25 +186,22 @@ static void parse_args(int argc, char **argv, struct opts *o)
 				bad_usage("bad frequency '%s': 1 to 10000 Hz", optarg);
 			break;
 		case OPT_STACKS:
-			if (!strcmp(optarg, "oncpu"))
-				o->fold_which = CM_FOLD_ONCPU;
-			else if (!strcmp(optarg, "offcpu"))
-				o->fold_which = CM_FOLD_OFFCPU;
-			else if (!strcmp(optarg, "both"))
-				o->fold_which = CM_FOLD_ONCPU | CM_FOLD_OFFCPU;
-			else
-				bad_usage("bad --stacks '%s': oncpu, offcpu or both", optarg);
+		{
+			static const unsigned which[] = { CM_FOLD_ONCPU, CM_FOLD_OFFCPU,
+							   CM_FOLD_ONCPU | CM_FOLD_OFFCPU };
+
+			o->fold_which = which[keyword(optarg, (const char *const[]){ "oncpu", "offcpu", "both", NULL },
+						      "bad --stacks '%s': oncpu, offcpu or both")];
 			break;
+		}
 		case OPT_OBSERVER:
-			if (!strcmp(optarg, "sampled"))
-				o->tr.observer = CM_OBS_SAMPLED;
-			else if (!strcmp(optarg, "full"))
-				o->tr.observer = CM_OBS_FULL;
-			else if (!strcmp(optarg, "off"))
-				o->tr.observer = CM_OBS_OFF;
-			else
-				bad_usage("bad --observer-cost '%s': sampled, full or off", optarg);
+		{
+			static const enum cm_observer_mode mode[] = { CM_OBS_SAMPLED, CM_OBS_FULL, CM_OBS_OFF };
+
+			o->tr.observer = mode[keyword(optarg, (const char *const[]){ "sampled", "full", "off", NULL },
+						      "bad --observer-cost '%s': sampled, full or off")];
 			break;
+		}
 		case OPT_NO_OBSERVER:
 			o->tr.observer = CM_OBS_OFF;
 			break;
@@ -235,27 +243,25 @@ static void parse_args(int argc, char **argv, struct opts *o)
 				bad_usage("bad --max-threads '%s': 16 to 4194304", optarg);
 			break;
 		case OPT_ATTACH_TYPE:
-			if (strcmp(optarg, "tp_btf") && strcmp(optarg, "raw_tp"))
-				bad_usage("bad --attach-type '%s': tp_btf or raw_tp", optarg);
+			keyword(optarg, (const char *const[]){ "tp_btf", "raw_tp", NULL },
+				"bad --attach-type '%s': tp_btf or raw_tp");
 			o->tr.force_attach = optarg;
 			break;
 		case OPT_BLOCK_CLAIM:
-			if (strcmp(optarg, "insert_issue"))
-				bad_usage("bad --block-claim '%s': insert_issue", optarg);
+			keyword(optarg, (const char *const[]){ "insert_issue", NULL },
+				"bad --block-claim '%s': insert_issue");
 			o->tr.block_claim_insert = true;
 			break;
 		case OPT_GPU:
-			if (!strcmp(optarg, "auto"))
-				o->tr.gpu_mode = CM_GPU_AUTO;
-			else if (!strcmp(optarg, "off"))
-				o->tr.gpu_mode = CM_GPU_OFF;
-			else if (!strcmp(optarg, "cupti"))
-				o->tr.gpu_mode = CM_GPU_CUPTI;
-			else if (!strcmp(optarg, "uprobes"))
-				o->tr.gpu_mode = CM_GPU_UPROBES;
-			else
-				bad_usage("bad --gpu '%s': auto, cupti, uprobes or off", optarg);
+		{
+			static const enum cm_gpu_mode mode[] = { CM_GPU_AUTO, CM_GPU_CUPTI, CM_GPU_UPROBES,
+								 CM_GPU_OFF };
+
+			o->tr.gpu_mode = mode[keyword(optarg,
+						      (const char *const[]){ "auto", "cupti", "uprobes", "off", NULL },
+						      "bad --gpu '%s': auto, cupti, uprobes or off")];
 			break;
+		}
 		case 'v':
 			cm_verbose++;
 			break;
