@@ -441,6 +441,36 @@ __noinline int cm_resync(struct cm_thread *t, __u64 d)
 int cm_resync(struct cm_thread *t, __u64 d);
 #endif
 
+/*
+ * The syscall in flight ends at `now` (sys_exit, or exit/exit_group, which
+ * never return): its row takes the call, unless it began before tracing
+ * (then only its time), and `error` says whether it failed. Returns the row;
+ * NULL when the map is full (counted).
+ */
+static __always_inline struct cm_sys_stat *close_syscall(struct cm_thread *t, struct cm_sys_key *key,
+							 __u64 now, bool error)
+{
+	struct cm_sys_stat *s = lookup_or_init(&sysstats, key, (void *)&zero_sys,
+					       &counters.sysstats_full);
+	__u64 total = now - t->sc_enter_ts;
+
+	if (!s)
+		return NULL;
+	if (!t->sc_partial) {
+		s->count++;
+		if (error)
+			s->errors++;
+		s->total_ns += total;
+		if (total > s->max_ns)
+			s->max_ns = total;
+		hist_add(s->hist, total);
+	}
+	s->oncpu_ns += t->sc_oncpu;
+	s->offcpu_ns += t->sc_offcpu;
+	s->iowait_ns += t->sc_iowait;
+	return s;
+}
+
 /* On-CPU time since the last boundary ends now (see cm_account_oncpu). */
 static __always_inline void account_oncpu(struct cm_thread *t, __u64 now)
 {

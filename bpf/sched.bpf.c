@@ -148,27 +148,9 @@ static __always_inline int on_exit(struct task_struct *p)
 	/* exit and exit_group never return: close them as completed calls */
 	if (t->sc_nr1) {
 		struct cm_sys_key key = { .tid = tid, .nr = t->sc_nr1 - 1 };
-		struct cm_sys_stat *s;
 
 		account_oncpu(t, now);
-		bpf_map_update_elem(&sysstats, &key, (void *)&zero_sys, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&sysstats, &key);
-		if (s) {
-			__u64 total = now - t->sc_enter_ts;
-
-			if (!t->sc_partial) {
-				s->count++;
-				s->total_ns += total;
-				if (total > s->max_ns)
-					s->max_ns = total;
-				hist_add(s->hist, total);
-			}
-			s->oncpu_ns += t->sc_oncpu;
-			s->offcpu_ns += t->sc_offcpu;
-			s->iowait_ns += t->sc_iowait;
-		} else {
-			__sync_fetch_and_add(&counters.sysstats_full, 1);
-		}
+		close_syscall(t, &key, now, false);
 		t->sc_nr1 = 0;
 	}
 	__sync_fetch_and_add(&live_threads, -1);

@@ -65,9 +65,8 @@ static __always_inline int on_sys_exit(long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct cm_thread *t = thread_of(tid);
-	struct cm_sys_stat *s;
 	struct cm_sys_key key;
-	__u64 now, total;
+	__u64 now;
 
 	if (!t)
 		return 0;
@@ -78,28 +77,8 @@ static __always_inline int on_sys_exit(long ret)
 	key.tid = tid;
 	key.nr = t->sc_nr1 - 1;
 	t->sc_nr1 = 0;
-	s = bpf_map_lookup_elem(&sysstats, &key);
-	if (!s) {
-		bpf_map_update_elem(&sysstats, &key, (void *)&zero_sys, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&sysstats, &key);
-		if (!s) {
-			__sync_fetch_and_add(&counters.sysstats_full, 1);
-			return 0;
-		}
-	}
-	if (!t->sc_partial) {
-		total = now - t->sc_enter_ts;
-		s->count++;
-		if (ret < 0 && ret >= -4095)
-			s->errors++;
-		s->total_ns += total;
-		if (total > s->max_ns)
-			s->max_ns = total;
-		hist_add(s->hist, total);
-	}
-	s->oncpu_ns += t->sc_oncpu;
-	s->offcpu_ns += t->sc_offcpu;
-	s->iowait_ns += t->sc_iowait;
+	if (!close_syscall(t, &key, now, ret < 0 && ret >= -4095))
+		return 0;
 	if (cfg_offcpu_stacks && t->sc_offcpu && !t->sc_partial) {
 		if (t->sc_offcpu >= cfg_min_block_ns) {
 			emit_offcpu(t, CM_CAUSE_SYSCALL, key.nr, t->sc_offcpu, true);
