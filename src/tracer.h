@@ -28,7 +28,7 @@ enum cm_gpu_mode {
  * While they are on, every BPF program on the machine reads the clock twice
  * per run (~100 ns per syscall on the test VM, traced process or not). */
 enum cm_observer_mode {
-	CM_OBS_SAMPLED = 0,	/* first 100 ms of the window, then 50 ms of every second */
+	CM_OBS_SAMPLED = 0,	/* the first 50 ms of every second of the window */
 	CM_OBS_FULL,		/* the whole window: every run counted */
 	CM_OBS_OFF,
 };
