@@ -271,6 +271,30 @@ def check_block_rows(report, rows, what, k, bs, extra_requests, extra_bytes):
         f"block {what} bytes {nbytes}, expected {k * bs}: {rows}"
 
 
+def check_requests_within_calls(rows, calls, k):
+    """Block rows of k requests, each completed inside one of the syscall rows
+    `calls` (k calls that each wait for their own request): a request's latency
+    is at most its call's, so its log2 bucket is at most the call's. For every
+    bucket j, the requests in buckets >= j are at most the calls in buckets >= j
+    times the requests a call was split into, plus the requests the process
+    submitted beyond those (an exec's reads say; `submitted` is exact). A
+    one-sided, bucket-by-bucket bound: sound at any latency, a power of two
+    included."""
+    sub = sum(b["submitted"] for b in rows)
+    ncalls = sum(c["count"] for c in calls)
+    assert ncalls == k, f"{ncalls} calls for {k} requests"
+    per = max(1, sub // k)
+    extra = sub - per * k
+    req = [sum(b["hist_log2_ns"][i] for b in rows) for i in range(NSLOTS)]
+    call = [sum(c["hist_log2_ns"][i] for c in calls) for i in range(NSLOTS)]
+    assert sum(req) > 0 and sum(b["total_ns"] for b in rows) > 0, rows
+    for j in range(NSLOTS):
+        r_ge, c_ge = sum(req[j:]), sum(call[j:])
+        assert r_ge <= per * c_ge + extra, \
+            (f"{r_ge} requests took >= 2^{j} ns but only {c_ge} of the calls that waited "
+             f"for them did ({per} per call, {extra} more): requests {req}, calls {call}")
+
+
 def block_devices_of(path):
     """'major:minor' strings under which block I/O for a file at PATH can show up:
     its filesystem's device, the whole disk when that is a partition, and the
