@@ -56,6 +56,9 @@ const char *cm_subsys_label(enum cm_subsys s);
 /* Subsystem from its key, or -1. */
 int cm_subsys_from_key(const char *key);
 
+/* CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns (util.c). */
+uint64_t cm_now_ns(void);
+
 /* ---- histograms (hist.c) ------------------------------------------------- */
 #define CM_NSLOTS 40
 /* Value at quantile q (0..1) of a log2 histogram, interpolated linearly inside

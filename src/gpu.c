@@ -19,6 +19,7 @@
 #include <bpf/libbpf.h>
 #include "cm.h"
 #include "tracer.h"
+#include "gpu.h"
 #include "contactmap_gpu.h"
 #include "contactmap.skel.h"
 

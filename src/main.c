@@ -1,39 +1,18 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* contactmap: where a program's wall time goes, across the operating system. */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/signalfd.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include "cm.h"
-#include "tracer.h"
+#include "session.h"
+#include "gpu.h"
 #include "stacks.h"
-#include "timeline.h"
 #include "interval.h"
 
-struct opts {
-	const char *json_path;
-	const char *folded_path;
-	int fold_which;		/* CM_FOLD_* for -f */
-	double interval;	/* -i seconds */
-	const char *jsonl_path;
-	struct cm_interval *iv;
-
-	double duration;
-	bool threads;
-	pid_t *pids;
-	int npids;
-	char **argv;		/* wrap mode command */
-	struct cm_tracer_opts tr;
-};
 
 static const char usage[] =
 "Usage: contactmap [OPTIONS] -- COMMAND [ARG...]   trace COMMAND and what it starts\n"
@@ -102,7 +81,7 @@ static int keyword(const char *arg, const char *const *words, const char *fmt)
 	return -1;
 }
 
-static int parse_pids(const char *s, struct opts *o)
+static int parse_pids(const char *s, struct cm_run_opts *o)
 {
 	char *copy = strdup(s), *save = NULL, *tok;
 
@@ -123,7 +102,7 @@ static int parse_pids(const char *s, struct opts *o)
 	return o->npids ? 0 : -1;
 }
 
-static void parse_args(int argc, char **argv, struct opts *o)
+static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
@@ -323,399 +302,6 @@ static int check_privileges(void)
 	return -1;
 }
 
-/* Resolves COMMAND as execvp would, so a typo fails before anything loads. */
-static int resolve_command(const char *cmd, char *out, size_t sz)
-{
-	const char *path = getenv("PATH");
-	struct stat st;
-
-	if (strchr(cmd, '/')) {
-		if (stat(cmd, &st)) {
-			cm_err("command not found: %s (%s)", cmd, strerror(errno));
-			return 127;
-		}
-		if (!S_ISREG(st.st_mode) || access(cmd, X_OK)) {
-			cm_err("not an executable file: %s", cmd);
-			return 126;
-		}
-		snprintf(out, sz, "%s", cmd);
-		return 0;
-	}
-	if (!path)
-		path = "/usr/local/bin:/usr/bin:/bin";
-	for (const char *p = path; *p;) {
-		const char *colon = strchrnul(p, ':');
-		int n = (int)(colon - p);
-
-		snprintf(out, sz, "%.*s%s%s", n, p, n ? "/" : "", cmd);
-		if (!stat(out, &st) && S_ISREG(st.st_mode) && !access(out, X_OK))
-			return 0;
-		p = *colon ? colon + 1 : colon;
-	}
-	cm_err("command not found: %s (not in PATH)", cmd);
-	return 127;
-}
-
-static int signal_fd(sigset_t *old)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigprocmask(SIG_BLOCK, &set, old);
-	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-}
-
-/* Emits the text map and the JSON report. */
-/* One interval line: a cumulative report as of now, without the costly parts. */
-static void interval_tick(struct cm_tracer *tr, struct opts *o)
-{
-	struct cm_tracer view = *tr;
-	struct cm_snapshot snap;
-	json_object *r;
-
-	view.stacks = NULL;
-	view.timeline = NULL;
-	if (cm_tracer_peek(&view, &snap))
-		return;
-	r = cm_build_report(&view, &snap, NULL, NULL);
-	cm_snapshot_free(&snap);
-	if (cm_interval_emit(o->iv, r))
-		cm_warn("could not write an interval line: %s", strerror(errno));
-	json_object_put(r);
-}
-
-/* Milliseconds to the next interval tick (or -1), ticking when due. */
-static int interval_due(struct cm_tracer *tr, struct opts *o, uint64_t *next)
-{
-	uint64_t now = cm_now_ns();
-
-	if (!o->iv)
-		return -1;
-	if (!*next)
-		*next = tr->start_ns + (uint64_t)(o->interval * 1e9);
-	if (now >= *next) {
-		interval_tick(tr, o);
-		while (*next <= now)
-			*next += (uint64_t)(o->interval * 1e9);
-	}
-	return (int)((*next - now) / 1000000) + 1;
-}
-
-static int emit(struct cm_tracer *tr, const struct opts *o, json_object *target,
-		json_object *exitj, bool text_to_stderr)
-{
-	struct cm_render_opts ro = { .threads = o->threads, .width = 80 };
-	struct cm_snapshot snap;
-	json_object *report;
-	int rc = 0;
-
-	if (cm_tracer_stop(tr, &snap)) {
-		json_object_put(target);
-		json_object_put(exitj);
-		return -1;
-	}
-	report = cm_build_report(tr, &snap, target, exitj);
-	if (o->iv && cm_interval_emit(o->iv, report))
-		rc = -1;
-	for (size_t i = 0; tr->timeline && i < snap.nthreads; i++) {
-		const struct cm_thread *t = &snap.threads[i];
-
-		cm_timeline_final_seq(tr->timeline, t->pid, t->tid, t->trace_seq,
-				      t->end_ns ? t->end_ns : tr->end_ns);
-	}
-	if (tr->timeline &&
-	    cm_timeline_close(tr->timeline, report,
-			      snap.counters.trace_ringbuf_full + snap.counters.trace_rate_limited))
-		rc = -1;
-	tr->timeline = NULL;
-	cm_snapshot_free(&snap);
-	if (o->json_path && cm_write_json(report, o->json_path))
-		rc = -1;
-	if (o->folded_path && tr->stacks &&
-	    cm_stacks_write_folded(tr->stacks, o->folded_path, o->fold_which))
-		rc = -1;
-	if (cm_render_text(report, &ro, text_to_stderr || (o->json_path && !strcmp(o->json_path, "-"))
-					     ? stderr : stdout))
-		rc = -1;
-	json_object_put(report);
-	return rc;
-}
-
-/* Waits (briefly) until the held child sleeps on the go pipe, so it is seeded
- * in a known state rather than as "runnable since before tracing". */
-static void wait_blocked(pid_t child)
-{
-	char path[64], buf[512], *p;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", child);
-	for (int i = 0; i < 2000; i++) {
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-
-		if (fd >= 0)
-			close(fd);
-		if (n <= 0)
-			return;
-		buf[n] = 0;
-		p = strrchr(buf, ')');
-		if (p && p[1] == ' ' && p[2] == 'S')
-			return;
-		usleep(100);
-	}
-}
-
-static int run_wrap(struct opts *o)
-{
-	struct cm_tracer tr = { 0 };
-	char exe[PATH_MAX];
-	int go[2], errp[2], sfd, rc, status = 0, child_errno = 0;
-	bool exited = false;
-	sigset_t oldmask;
-	pid_t child;
-
-	rc = resolve_command(o->argv[0], exe, sizeof(exe));
-	if (rc)
-		return rc;
-	if (cm_tracer_start(&tr, &o->tr))
-		return 1;
-	if (cm_gpu_wrap_prepare(&tr)) {
-		cm_err("out of memory setting up GPU tracing");
-		return 1;
-	}
-	if (pipe2(go, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
-		cm_err("pipe: %s", strerror(errno));
-		return 1;
-	}
-	sfd = signal_fd(&oldmask);
-	child = fork();
-	if (child < 0) {
-		cm_err("fork: %s", strerror(errno));
-		return 1;
-	}
-	if (child == 0) {
-		char c;
-
-		sigprocmask(SIG_SETMASK, &oldmask, NULL);
-		cm_gpu_child_env(&tr);
-		close(go[1]);
-		close(errp[0]);
-		/* wait until every program is attached and this task is traced */
-		if (read(go[0], &c, 1) != 1)
-			_exit(127);
-		execv(exe, o->argv);
-		int e = errno;
-		if (write(errp[1], &e, sizeof(e)) < 0)
-			_exit(127);
-		_exit(127);
-	}
-	close(go[0]);
-	close(errp[1]);
-	wait_blocked(child);
-	/* the window opens before the first thread is seeded, so every thread's
-	 * start lies inside it */
-	cm_tracer_open_window(&tr);
-	if (cm_tracer_seed_process(&tr, child, true))
-		cm_warn("could not register the command's process %d", child);
-	/* before exec: the environment and cgroup that exec keeps */
-	json_object *tenv = cm_target_env(child);
-	if (write(go[1], "g", 1) != 1) {
-		cm_err("could not start the command: %s", strerror(errno));
-		kill(child, SIGKILL);
-		return 1;
-	}
-	close(go[1]);
-	if (read(errp[0], &child_errno, sizeof(child_errno)) == sizeof(child_errno)) {
-		waitpid(child, NULL, 0);
-		cm_err("cannot run %s: %s", o->argv[0], strerror(child_errno));
-		cm_tracer_close(&tr);
-		return 127;
-	}
-	close(errp[0]);
-
-	int pidfd = syscall(SYS_pidfd_open, child, 0);
-	uint64_t deadline = o->duration > 0 ? cm_now_ns() + (uint64_t)(o->duration * 1e9) : 0;
-	uint64_t next_tick = 0;
-	int stop_sig = 0;
-
-	int gpufd = cm_gpu_poll_fd(&tr);
-
-	while (!exited && !stop_sig) {
-		/* the GPU ring buffer: an agent that cannot use CUPTI waits for its
-		 * uprobes, so it is served as soon as it asks */
-		struct pollfd pfd[4] = { { .fd = sfd, .events = POLLIN }, { .fd = gpufd, .events = POLLIN },
-					 { .fd = pidfd, .events = POLLIN },
-					 { .fd = cm_tracer_event_fd(&tr), .events = POLLIN } };
-		int timeout = -1;
-
-		if (deadline) {
-			uint64_t now = cm_now_ns();
-
-			if (now >= deadline)
-				break;
-			timeout = (int)((deadline - now) / 1000000) + 1;
-		}
-		if (pidfd < 0 && (timeout < 0 || timeout > 100))
-			timeout = 100;	/* no pidfd: poll for the exit */
-		int tick = interval_due(&tr, o, &next_tick);
-		if (tick >= 0 && (timeout < 0 || tick < timeout))
-			timeout = tick;
-		int rb_ms = cm_tracer_poll_ms(&tr);
-		if (rb_ms >= 0 && (timeout < 0 || rb_ms < timeout))
-			timeout = rb_ms;
-		if (pidfd < 0)
-			pfd[2].fd = -1;	/* poll ignores negative fds */
-		if (poll(pfd, 4, timeout) < 0 && errno != EINTR)
-			break;
-		if (pfd[1].revents & POLLIN)
-			cm_gpu_poll(&tr);
-		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
-		if (pfd[0].revents & POLLIN) {
-			struct signalfd_siginfo si;
-
-			if (read(sfd, &si, sizeof(si)) == sizeof(si))
-				stop_sig = si.ssi_signo;
-		}
-		if (waitpid(child, &status, WNOHANG) == child)
-			exited = true;
-	}
-
-	json_object *target = json_object_new_object(), *argvj = json_object_new_array();
-	json_object *exitj = NULL;
-
-	json_object_object_add(target, "mode", json_object_new_string("wrap"));
-	for (char **a = o->argv; *a; a++) {
-		char clean[4096];
-
-		cm_sanitize_comm(*a, strnlen(*a, 1000), clean, sizeof(clean));
-		json_object_array_add(argvj, json_object_new_string(clean));
-	}
-	json_object_object_add(target, "command", argvj);
-	json_object_object_add(target, "pid", json_object_new_int(child));
-	json_object_object_add(target, "environment", tenv);
-	if (exited) {
-		exitj = json_object_new_object();
-		if (WIFSIGNALED(status)) {
-			json_object_object_add(exitj, "signal", json_object_new_int(WTERMSIG(status)));
-			json_object_object_add(exitj, "status", json_object_new_int(128 + WTERMSIG(status)));
-		} else {
-			json_object_object_add(exitj, "status", json_object_new_int(WEXITSTATUS(status)));
-		}
-	}
-	rc = emit(&tr, o, target, exitj, true) ? 1 : 0;
-	cm_tracer_close(&tr);
-
-	if (!exited) {
-		/* stopped by a signal: pass it on; stopped by -d: let the command finish */
-		if (stop_sig)
-			kill(child, stop_sig);
-		if (waitpid(child, &status, 0) != child)
-			return stop_sig ? 128 + stop_sig : 1;
-	}
-	if (rc)
-		return 1;
-	if (WIFSIGNALED(status))
-		return 128 + WTERMSIG(status);
-	return WEXITSTATUS(status);
-}
-
-static pid_t tgid_of(pid_t pid)
-{
-	char path[64], line[128];
-	pid_t tgid = pid;
-	FILE *fp;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	fp = fopen(path, "re");
-	while (fp && fgets(line, sizeof(line), fp))
-		if (sscanf(line, "Tgid: %d", &tgid) == 1)
-			break;
-	if (fp)
-		fclose(fp);
-	return tgid;
-}
-
-static int run_attach(struct opts *o)
-{
-	struct cm_tracer tr = { 0 };
-	uint64_t deadline;
-	int sfd, stop_sig = 0;
-	sigset_t oldmask;
-
-	for (int i = 0; i < o->npids; i++) {
-		if (kill(o->pids[i], 0) && errno == ESRCH) {
-			cm_err("no such process: %d", o->pids[i]);
-			return 1;
-		}
-		/* a thread id means its whole process */
-		o->pids[i] = tgid_of(o->pids[i]);
-	}
-	/* while the target certainly lives: an exited one's environ is empty */
-	json_object *tenv = cm_target_env(o->pids[0]);
-
-	if (cm_tracer_start(&tr, &o->tr)) {
-		json_object_put(tenv);
-		return 1;
-	}
-	sfd = signal_fd(&oldmask);
-	cm_tracer_open_window(&tr);
-	for (int i = 0; i < o->npids; i++) {
-		if (cm_tracer_seed_process(&tr, o->pids[i], false)) {
-			cm_err("no such process: %d (it exited before tracing began)", o->pids[i]);
-			cm_tracer_close(&tr);
-			return 1;
-		}
-	}
-	for (int i = 0; i < o->npids; i++)
-		cm_gpu_watch_pid(&tr, o->pids[i]);
-	deadline = o->duration > 0 ? tr.start_ns + (uint64_t)(o->duration * 1e9) : 0;
-	uint64_t next_tick = 0;
-	if (!deadline)
-		cm_info("tracing %d process(es); Ctrl-C to stop", o->npids);
-	while (!stop_sig) {
-		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN },
-					 { .fd = cm_tracer_event_fd(&tr), .events = POLLIN } };
-		uint64_t now = cm_now_ns();
-		int timeout = 100;
-
-		if (cm_tracer_live_threads(&tr) <= 0)
-			break;
-		if (deadline) {
-			if (now >= deadline)
-				break;
-			if ((deadline - now) / 1000000 < 100)
-				timeout = (int)((deadline - now) / 1000000) + 1;
-		}
-		int tick = interval_due(&tr, o, &next_tick);
-		if (tick >= 0 && tick < timeout)
-			timeout = tick;
-		if (cm_tracer_poll_ms(&tr) >= 0 && cm_tracer_poll_ms(&tr) < timeout)
-			timeout = cm_tracer_poll_ms(&tr);
-		if (poll(pfd, 2, timeout) > 0 && (pfd[0].revents & POLLIN)) {
-			struct signalfd_siginfo si;
-
-			if (read(sfd, &si, sizeof(si)) == sizeof(si))
-				stop_sig = si.ssi_signo;
-		}
-		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
-		cm_gpu_poll(&tr);
-	}
-
-	json_object *target = json_object_new_object(), *pids = json_object_new_array();
-
-	json_object_object_add(target, "mode", json_object_new_string("attach"));
-	for (int i = 0; i < o->npids; i++)
-		json_object_array_add(pids, json_object_new_int(o->pids[i]));
-	json_object_object_add(target, "pids", pids);
-	json_object_object_add(target, "environment", tenv);
-	int rc = emit(&tr, o, target, NULL, false) ? 1 : 0;
-
-	cm_tracer_close(&tr);
-	return rc;
-}
-
 static int cmd_report(int argc, char **argv)
 {
 	struct cm_render_opts ro = { .width = 80 };
@@ -786,7 +372,7 @@ static int cmd_check(void)
 
 int main(int argc, char **argv)
 {
-	struct opts o = { .tr = { .max_threads = 4096, .max_syscall_rows = 8192,
+	struct cm_run_opts o = { .tr = { .max_threads = 4096, .max_syscall_rows = 8192,
 				  .min_block_ns = 200000, .trace_sys_min_ns = 100000,
 				  .trace_max_per_sec = 100000, .trace_max_bytes = 256ULL << 20 } };
 	int rc;
@@ -810,7 +396,7 @@ int main(int argc, char **argv)
 		return 1;
 	if (o.jsonl_path && !(o.iv = cm_interval_open(o.jsonl_path)))
 		return 1;
-	rc = o.argv ? run_wrap(&o) : run_attach(&o);
+	rc = o.argv ? cm_run_wrap(&o) : cm_run_attach(&o);
 	cm_interval_close(o.iv);
 	free(o.pids);
 	return rc;

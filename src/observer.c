@@ -22,6 +22,7 @@
 #include <bpf/libbpf.h>
 #include "cm.h"
 #include "tracer.h"
+#include "observer.h"
 #include "contactmap.skel.h"
 
 #define FIRST_NS	50000000ULL	/* on from the window's start (= DUTY_NS) */

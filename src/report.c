@@ -10,6 +10,8 @@
 #include <unistd.h>
 #include "cm.h"
 #include "tracer.h"
+#include "gpu.h"
+#include "observer.h"
 #include "stacks.h"
 
 #define J_INT(o, k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))

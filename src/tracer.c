@@ -20,17 +20,6 @@
 #include "tracer.h"
 #include "contactmap_gpu.h"
 #include "contactmap.skel.h"
-#include "stacks.h"
-#include "sym.h"
-#include "timeline.h"
-
-uint64_t cm_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
-}
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
@@ -297,86 +286,14 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 	return skel;
 }
 
-static int on_stack_event(void *ctx, void *data, size_t len)
+int cm_tracer_add_ring(struct cm_tracer *tr, struct bpf_map *map, ring_buffer_sample_fn fn, void *ctx)
 {
-	return cm_stacks_event(ctx, data, len);
-}
+	int fd = bpf_map__fd(map);
 
-/* One cpu-clock event per CPU, sampling at hz, each running cpu_sample. */
-static int start_sampling(struct cm_tracer *tr, unsigned hz)
-{
-	int ncpu = libbpf_num_possible_cpus();
-
-	if (ncpu <= 0)
-		return -1;
-	tr->perf_links = calloc(ncpu, sizeof(*tr->perf_links));
-	tr->perf_fds = calloc(ncpu, sizeof(*tr->perf_fds));
-	if (!tr->perf_links || !tr->perf_fds)
-		return -1;
-	for (int cpu = 0; cpu < ncpu; cpu++) {
-		struct perf_event_attr attr = {
-			.size = sizeof(attr), .type = PERF_TYPE_SOFTWARE,
-			.config = PERF_COUNT_SW_CPU_CLOCK, .freq = 1, .sample_freq = hz,
-		};
-		int fd = syscall(SYS_perf_event_open, &attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
-
-		if (fd < 0) {
-			if (errno == ENODEV)
-				continue;	/* possible but offline */
-			cm_err("cannot open a cpu-clock perf event on CPU %d: %s (perf_event_paranoid?)",
-			       cpu, strerror(errno));
-			return -1;
-		}
-		tr->perf_fds[tr->nperf] = fd;
-		tr->perf_links[tr->nperf] = bpf_program__attach_perf_event(tr->skel->progs.cpu_sample, fd);
-		if (!tr->perf_links[tr->nperf]) {
-			cm_err("cannot attach the sampling program on CPU %d: %s", cpu, strerror(errno));
-			close(fd);
-			return -1;
-		}
-		tr->nperf++;
-	}
-	return 0;
-}
-
-static int start_stacks(struct cm_tracer *tr, const struct cm_tracer_opts *o)
-{
-	tr->min_block_ns = o->offcpu_stacks ? o->min_block_ns : 0;
-	tr->sym = cm_sym_new();
-	tr->stacks = tr->sym ? cm_stacks_new(tr->sym, bpf_map__fd(tr->skel->maps.stacks)) : NULL;
-	if (!tr->stacks) {
-		cm_err("out of memory for stacks");
-		return -1;
-	}
-	tr->rb = ring_buffer__new(bpf_map__fd(tr->skel->maps.stack_events), on_stack_event,
-				  tr->stacks, NULL);
-	if (!tr->rb) {
-		cm_err("cannot open the stack ring buffer: %s", strerror(errno));
-		return -1;
-	}
-	if (o->sample_hz && start_sampling(tr, o->sample_hz))
-		return -1;
-	return 0;
-}
-
-static int on_slice_event(void *ctx, void *data, size_t len)
-{
-	return cm_timeline_event(ctx, data, len);
-}
-
-static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
-{
-	int fd = bpf_map__fd(tr->skel->maps.trace_events);
-
-	tr->timeline = cm_timeline_open(o->trace_path, cm_now_ns(), o->trace_max_bytes);
-	if (!tr->timeline)
-		return -1;
-	if (tr->rb ? ring_buffer__add(tr->rb, fd, on_slice_event, tr->timeline)
-		   : !(tr->rb = ring_buffer__new(fd, on_slice_event, tr->timeline, NULL))) {
-		cm_err("cannot open the timeline ring buffer: %s", strerror(errno));
-		return -1;
-	}
-	return 0;
+	if (tr->rb)
+		return ring_buffer__add(tr->rb, fd, fn, ctx) ? -1 : 0;
+	tr->rb = ring_buffer__new(fd, fn, ctx, NULL);
+	return tr->rb ? 0 : -1;
 }
 
 int cm_tracer_event_fd(struct cm_tracer *tr)
@@ -467,7 +384,7 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		tr->skel = NULL;
 		return -1;
 	}
-	/* from here on a failure undoes everything (a timeline file included) */
+	/* from here on a failure undoes everything */
 	if (map_traced_tids(tr))
 		goto fail;
 	err = contactmap_bpf__attach(tr->skel);
@@ -475,28 +392,11 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		cm_err("cannot attach BPF programs: %s (is tracefs or debugfs usable? try -vv)", strerror(-err));
 		goto fail;
 	}
-	if ((o->sample_hz || o->offcpu_stacks) && start_stacks(tr, o))
-		goto fail;
-	if (o->trace_path && start_timeline(tr, o))
-		goto fail;
-	if (cm_gpu_start(tr, o)) {
-		cm_err("out of memory setting up GPU tracing");
-		goto fail;
-	}
-	/* last: the sampling thread must not outlive a failed start */
-	if (cm_observer_start(tr, o->observer))
-		goto fail;
 	tr->start_ns = cm_now_ns();
 	return 0;
 fail:
 	cm_tracer_close(tr);
 	return -1;
-}
-
-void cm_tracer_open_window(struct cm_tracer *tr)
-{
-	tr->start_ns = cm_now_ns();
-	cm_observer_window(tr);
 }
 
 int64_t cm_tracer_live_threads(struct cm_tracer *tr)
@@ -654,37 +554,19 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem)
 	return 0;
 }
 
-static int read_maps(struct cm_tracer *tr, struct cm_snapshot *s);
-
-int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *s)
+void cm_tracer_detach(struct cm_tracer *tr)
 {
-	for (int i = 0; i < tr->nperf; i++)
-		bpf_link__destroy(tr->perf_links[i]);
-	tr->nperf = 0;
-	cm_gpu_detach(tr);
 	contactmap_bpf__detach(tr->skel);
 	tr->end_ns = cm_now_ns();
-	/* statistics off before the counters are read: nothing runs any more */
-	cm_observer_stop(tr);
-	/* what the programs wrote before they were detached */
-	cm_tracer_consume(tr);
-	return read_maps(tr, s);
 }
 
-int cm_tracer_peek(struct cm_tracer *tr, struct cm_snapshot *s)
-{
-	tr->end_ns = cm_now_ns();
-	return read_maps(tr, s);
-}
-
-static int read_maps(struct cm_tracer *tr, struct cm_snapshot *s)
+int cm_tracer_read(struct cm_tracer *tr, struct cm_snapshot *s)
 {
 	int fd;
 	size_t cap;
 
 	memset(s, 0, sizeof(*s));
 	s->counters = tr->skel->bss->counters;
-	cm_observer_read(tr, s);
 
 	fd = bpf_map__fd(tr->skel->maps.threads);
 	cap = 0;
@@ -730,8 +612,6 @@ static int read_maps(struct cm_tracer *tr, struct cm_snapshot *s)
 		if (!bpf_map_lookup_elem(fd, &key, &s->blk_stats[s->nblk]))
 			s->blk_keys[s->nblk++] = key;
 	}
-	if (cm_gpu_read(tr, s))
-		goto oom;
 	return 0;
 oom:
 	cm_err("out of memory reading the BPF maps");
@@ -745,29 +625,13 @@ void cm_snapshot_free(struct cm_snapshot *s)
 	free(s->sys_stats);
 	free(s->blk_keys);
 	free(s->blk_stats);
-	cm_gpu_snapshot_free(s);
 	memset(s, 0, sizeof(*s));
 }
 
 void cm_tracer_close(struct cm_tracer *tr)
 {
-	cm_observer_free(tr);
-	for (int i = 0; i < tr->nperf; i++)
-		bpf_link__destroy(tr->perf_links[i]);
-	/* the links own the perf event fds: destroying one closes its fd */
-	free(tr->perf_links);
-	free(tr->perf_fds);
-	tr->perf_links = NULL;
-	tr->perf_fds = NULL;
 	ring_buffer__free(tr->rb);
 	tr->rb = NULL;
-	cm_timeline_abort(tr->timeline);	/* never finished: leave no half file */
-	tr->timeline = NULL;
-	cm_stacks_free(tr->stacks);
-	tr->stacks = NULL;
-	cm_sym_free(tr->sym);
-	tr->sym = NULL;
-	cm_gpu_close(tr);
 	if (tr->tid_bits)
 		munmap(tr->tid_bits, tr->tid_bits_len);
 	tr->tid_bits = NULL;

@@ -74,6 +74,7 @@ struct cm_features {
 struct cm_stacks;
 struct cm_sym;
 struct ring_buffer;
+struct bpf_map;
 
 struct cm_gpu_state;
 struct cm_observer;
@@ -145,13 +146,15 @@ struct cm_gpu_thread_sums {
 	uint64_t ioctls, ioctl_ns;	/* ioctl on GPU driver files */
 };
 
-uint64_t cm_now_ns(void);
 /* full: also the costly probes only `contactmap check` needs (fentry). */
 void cm_probe_features(struct cm_features *f, bool full);
-/* Opens, sizes, loads (tp_btf, else raw_tp) and attaches. 0 or -1 (printed). */
+/* Opens, sizes, loads (tp_btf, else raw_tp) and attaches the core programs.
+ * 0 or -1 (printed). The subsystems (stacks, timeline, GPU, observer cost)
+ * are started by the run loop (session.c), not here. */
 int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o);
-/* Opens the window: stamps start_ns, and sampled statistics start at it. */
-void cm_tracer_open_window(struct cm_tracer *tr);
+/* Adds a ring buffer of the skeleton to the one the run loop polls. */
+int cm_tracer_add_ring(struct cm_tracer *tr, struct bpf_map *map,
+		       int (*fn)(void *ctx, void *data, size_t len), void *ctx);
 /* Adds every thread of pid to the traced set, state read from /proc. held:
  * our own child waiting to exec, whose pipe read is not the command's. */
 int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid, bool held);
@@ -165,45 +168,12 @@ int cm_tracer_event_fd(struct cm_tracer *tr);
  * (stack and timeline events do not wake it each), in ms; -1: no need. */
 int cm_tracer_poll_ms(const struct cm_tracer *tr);
 void cm_tracer_consume(struct cm_tracer *tr);
-/* Reads the maps while tracing goes on, as of now (end_ns set to now). */
-int cm_tracer_peek(struct cm_tracer *tr, struct cm_snapshot *snap);
-/* Detaches, stamps end_ns, reads the maps. */
-int cm_tracer_stop(struct cm_tracer *tr, struct cm_snapshot *snap);
+/* Detaches the core programs and stamps end_ns. */
+void cm_tracer_detach(struct cm_tracer *tr);
+/* Reads the core maps as of tr->end_ns into a zeroed snapshot. */
+int cm_tracer_read(struct cm_tracer *tr, struct cm_snapshot *snap);
 void cm_tracer_close(struct cm_tracer *tr);
 void cm_snapshot_free(struct cm_snapshot *s);
-
-/* BPF run-time statistics (observer.c). start: at the end of cm_tracer_start
- * (full mode turns them on there, sampled mode starts its thread); window: the
- * window opened at start_ns; stop: off for good, on-time counted up to end_ns;
- * read: the programs' counters and the on-time, as of end_ns. */
-const char *cm_observer_mode_name(enum cm_observer_mode m);
-int cm_observer_start(struct cm_tracer *tr, enum cm_observer_mode mode);
-void cm_observer_window(struct cm_tracer *tr);
-void cm_observer_stop(struct cm_tracer *tr);
-void cm_observer_read(const struct cm_tracer *tr, struct cm_snapshot *s);
-void cm_observer_free(struct cm_tracer *tr);
-
-/* GPU tiers (gpu.c). */
-int cm_gpu_start(struct cm_tracer *tr, const struct cm_tracer_opts *o);
-bool cm_gpu_agent_found(void);
-int cm_gpu_wrap_prepare(struct cm_tracer *tr);	/* finds the agent, attaches its hook */
-void cm_gpu_child_env(struct cm_tracer *tr);	/* in the wrapped child, before exec */
-int cm_gpu_attach_pid(struct cm_tracer *tr, pid_t pid);
-void cm_gpu_watch_pid(struct cm_tracer *tr, pid_t pid);	/* attach mode */
-int cm_gpu_poll_fd(struct cm_tracer *tr);
-void cm_gpu_poll(struct cm_tracer *tr);
-void cm_gpu_detach(struct cm_tracer *tr);
-void cm_gpu_close(struct cm_tracer *tr);
-int cm_gpu_read(struct cm_tracer *tr, struct cm_snapshot *s);
-void cm_gpu_snapshot_free(struct cm_snapshot *s);
-json_object *cm_gpu_process_json(const struct cm_snapshot *s, uint32_t pid,
-				 const struct cm_gpu_thread_sums *ts);
-void cm_gpu_lost_json(const struct cm_snapshot *s, json_object *lost);
-json_object *cm_gpu_report_json(const struct cm_tracer *tr, const struct cm_snapshot *s);
-const char *cm_gpu_api_name(unsigned api);
-int cm_gpu_api_class(unsigned api);
-const char *cm_gpu_copy_kind_name(unsigned k);
-const char *cm_gpu_mem_name(unsigned m);
 
 /* Builds the contactmap/1 report (report.c). target and exit may be NULL;
  * ownership of both passes to the report. */

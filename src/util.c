@@ -1,7 +1,16 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-/* Small string helpers for reports: comm names and human-readable units. */
+/* Small helpers: the clock, comm names and human-readable units. */
 #include <string.h>
+#include <time.h>
 #include "cm.h"
+
+uint64_t cm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
 
 void cm_sanitize_comm(const char *in, size_t n, char *out, size_t outsz)
 {

@@ -1,0 +1,598 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The run loop of wrap and attach mode (session.h). It starts the core tracer,
+ * then the subsystems in order (stacks, timeline, GPU, observer cost), and
+ * stops, reads and closes them in the reverse order; tracer.c knows none of
+ * them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/perf_event.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include "cm.h"
+#include "session.h"
+#include "gpu.h"
+#include "observer.h"
+#include "contactmap.skel.h"
+#include "stacks.h"
+#include "sym.h"
+#include "timeline.h"
+#include "interval.h"
+
+static int on_stack_event(void *ctx, void *data, size_t len)
+{
+	return cm_stacks_event(ctx, data, len);
+}
+
+/* One cpu-clock event per CPU, sampling at hz, each running cpu_sample. */
+static int start_sampling(struct cm_tracer *tr, unsigned hz)
+{
+	int ncpu = libbpf_num_possible_cpus();
+
+	if (ncpu <= 0)
+		return -1;
+	tr->perf_links = calloc(ncpu, sizeof(*tr->perf_links));
+	tr->perf_fds = calloc(ncpu, sizeof(*tr->perf_fds));
+	if (!tr->perf_links || !tr->perf_fds)
+		return -1;
+	for (int cpu = 0; cpu < ncpu; cpu++) {
+		struct perf_event_attr attr = {
+			.size = sizeof(attr), .type = PERF_TYPE_SOFTWARE,
+			.config = PERF_COUNT_SW_CPU_CLOCK, .freq = 1, .sample_freq = hz,
+		};
+		int fd = syscall(SYS_perf_event_open, &attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == ENODEV)
+				continue;	/* possible but offline */
+			cm_err("cannot open a cpu-clock perf event on CPU %d: %s (perf_event_paranoid?)",
+			       cpu, strerror(errno));
+			return -1;
+		}
+		tr->perf_fds[tr->nperf] = fd;
+		tr->perf_links[tr->nperf] = bpf_program__attach_perf_event(tr->skel->progs.cpu_sample, fd);
+		if (!tr->perf_links[tr->nperf]) {
+			cm_err("cannot attach the sampling program on CPU %d: %s", cpu, strerror(errno));
+			close(fd);
+			return -1;
+		}
+		tr->nperf++;
+	}
+	return 0;
+}
+
+static void stop_sampling(struct cm_tracer *tr)
+{
+	/* the links own the perf event fds: destroying one closes its fd */
+	for (int i = 0; i < tr->nperf; i++)
+		bpf_link__destroy(tr->perf_links[i]);
+	tr->nperf = 0;
+}
+
+static int start_stacks(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+{
+	tr->min_block_ns = o->offcpu_stacks ? o->min_block_ns : 0;
+	tr->sym = cm_sym_new();
+	tr->stacks = tr->sym ? cm_stacks_new(tr->sym, bpf_map__fd(tr->skel->maps.stacks)) : NULL;
+	if (!tr->stacks) {
+		cm_err("out of memory for stacks");
+		return -1;
+	}
+	if (cm_tracer_add_ring(tr, tr->skel->maps.stack_events, on_stack_event, tr->stacks)) {
+		cm_err("cannot open the stack ring buffer: %s", strerror(errno));
+		return -1;
+	}
+	if (o->sample_hz && start_sampling(tr, o->sample_hz))
+		return -1;
+	return 0;
+}
+
+static int on_slice_event(void *ctx, void *data, size_t len)
+{
+	return cm_timeline_event(ctx, data, len);
+}
+
+static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+{
+	tr->timeline = cm_timeline_open(o->trace_path, cm_now_ns(), o->trace_max_bytes);
+	if (!tr->timeline)
+		return -1;
+	if (cm_tracer_add_ring(tr, tr->skel->maps.trace_events, on_slice_event, tr->timeline)) {
+		cm_err("cannot open the timeline ring buffer: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Everything off, freed, and nothing half-written left behind. */
+static void session_close(struct cm_tracer *tr)
+{
+	cm_observer_free(tr);
+	stop_sampling(tr);
+	free(tr->perf_links);
+	free(tr->perf_fds);
+	tr->perf_links = NULL;
+	tr->perf_fds = NULL;
+	cm_timeline_abort(tr->timeline);	/* never finished: leave no half file */
+	tr->timeline = NULL;
+	cm_stacks_free(tr->stacks);
+	tr->stacks = NULL;
+	cm_sym_free(tr->sym);
+	tr->sym = NULL;
+	cm_gpu_close(tr);
+	cm_tracer_close(tr);
+}
+
+/* The core, then each subsystem; any failure undoes the whole start. */
+static int session_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+{
+	if (cm_tracer_start(tr, o))
+		return -1;
+	if ((o->sample_hz || o->offcpu_stacks) && start_stacks(tr, o))
+		goto fail;
+	if (o->trace_path && start_timeline(tr, o))
+		goto fail;
+	if (cm_gpu_start(tr, o)) {
+		cm_err("out of memory setting up GPU tracing");
+		goto fail;
+	}
+	/* last: the sampling thread must not outlive a failed start */
+	if (cm_observer_start(tr, o->observer))
+		goto fail;
+	tr->start_ns = cm_now_ns();
+	return 0;
+fail:
+	session_close(tr);
+	return -1;
+}
+
+/* Opens the window: stamps start_ns, and sampled statistics start at it. */
+static void session_open_window(struct cm_tracer *tr)
+{
+	tr->start_ns = cm_now_ns();
+	cm_observer_window(tr);
+}
+
+static void session_snapshot_free(struct cm_snapshot *s)
+{
+	cm_gpu_snapshot_free(s);
+	cm_snapshot_free(s);
+}
+
+/* Everything the programs and the subsystems hold, as of tr->end_ns. */
+static int session_read(struct cm_tracer *tr, struct cm_snapshot *s)
+{
+	if (cm_tracer_read(tr, s))
+		return -1;
+	cm_observer_read(tr, s);
+	if (cm_gpu_read(tr, s)) {
+		cm_err("out of memory reading the GPU maps");
+		session_snapshot_free(s);
+		return -1;
+	}
+	return 0;
+}
+
+/* Reads while tracing goes on (an interval line). */
+static int session_peek(struct cm_tracer *tr, struct cm_snapshot *s)
+{
+	tr->end_ns = cm_now_ns();
+	return session_read(tr, s);
+}
+
+/* Detaches everything, stamps end_ns and reads the final figures. */
+static int session_stop(struct cm_tracer *tr, struct cm_snapshot *s)
+{
+	stop_sampling(tr);
+	cm_gpu_detach(tr);
+	cm_tracer_detach(tr);
+	/* statistics off before the counters are read: nothing runs any more */
+	cm_observer_stop(tr);
+	/* what the programs wrote before they were detached */
+	cm_tracer_consume(tr);
+	return session_read(tr, s);
+}
+
+/* Resolves COMMAND as execvp would, so a typo fails before anything loads. */
+static int resolve_command(const char *cmd, char *out, size_t sz)
+{
+	const char *path = getenv("PATH");
+	struct stat st;
+
+	if (strchr(cmd, '/')) {
+		if (stat(cmd, &st)) {
+			cm_err("command not found: %s (%s)", cmd, strerror(errno));
+			return 127;
+		}
+		if (!S_ISREG(st.st_mode) || access(cmd, X_OK)) {
+			cm_err("not an executable file: %s", cmd);
+			return 126;
+		}
+		snprintf(out, sz, "%s", cmd);
+		return 0;
+	}
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	for (const char *p = path; *p;) {
+		const char *colon = strchrnul(p, ':');
+		int n = (int)(colon - p);
+
+		snprintf(out, sz, "%.*s%s%s", n, p, n ? "/" : "", cmd);
+		if (!stat(out, &st) && S_ISREG(st.st_mode) && !access(out, X_OK))
+			return 0;
+		p = *colon ? colon + 1 : colon;
+	}
+	cm_err("command not found: %s (not in PATH)", cmd);
+	return 127;
+}
+
+static int signal_fd(sigset_t *old)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, old);
+	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* One interval line: a cumulative report as of now, without the costly parts. */
+static void interval_tick(struct cm_tracer *tr, struct cm_run_opts *o)
+{
+	struct cm_tracer view = *tr;
+	struct cm_snapshot snap;
+	json_object *r;
+
+	view.stacks = NULL;
+	view.timeline = NULL;
+	if (session_peek(&view, &snap))
+		return;
+	r = cm_build_report(&view, &snap, NULL, NULL);
+	session_snapshot_free(&snap);
+	if (cm_interval_emit(o->iv, r))
+		cm_warn("could not write an interval line: %s", strerror(errno));
+	json_object_put(r);
+}
+
+/* Milliseconds to the next interval tick (or -1), ticking when due. */
+static int interval_due(struct cm_tracer *tr, struct cm_run_opts *o, uint64_t *next)
+{
+	uint64_t now = cm_now_ns();
+
+	if (!o->iv)
+		return -1;
+	if (!*next)
+		*next = tr->start_ns + (uint64_t)(o->interval * 1e9);
+	if (now >= *next) {
+		interval_tick(tr, o);
+		while (*next <= now)
+			*next += (uint64_t)(o->interval * 1e9);
+	}
+	return (int)((*next - now) / 1000000) + 1;
+}
+
+static int emit(struct cm_tracer *tr, const struct cm_run_opts *o, json_object *target,
+		json_object *exitj, bool text_to_stderr)
+{
+	struct cm_render_opts ro = { .threads = o->threads, .width = 80 };
+	struct cm_snapshot snap;
+	json_object *report;
+	int rc = 0;
+
+	if (session_stop(tr, &snap)) {
+		json_object_put(target);
+		json_object_put(exitj);
+		return -1;
+	}
+	report = cm_build_report(tr, &snap, target, exitj);
+	if (o->iv && cm_interval_emit(o->iv, report))
+		rc = -1;
+	for (size_t i = 0; tr->timeline && i < snap.nthreads; i++) {
+		const struct cm_thread *t = &snap.threads[i];
+
+		cm_timeline_final_seq(tr->timeline, t->pid, t->tid, t->trace_seq,
+				      t->end_ns ? t->end_ns : tr->end_ns);
+	}
+	if (tr->timeline &&
+	    cm_timeline_close(tr->timeline, report,
+			      snap.counters.trace_ringbuf_full + snap.counters.trace_rate_limited))
+		rc = -1;
+	tr->timeline = NULL;
+	session_snapshot_free(&snap);
+	if (o->json_path && cm_write_json(report, o->json_path))
+		rc = -1;
+	if (o->folded_path && tr->stacks &&
+	    cm_stacks_write_folded(tr->stacks, o->folded_path, o->fold_which))
+		rc = -1;
+	if (cm_render_text(report, &ro, text_to_stderr || (o->json_path && !strcmp(o->json_path, "-"))
+					     ? stderr : stdout))
+		rc = -1;
+	json_object_put(report);
+	return rc;
+}
+
+/* Waits (briefly) until the held child sleeps on the go pipe, so it is seeded
+ * in a known state rather than as "runnable since before tracing". */
+static void wait_blocked(pid_t child)
+{
+	char path[64], buf[512], *p;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", child);
+	for (int i = 0; i < 2000; i++) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+		if (fd >= 0)
+			close(fd);
+		if (n <= 0)
+			return;
+		buf[n] = 0;
+		p = strrchr(buf, ')');
+		if (p && p[1] == ' ' && p[2] == 'S')
+			return;
+		usleep(100);
+	}
+}
+
+int cm_run_wrap(struct cm_run_opts *o)
+{
+	struct cm_tracer tr = { 0 };
+	char exe[PATH_MAX];
+	int go[2], errp[2], sfd, rc, status = 0, child_errno = 0;
+	bool exited = false;
+	sigset_t oldmask;
+	pid_t child;
+
+	rc = resolve_command(o->argv[0], exe, sizeof(exe));
+	if (rc)
+		return rc;
+	if (session_start(&tr, &o->tr))
+		return 1;
+	if (cm_gpu_wrap_prepare(&tr)) {
+		cm_err("out of memory setting up GPU tracing");
+		return 1;
+	}
+	if (pipe2(go, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
+		cm_err("pipe: %s", strerror(errno));
+		return 1;
+	}
+	sfd = signal_fd(&oldmask);
+	child = fork();
+	if (child < 0) {
+		cm_err("fork: %s", strerror(errno));
+		return 1;
+	}
+	if (child == 0) {
+		char c;
+
+		sigprocmask(SIG_SETMASK, &oldmask, NULL);
+		cm_gpu_child_env(&tr);
+		close(go[1]);
+		close(errp[0]);
+		/* wait until every program is attached and this task is traced */
+		if (read(go[0], &c, 1) != 1)
+			_exit(127);
+		execv(exe, o->argv);
+		int e = errno;
+		if (write(errp[1], &e, sizeof(e)) < 0)
+			_exit(127);
+		_exit(127);
+	}
+	close(go[0]);
+	close(errp[1]);
+	wait_blocked(child);
+	/* the window opens before the first thread is seeded, so every thread's
+	 * start lies inside it */
+	session_open_window(&tr);
+	if (cm_tracer_seed_process(&tr, child, true))
+		cm_warn("could not register the command's process %d", child);
+	/* before exec: the environment and cgroup that exec keeps */
+	json_object *tenv = cm_target_env(child);
+	if (write(go[1], "g", 1) != 1) {
+		cm_err("could not start the command: %s", strerror(errno));
+		kill(child, SIGKILL);
+		return 1;
+	}
+	close(go[1]);
+	if (read(errp[0], &child_errno, sizeof(child_errno)) == sizeof(child_errno)) {
+		waitpid(child, NULL, 0);
+		cm_err("cannot run %s: %s", o->argv[0], strerror(child_errno));
+		session_close(&tr);
+		return 127;
+	}
+	close(errp[0]);
+
+	int pidfd = syscall(SYS_pidfd_open, child, 0);
+	uint64_t deadline = o->duration > 0 ? cm_now_ns() + (uint64_t)(o->duration * 1e9) : 0;
+	uint64_t next_tick = 0;
+	int stop_sig = 0;
+
+	int gpufd = cm_gpu_poll_fd(&tr);
+
+	while (!exited && !stop_sig) {
+		/* the GPU ring buffer: an agent that cannot use CUPTI waits for its
+		 * uprobes, so it is served as soon as it asks */
+		struct pollfd pfd[4] = { { .fd = sfd, .events = POLLIN }, { .fd = gpufd, .events = POLLIN },
+					 { .fd = pidfd, .events = POLLIN },
+					 { .fd = cm_tracer_event_fd(&tr), .events = POLLIN } };
+		int timeout = -1;
+
+		if (deadline) {
+			uint64_t now = cm_now_ns();
+
+			if (now >= deadline)
+				break;
+			timeout = (int)((deadline - now) / 1000000) + 1;
+		}
+		if (pidfd < 0 && (timeout < 0 || timeout > 100))
+			timeout = 100;	/* no pidfd: poll for the exit */
+		int tick = interval_due(&tr, o, &next_tick);
+		if (tick >= 0 && (timeout < 0 || tick < timeout))
+			timeout = tick;
+		int rb_ms = cm_tracer_poll_ms(&tr);
+		if (rb_ms >= 0 && (timeout < 0 || rb_ms < timeout))
+			timeout = rb_ms;
+		if (pidfd < 0)
+			pfd[2].fd = -1;	/* poll ignores negative fds */
+		if (poll(pfd, 4, timeout) < 0 && errno != EINTR)
+			break;
+		if (pfd[1].revents & POLLIN)
+			cm_gpu_poll(&tr);
+		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
+		if (pfd[0].revents & POLLIN) {
+			struct signalfd_siginfo si;
+
+			if (read(sfd, &si, sizeof(si)) == sizeof(si))
+				stop_sig = si.ssi_signo;
+		}
+		if (waitpid(child, &status, WNOHANG) == child)
+			exited = true;
+	}
+
+	json_object *target = json_object_new_object(), *argvj = json_object_new_array();
+	json_object *exitj = NULL;
+
+	json_object_object_add(target, "mode", json_object_new_string("wrap"));
+	for (char **a = o->argv; *a; a++) {
+		char clean[4096];
+
+		cm_sanitize_comm(*a, strnlen(*a, 1000), clean, sizeof(clean));
+		json_object_array_add(argvj, json_object_new_string(clean));
+	}
+	json_object_object_add(target, "command", argvj);
+	json_object_object_add(target, "pid", json_object_new_int(child));
+	json_object_object_add(target, "environment", tenv);
+	if (exited) {
+		exitj = json_object_new_object();
+		if (WIFSIGNALED(status)) {
+			json_object_object_add(exitj, "signal", json_object_new_int(WTERMSIG(status)));
+			json_object_object_add(exitj, "status", json_object_new_int(128 + WTERMSIG(status)));
+		} else {
+			json_object_object_add(exitj, "status", json_object_new_int(WEXITSTATUS(status)));
+		}
+	}
+	rc = emit(&tr, o, target, exitj, true) ? 1 : 0;
+	session_close(&tr);
+
+	if (!exited) {
+		/* stopped by a signal: pass it on; stopped by -d: let the command finish */
+		if (stop_sig)
+			kill(child, stop_sig);
+		if (waitpid(child, &status, 0) != child)
+			return stop_sig ? 128 + stop_sig : 1;
+	}
+	if (rc)
+		return 1;
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+static pid_t tgid_of(pid_t pid)
+{
+	char path[64], line[128];
+	pid_t tgid = pid;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	fp = fopen(path, "re");
+	while (fp && fgets(line, sizeof(line), fp))
+		if (sscanf(line, "Tgid: %d", &tgid) == 1)
+			break;
+	if (fp)
+		fclose(fp);
+	return tgid;
+}
+
+int cm_run_attach(struct cm_run_opts *o)
+{
+	struct cm_tracer tr = { 0 };
+	uint64_t deadline;
+	int sfd, stop_sig = 0;
+	sigset_t oldmask;
+
+	for (int i = 0; i < o->npids; i++) {
+		if (kill(o->pids[i], 0) && errno == ESRCH) {
+			cm_err("no such process: %d", o->pids[i]);
+			return 1;
+		}
+		/* a thread id means its whole process */
+		o->pids[i] = tgid_of(o->pids[i]);
+	}
+	/* while the target certainly lives: an exited one's environ is empty */
+	json_object *tenv = cm_target_env(o->pids[0]);
+
+	if (session_start(&tr, &o->tr)) {
+		json_object_put(tenv);
+		return 1;
+	}
+	sfd = signal_fd(&oldmask);
+	session_open_window(&tr);
+	for (int i = 0; i < o->npids; i++) {
+		if (cm_tracer_seed_process(&tr, o->pids[i], false)) {
+			cm_err("no such process: %d (it exited before tracing began)", o->pids[i]);
+			session_close(&tr);
+			return 1;
+		}
+	}
+	for (int i = 0; i < o->npids; i++)
+		cm_gpu_watch_pid(&tr, o->pids[i]);
+	deadline = o->duration > 0 ? tr.start_ns + (uint64_t)(o->duration * 1e9) : 0;
+	uint64_t next_tick = 0;
+	if (!deadline)
+		cm_info("tracing %d process(es); Ctrl-C to stop", o->npids);
+	while (!stop_sig) {
+		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN },
+					 { .fd = cm_tracer_event_fd(&tr), .events = POLLIN } };
+		uint64_t now = cm_now_ns();
+		int timeout = 100;
+
+		if (cm_tracer_live_threads(&tr) <= 0)
+			break;
+		if (deadline) {
+			if (now >= deadline)
+				break;
+			if ((deadline - now) / 1000000 < 100)
+				timeout = (int)((deadline - now) / 1000000) + 1;
+		}
+		int tick = interval_due(&tr, o, &next_tick);
+		if (tick >= 0 && tick < timeout)
+			timeout = tick;
+		if (cm_tracer_poll_ms(&tr) >= 0 && cm_tracer_poll_ms(&tr) < timeout)
+			timeout = cm_tracer_poll_ms(&tr);
+		if (poll(pfd, 2, timeout) > 0 && (pfd[0].revents & POLLIN)) {
+			struct signalfd_siginfo si;
+
+			if (read(sfd, &si, sizeof(si)) == sizeof(si))
+				stop_sig = si.ssi_signo;
+		}
+		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
+		cm_gpu_poll(&tr);
+	}
+
+	json_object *target = json_object_new_object(), *pids = json_object_new_array();
+
+	json_object_object_add(target, "mode", json_object_new_string("attach"));
+	for (int i = 0; i < o->npids; i++)
+		json_object_array_add(pids, json_object_new_int(o->pids[i]));
+	json_object_object_add(target, "pids", pids);
+	json_object_object_add(target, "environment", tenv);
+	int rc = emit(&tr, o, target, NULL, false) ? 1 : 0;
+
+	session_close(&tr);
+	return rc;
+}
+

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * A tracing session: the run loop of wrap and attach mode. It starts the core
+ * tracer and then each subsystem (stacks, timeline, GPU, observer cost), runs
+ * until the command exits, a signal or the duration, and writes the outputs.
+ * tracer.c calls none of them; they take the tracer's types.
+ */
+#ifndef CM_SESSION_H
+#define CM_SESSION_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+#include "tracer.h"
+
+struct cm_interval;
+
+struct cm_run_opts {
+	const char *json_path;
+	const char *folded_path;
+	int fold_which;		/* CM_FOLD_* for -f */
+	double interval;	/* -i seconds */
+	const char *jsonl_path;
+	struct cm_interval *iv;
+
+	double duration;
+	bool threads;
+	pid_t *pids;
+	int npids;
+	char **argv;		/* wrap mode command */
+	struct cm_tracer_opts tr;
+};
+
+/* Traces argv until it exits; returns its exit status (128+signal), or
+ * contactmap's own failure status. */
+int cm_run_wrap(struct cm_run_opts *o);
+/* Traces the running processes o->pids until Ctrl-C, -d or they all exit. */
+int cm_run_attach(struct cm_run_opts *o);
+
+#endif /* CM_SESSION_H */
