@@ -74,9 +74,11 @@ CM_EXTERN struct {
 	__uint(max_entries, CM_LIFE_RING_BYTES);
 } life_events SEC(".maps");
 
+/* Per process, device and op; a process's rows are drained when it ends. */
 CM_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
 	__type(key, struct cm_blk_key);
 	__type(value, struct cm_blk_stat);
 } blkstats SEC(".maps");
@@ -124,7 +126,6 @@ CM_EXTERN const volatile struct cm_blk_stat zero_blk;
 CM_EXTERN struct cm_counters counters;
 CM_EXTERN __s64 live_threads;
 CM_EXTERN __u32 next_gen;	/* user space takes numbers from it too, atomically */
-CM_EXTERN const volatile __u32 read_nr;	/* the read syscall (the held command's) */
 
 #define TASK_RUNNING_STATE 0
 #define TASK_DEAD_STATE 0x80
@@ -370,7 +371,7 @@ static __always_inline void trace_slice(struct cm_thread *t, __u16 kind, __u64 s
 	__u16 cause = kind == CM_SL_BLOCKED ? t->blk_cause : 0;
 	__u32 nr = kind == CM_SL_BLOCKED && t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1 ? t->sc_nr1 - 1 : 0;
 
-	if (cfg_trace)
+	if (cfg_trace && !(t->flags & CM_TF_HELD))
 		emit_slice(t->pid, t->tid, &t->trace_seq, kind | (est ? CM_SL_ESTIMATED : 0), cause, nr,
 			   start, end, 0);
 }
@@ -379,7 +380,9 @@ static __always_inline void trace_slice(struct cm_thread *t, __u16 kind, __u64 s
  * current, so frame-pointer stacks only); a syscall's at its sys_exit. */
 static __always_inline void offcpu_nonsyscall(struct cm_thread *t, __u64 d)
 {
-	if (!cfg_offcpu_stacks || (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1))
+	/* a held command's wait is contactmap's (see start_command, sched.bpf.c) */
+	if (!cfg_offcpu_stacks || (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) ||
+	    (t->flags & CM_TF_HELD))
 		return;
 	if (d >= cfg_min_block_ns) {
 		emit_offcpu(t, t->blk_cause, 0, d, false);

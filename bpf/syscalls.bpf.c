@@ -61,32 +61,6 @@ static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 	return 0;
 }
 
-/*
- * The wrapped command, held by contactmap until every program was attached,
- * returns from the read() it was held in: its own life starts here. What came
- * before (the wait, contactmap's code in the child) is contactmap's, not the
- * command's: the ledger starts afresh, and so do the fault counters.
- */
-static __noinline void start_command(struct cm_thread *t, __u64 now)
-{
-	struct task_struct *cur = bpf_get_current_task_btf();
-	__u32 cpu = t->last_cpu;
-
-	/* everything after the identity (tid ... comm) from the zero template */
-	bpf_probe_read_kernel(&t->start_ns, sizeof(*t) - offsetof(struct cm_thread, start_ns),
-			      (void *)&zero_thread.start_ns);
-	t->flags &= ~CM_TF_HELD;
-	t->last_cpu = cpu;
-	t->out_kstack = t->out_ustack = -1;
-	t->start_ns = now;
-	t->state = CM_RUNNING;
-	t->state_ts = now;
-	t->run_ts = now;
-	t->stime_at = cur->stime;
-	t->min_flt_base = cur->min_flt;
-	t->maj_flt_base = cur->maj_flt;
-}
-
 static __always_inline int on_sys_exit(long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
@@ -97,10 +71,6 @@ static __always_inline int on_sys_exit(long ret)
 	if (!t)
 		return 0;
 	now = bpf_ktime_get_ns();
-	if ((t->flags & CM_TF_HELD) && (!t->sc_nr1 || t->sc_nr1 - 1 == read_nr)) {
-		start_command(t, now);
-		return 0;
-	}
 	account_oncpu(t, now, cur_stime());
 	if (!t->sc_nr1)
 		return 0;	/* entered before we attached and not seeded */

@@ -46,6 +46,7 @@ static const char usage[] =
 "      --no-observer-cost the same as --observer-cost off\n"
 "      --max-threads N    threads alive at once that can be traced (default 65536;\n"
 "                         entries are freed at exit and not preallocated)\n"
+"      --max-syscall-rows N  (thread, syscall) rows alive at once (default 262144)\n"
 "      --attach-type T    force tp_btf or raw_tp (default: best available)\n"
 "      --block-claim insert_issue  claim block requests at insert/issue, as\n"
 "                         on kernels before 6.5 (default: block_io_start)\n"
@@ -105,7 +106,7 @@ static int parse_pids(const char *s, struct cm_run_opts *o)
 
 static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 {
-	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
+	enum { OPT_MAX_THREADS = 256, OPT_MAX_ROWS, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
 	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM };
 	static const struct option longopts[] = {
@@ -115,6 +116,7 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		{ "pid", required_argument, NULL, 'p' },
 		{ "threads", no_argument, NULL, 't' },
 		{ "max-threads", required_argument, NULL, OPT_MAX_THREADS },
+		{ "max-syscall-rows", required_argument, NULL, OPT_MAX_ROWS },
 		{ "attach-type", required_argument, NULL, OPT_ATTACH_TYPE },
 		{ "block-claim", required_argument, NULL, OPT_BLOCK_CLAIM },
 		{ "freq", required_argument, NULL, 'F' },
@@ -221,6 +223,12 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 			o->tr.max_threads = strtoul(optarg, &end, 10);
 			if (*end || o->tr.max_threads < 16 || o->tr.max_threads > (1U << 22))
 				bad_usage("bad --max-threads '%s': 16 to 4194304", optarg);
+			break;
+		case OPT_MAX_ROWS:
+			o->tr.max_syscall_rows = strtoul(optarg, &end, 10);
+			if (*end || end == optarg || o->tr.max_syscall_rows < 64 ||
+			    o->tr.max_syscall_rows > (1U << 24))
+				bad_usage("bad --max-syscall-rows '%s': 64 to 16777216", optarg);
 			break;
 		case OPT_ATTACH_TYPE:
 			keyword(optarg, (const char *const[]){ "tp_btf", "raw_tp", NULL },

@@ -15,6 +15,7 @@
 #include "cm.h"
 
 #define DEF_WIDTH 80
+#define MAX_PROCS 20		/* processes shown in full, the heaviest */
 #define DEF_TOP_SYSCALLS 10
 #define TOP_CAUSES 5
 
@@ -248,6 +249,17 @@ static void render_header(json_object *r, int width, FILE *out)
 /* 2 + label 14 + time 9 + share 8 + on-CPU 9 + count 10 + 2 before the bar */
 #define MAP_FIXED 54
 
+/* Threads of a process: its rows, and those folded into rows by comm. */
+static size_t threads_in(json_object *p)
+{
+	json_object *f = arr(p, "threads_folded");
+	size_t n = arr_len(arr(p, "threads"));
+
+	for (size_t i = 0; i < arr_len(f); i++)
+		n += num(json_object_array_get_idx(f, i), "count");
+	return n;
+}
+
 static void render_map(json_object *r, int width, FILE *out)
 {
 	json_object *rows = arr(r, "contact_map"), *totals = obj(r, "totals");
@@ -306,8 +318,12 @@ static void render_map(json_object *r, int width, FILE *out)
 	}
 	fprintf(out, "  %-14s %8s %6.1f%% %8s\n", "total", T(total), total ? 100.0 : 0.0, T(oncpu));
 
-	for (size_t i = 0; i < arr_len(procs); i++)
-		nthreads += arr_len(arr(json_object_array_get_idx(procs, i), "threads"));
+	for (int pass = 0; pass < 2; pass++) {
+		json_object *ps = pass ? arr(r, "folded_processes") : procs;
+
+		for (size_t i = 0; i < arr_len(ps); i++)
+			nthreads += threads_in(json_object_array_get_idx(ps, i));
+	}
 	/* thread-seconds exceed the window when threads run side by side */
 	fprintf(out, "  shares of %s thread-seconds", fmt_secs(total, (char[32]){0}, 32));
 	if (nthreads)
@@ -370,8 +386,11 @@ static void render_ledger(json_object *l, FILE *out)
 	ledger_row(out, "wall", wall, wall);
 	fputc('\n', out);
 	ledger_row(out, "on-CPU", num(l, "oncpu_ns"), wall);
-	fprintf(out, "  user %s, in syscalls %s\n",
-		T(num(l, "oncpu_user_ns")), T(num(l, "oncpu_syscall_ns")));
+	fprintf(out, "  user %s, in syscalls %s", T(num(l, "oncpu_user_ns")),
+		T(num(l, "oncpu_syscall_ns")));
+	if (num(l, "oncpu_kernel_ns"))
+		fprintf(out, ", kernel %s", T(num(l, "oncpu_kernel_ns")));
+	fputc('\n', out);
 	ledger_row(out, "run queue", num(l, "runq_ns"), wall);
 	fprintf(out, "  after wakeup %s, preempted %s\n",
 		T(num(l, "runq_wakeup_ns")), T(num(l, "runq_preempt_ns")));
@@ -663,7 +682,7 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 	else if (cm_json_get(p, "end_ns") && !num(p, "end_ns"))
 		wrap_item(&w, ", ", "alive at the end");
 	if (th)
-		wrap_item(&w, ", ", "%zu thread%s", arr_len(th), arr_len(th) == 1 ? "" : "s");
+		wrap_item(&w, ", ", "%zu thread%s", threads_in(p), threads_in(p) == 1 ? "" : "s");
 	wrap_end(&w);
 
 	if (obj(p, "ledger"))
@@ -677,6 +696,25 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 }
 
 /* ---- lost and anomalies ------------------------------------------------------ */
+
+/* What to do about a drop, by its counter. */
+static const char *lost_hint(const char *key)
+{
+	static const struct { const char *key, *hint; } hints[] = {
+		{ "threads_map_full", "raise --max-threads" },
+		{ "syscall_map_full", "raise --max-syscall-rows" },
+		{ "stack_ringbuf_full", "lower -F, or raise --min-block" },
+		{ "kernel_stack_missing", "lower -F, or raise --min-block" },
+		{ "user_stack_missing", "lower -F, or raise --min-block" },
+		{ "timeline_ringbuf_full", "lower --trace-rate, or raise --trace-syscall-min" },
+		{ "timeline_rate_limited", "raise --trace-rate" },
+	};
+
+	for (size_t i = 0; i < sizeof(hints) / sizeof(hints[0]); i++)
+		if (!strcmp(key, hints[i].key))
+			return hints[i].hint;
+	return NULL;
+}
 
 /* Nonzero counters of o (nested objects as "outer.inner"), one row each when
  * out is set; returns how many there are. */
@@ -695,9 +733,14 @@ static size_t nonzero(json_object *o, const char *prefix, FILE *out)
 		} else if (val_num(v)) {
 			n++;
 			if (out) {
+				const char *hint = lost_hint(name);
+
 				fputs("  ", out);
 				field(out, name, 28);
-				fprintf(out, " %12" PRIu64 "\n", val_num(v));
+				fprintf(out, " %12" PRIu64, val_num(v));
+				if (hint)
+					fprintf(out, "  (%s)", hint);
+				fputc('\n', out);
 			}
 		}
 	}
@@ -766,6 +809,61 @@ static void render_observer(json_object *r, FILE *out)
 				: "runs from before the window may be counted");
 }
 
+static int cmp_wall_desc(const void *a, const void *b)
+{
+	uint64_t x = num(obj(*(json_object *const *)a, "ledger"), "wall_ns");
+	uint64_t y = num(obj(*(json_object *const *)b, "ledger"), "wall_ns");
+
+	return x > y ? -1 : x < y;
+}
+
+/* The processes, the heaviest MAX_PROCS of them in the report's order when
+ * there are more, then a line for the rest and for those folded by comm. */
+static void render_processes(json_object *report, json_object *procs,
+			     const struct cm_render_opts *o, FILE *out)
+{
+	json_object *folded = arr(report, "folded_processes");
+	size_t n = arr_len(procs), shown = 0, nfolded = 0;
+	json_object **by_wall = calloc(n + 1, sizeof(*by_wall));
+	uint64_t cut = 0;
+
+	for (size_t i = 0; by_wall && i < n; i++)
+		by_wall[i] = json_object_array_get_idx(procs, i);
+	if (by_wall && n > MAX_PROCS) {
+		qsort(by_wall, n, sizeof(*by_wall), cmp_wall_desc);
+		cut = num(obj(by_wall[MAX_PROCS - 1], "ledger"), "wall_ns");
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_object *p = json_object_array_get_idx(procs, i);
+
+		if (!json_object_is_type(p, json_type_object))
+			continue;
+		if (n > MAX_PROCS && (num(obj(p, "ledger"), "wall_ns") < cut || shown == MAX_PROCS))
+			continue;
+		render_process(p, o, out);
+		shown++;
+	}
+	free(by_wall);
+	for (size_t i = 0; i < arr_len(folded); i++)
+		nfolded += num(json_object_array_get_idx(folded, i), "count");
+	if (shown < n || nfolded) {
+		fprintf(out, "\n(%zu more process%s", n - shown + nfolded, n - shown + nfolded == 1 ? "" : "es");
+		if (nfolded) {
+			fprintf(out, ", %zu of them ended and folded by name:", nfolded);
+			for (size_t i = 0; i < arr_len(folded) && i < 8; i++) {
+				json_object *g = json_object_array_get_idx(folded, i);
+
+				fputc(' ', out);
+				cm_put_text(out, cm_json_str(g, "comm") ? cm_json_str(g, "comm") : "?", 16);
+				fprintf(out, " x%" PRIu64, num(g, "count"));
+			}
+			if (arr_len(folded) > 8)
+				fprintf(out, " ...");
+		}
+		fprintf(out, "; every one is in the totals and the JSON report)\n");
+	}
+}
+
 int cm_render_text(json_object *report, const struct cm_render_opts *opts, FILE *out)
 {
 	struct cm_render_opts o = opts ? *opts : (struct cm_render_opts){ 0 };
@@ -785,12 +883,8 @@ int cm_render_text(json_object *report, const struct cm_render_opts *opts, FILE 
 	procs = arr(report, "processes");
 	if (!procs)
 		fprintf(out, "\nno processes in this report\n");
-	for (size_t i = 0; i < arr_len(procs); i++) {
-		json_object *p = json_object_array_get_idx(procs, i);
-
-		if (json_object_is_type(p, json_type_object))
-			render_process(p, &o, out);
-	}
+	else
+		render_processes(report, procs, &o, out);
 	render_lost(report, out);
 	render_observer(report, out);
 	return 0;

@@ -407,6 +407,11 @@ json_object *cm_features_json(const struct cm_features *f)
 	json_object_object_add(o, "block_claim", json_object_new_string(
 		!f->block_tp ? "none" : f->block_io_start_tp ? "block_io_start" : "insert_issue"));
 	json_object_object_add(o, "gpu_programs", json_object_new_boolean(f->gpu));
+	/* kernel time outside syscalls: the kernel's own tick accounting of
+	 * user and system mode, per segment between syscalls */
+	json_object_object_add(o, "kernel_split", json_object_new_string("tick"));
+	/* the tables hold the live set; preallocated before 6.1 */
+	json_object_object_add(o, "tables", json_object_new_string(f->mem_alloc ? "on demand" : "preallocated"));
 	return o;
 }
 

@@ -260,7 +260,7 @@ static int map_traced_tids(struct cm_tracer *tr)
 static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const struct cm_features *f)
 {
 	struct contactmap_bpf *skel = contactmap_bpf__open();
-	int ioctl_nr = cm_syscall_nr("ioctl"), read_nr = cm_syscall_nr("read");
+	int ioctl_nr = cm_syscall_nr("ioctl");
 
 	if (!skel) {
 		cm_err("cannot open the BPF object: %s", strerror(errno));
@@ -273,12 +273,17 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const s
 		 * whole table is allocated at load, so it gets a tighter bound */
 		bpf_map__set_map_flags(skel->maps.threads, 0);
 		bpf_map__set_map_flags(skel->maps.sysstats, 0);
+		bpf_map__set_map_flags(skel->maps.blkstats, 0);
+		bpf_map__set_max_entries(skel->maps.blkstats, 1024);
 		bpf_map__set_max_entries(skel->maps.threads, o->max_threads < 8192 ? o->max_threads : 8192);
 		bpf_map__set_max_entries(skel->maps.sysstats,
 					 o->max_syscall_rows < 65536 ? o->max_syscall_rows : 65536);
 	}
-	if (read_nr >= 0)
-		skel->rodata->read_nr = (uint32_t)read_nr;
+	/* the tests' way to make the exit ring overflow (a power-of-two size
+	 * in bytes, at least a page): records then wait in the map */
+	if (getenv("CONTACTMAP_TEST_LIFE_RING"))
+		bpf_map__set_max_entries(skel->maps.life_events,
+					 (uint32_t)strtoul(getenv("CONTACTMAP_TEST_LIFE_RING"), NULL, 0));
 	skel->rodata->cfg_oncpu_stacks = o->sample_hz > 0;
 	skel->rodata->cfg_offcpu_stacks = o->offcpu_stacks;
 	skel->rodata->cfg_min_block_ns = o->min_block_ns;
