@@ -556,6 +556,7 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	json_object_object_add(r, "lost", lost_json(tr, s));
 	json_object_object_add(r, "collector", collector_json(tr, s));
 	json_object_object_add(r, "observer", observer_json(tr, s));
+	json_object_object_add(json_object_object_get(r, "observer"), "self", cm_observer_self_json());
 
 	/* the CUPTI agent's own threads are contactmap's cost, not the program's */
 	obs_n = books->obs_threads;
