@@ -370,6 +370,9 @@ static int cmd_check(void)
 					   : "requests claimed at insert/issue (block_io_start: 6.5+)");
 	print_feature("GPU programs", f->gpu, f->gpu ? "CUPTI agent hook and CUDA library uprobes"
 						    : f->gpu_error[0] ? f->gpu_error : "not loaded");
+	print_feature("bpf_mem_alloc", f->mem_alloc, f->mem_alloc ? "tables allocated as threads come (6.1+): memory follows the live set"
+								: "tables preallocated (before 6.1): --max-threads is capped at 8192");
+	print_feature("kernel split", true, "kernel time outside syscalls from the kernel's tick accounting (task->stime), per segment");
 	print_feature("uprobe_multi", f->uprobe_multi, f->uprobe_multi ? "one link per CUDA library (fast detach)"
 								      : "one perf uprobe per function (slow detach)");
 	print_feature("CUPTI agent", cm_gpu_agent_found(), cm_gpu_agent_found() ? "libcontactmap-cupti.so found: wrap mode uses CUPTI"
