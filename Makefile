@@ -12,7 +12,8 @@ CUDA_HOME ?= /usr/local/cuda
 HAVE_CUDA := $(if $(wildcard $(CUDA_HOME)/include/cupti.h),1,)
 
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -D_GNU_SOURCE
+CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -D_GNU_SOURCE \
+	-DCM_PREFIX='"$(PREFIX)"'
 # -ldw: DWARF unwinding (elfutils); -lstdc++: __cxa_demangle for C++ frames;
 # -pthread: the observer-cost sampling thread (src/observer.c)
 LDLIBS += -lbpf -ldw -lelf -lz -ljson-c -lm -lstdc++ -pthread
@@ -43,8 +44,15 @@ LIB_OBJS := $(filter-out $(OUTPUT)/main.o,$(OBJS))
 .DELETE_ON_ERROR:
 
 AGENT := $(if $(HAVE_CUDA),$(OUTPUT)/libcontactmap-cupti.so)
+MARK := $(OUTPUT)/libcontactmap-mark.so
 
-all: $(OUTPUT)/contactmap contactmap $(AGENT)
+all: $(OUTPUT)/contactmap contactmap $(AGENT) $(MARK)
+
+# The request markers a program calls (include/contactmap_mark.h); contactmap
+# probes them. No dependencies: a program links it whether traced or not.
+$(MARK): lib/contactmap_mark.c include/contactmap_mark.h | $(OUTPUT)
+	$(call msg,LIB,$@)
+	$(Q)$(CC) -O2 -g -Wall -Wextra -fPIC -shared -Iinclude -Wl,-soname,libcontactmap-mark.so $< -o $@
 
 contactmap: $(OUTPUT)/contactmap
 	$(Q)ln -sf $(OUTPUT)/contactmap $@
@@ -113,6 +121,13 @@ $(OUTPUT)/tests/test_sym: $(OUTPUT)/tests/libcmtest.so
 $(OUTPUT)/tests/%: tests/workloads/%.c $(wildcard tests/workloads/*.h) | $(OUTPUT)/tests
 	$(call msg,CC,$@)
 	$(Q)$(CC) -O1 -g -Wall -D_GNU_SOURCE $< -lpthread -o $@
+
+# workloads that mark requests: linked against the marker library, found
+# next to them at run time
+$(OUTPUT)/tests/handoff $(OUTPUT)/tests/chain: $(OUTPUT)/tests/%: tests/workloads/%.c tests/workloads/wl.h $(MARK) | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) -O1 -g -Wall -D_GNU_SOURCE -Iinclude $< -L$(OUTPUT) -lcontactmap-mark \
+		-Wl,-rpath,'$$ORIGIN/..' -lpthread -o $@
 
 # the stack workload twice: frame pointers kept, and omitted (DWARF only)
 $(OUTPUT)/tests/stackwl_fp: tests/workloads/stackwl.c tests/workloads/wl.h | $(OUTPUT)/tests
@@ -212,6 +227,9 @@ bench-quick: all
 install: all
 	install -D -m 0755 $(OUTPUT)/contactmap $(DESTDIR)$(PREFIX)/bin/contactmap
 	$(if $(AGENT),install -D -m 0755 $(AGENT) $(DESTDIR)$(PREFIX)/lib/contactmap/libcontactmap-cupti.so)
+	install -D -m 0755 $(MARK) $(DESTDIR)$(PREFIX)/lib/libcontactmap-mark.so
+	install -D -m 0644 include/contactmap_mark.h $(DESTDIR)$(PREFIX)/include/contactmap_mark.h
+	install -D -m 0644 python/contactmap_mark.py $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/contactmap_mark.py
 
 clean:
 	$(call msg,CLEAN)

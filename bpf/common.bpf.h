@@ -68,6 +68,38 @@ CM_EXTERN struct {
 	__type(value, struct cm_blk_start);
 } blk_inflight SEC(".maps");
 
+/* The subsystem (enum cm_subsys) of each syscall number, from user space. */
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__type(value, __u32);
+} sys_groups SEC(".maps");
+
+/* Interrupt nesting per CPU: [0] hard irqs, softirqs and timer callbacks
+ * being served (bpf/critpath.bpf.c). */
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} irq_depth SEC(".maps");
+
+static __always_inline bool in_interrupt_now(void)
+{
+	__u32 k = 0;
+	__u64 *d = bpf_map_lookup_elem(&irq_depth, &k);
+
+	return d && *d;
+}
+
+/* Switch-in records and request markers (struct cm_cp_event); sized from
+ * user space when the critical path is on. */
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} cp_events SEC(".maps");
+
 /* Exit records of traced threads (struct cm_life_event). */
 CM_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -109,6 +141,7 @@ CM_EXTERN struct {
 	__type(value, __u64);
 } trace_rate SEC(".maps");
 
+CM_EXTERN const volatile bool cfg_critpath;	/* switch-in records for the critical path */
 CM_EXTERN const volatile bool cfg_trace;
 CM_EXTERN const volatile __u64 cfg_trace_sys_min_ns;
 CM_EXTERN const volatile __u64 cfg_trace_max_per_sec;	/* per CPU */
@@ -398,9 +431,47 @@ static __always_inline void offcpu_nonsyscall(struct cm_thread *t, __u64 d)
  * its switch-in, and by resync (`resynced`) when no switch-in was reported and
  * `end` is an estimate.
  */
+/* The off-CPU stretch from state_ts to end, for the critical path (see
+ * struct cm_cp_event); before settle_off_cpu charges it. */
+static __always_inline void emit_switch_in(struct cm_thread *t, __u64 end, bool resynced)
+{
+	struct cm_cp_event *e;
+	__u64 wake = t->wake_ts;
+
+	e = bpf_ringbuf_reserve(&cp_events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&counters.cp_ringbuf_full, 1);
+		return;
+	}
+	e->type = CM_EV_SWITCH_IN;
+	e->tid = t->tid;
+	e->pid = t->pid;
+	e->gen = t->gen;
+	e->ts = end;
+	e->off_start = t->state_ts;
+	e->state = t->state;
+	e->cause = t->blk_cause;
+	e->nr = t->sc_nr1 ? t->sc_nr1 - 1 : 0;
+	e->id = 0;
+	e->flags = (resynced ? CM_CP_ESTIMATED : 0) | (t->blk_iowait ? CM_CP_IOWAIT : 0);
+	e->pad = 0;
+	if ((t->state == CM_BLOCKED || t->state == CM_UNKNOWN) && wake > t->state_ts && wake <= end) {
+		e->wake_ts = wake;
+		e->waker_gen = t->waker_gen;
+	} else {
+		e->wake_ts = 0;
+		e->waker_gen = 0;
+	}
+	__builtin_memcpy(e->vec, t->oncpu_ss, sizeof(e->vec));
+	bpf_ringbuf_submit(e, lazy_wakeup(&cp_events));
+}
+
 static __always_inline void settle_off_cpu(struct cm_thread *t, __u64 end, bool resynced)
 {
 	__u64 d = end - t->state_ts, wake = t->wake_ts;
+
+	if (cfg_critpath && !(t->flags & CM_TF_HELD))
+		emit_switch_in(t, end, resynced);
 
 	switch (t->state) {
 	case CM_RUNQ_WAKE:

@@ -102,6 +102,31 @@ static __always_inline int on_wakeup(bool btf, struct task_struct *p)
 	return 0;
 }
 
+/*
+ * Who wakes a thread: sched_waking runs in the waker's context (sched_wakeup
+ * may run on the wakee's CPU, from an IPI). The waker counts when it is a
+ * traced thread inside a syscall (a futex wake, a pipe write, an exit) and
+ * not in an interrupt (bpf/critpath.bpf.c keeps the per-CPU depth): a timer
+ * or a completion wakes no one's thread.
+ */
+static __always_inline int on_waking(bool btf, struct task_struct *p)
+{
+	struct cm_thread *t, *w;
+
+	if (!cfg_critpath)
+		return 0;
+	t = thread_of(TASK_PID(btf, p));
+	if (!t || (t->state != CM_BLOCKED && t->state != CM_UNKNOWN))
+		return 0;
+	t->waker_gen = 0;
+	if (in_interrupt_now())
+		return 0;
+	w = thread_of((__u32)bpf_get_current_pid_tgid());
+	if (w && w->sc_nr1)
+		t->waker_gen = w->gen;
+	return 0;
+}
+
 /* A new thread's entry; an entry still under its id is a thread that has
  * certainly ended (its id is being reused), whose record is sent first. */
 static __always_inline struct cm_thread *new_thread(__u32 tid)
@@ -248,6 +273,10 @@ SEC("tp_btf/sched_wakeup")
 int BPF_PROG(sched_wakeup_btf, struct task_struct *p) { return on_wakeup(true, p); }
 SEC("raw_tp/sched_wakeup")
 int BPF_PROG(sched_wakeup_raw, struct task_struct *p) { return on_wakeup(false, p); }
+SEC("tp_btf/sched_waking")
+int BPF_PROG(sched_waking_btf, struct task_struct *p) { return on_waking(true, p); }
+SEC("raw_tp/sched_waking")
+int BPF_PROG(sched_waking_raw, struct task_struct *p) { return on_waking(false, p); }
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(sched_wakeup_new_btf, struct task_struct *p) { return on_wakeup(true, p); }
 SEC("raw_tp/sched_wakeup_new")

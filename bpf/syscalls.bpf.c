@@ -48,8 +48,16 @@ static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 	now = bpf_ktime_get_ns();
 	account_oncpu(t, now, cur_stime());
 	t->sc_nr1 = (__u32)id + 1;
-	if (gpu_dev_nmajors && id == ioctl_nr && gpu_dev_fd(regs))
+	{
+		__u32 key = (__u32)id;
+		__u32 *grp = bpf_map_lookup_elem(&sys_groups, &key);
+
+		t->sc_grp = grp ? *grp : CM_SS_OTHER;
+	}
+	if (gpu_dev_nmajors && id == ioctl_nr && gpu_dev_fd(regs)) {
 		t->sc_nr1 = CM_SYS_GPU_IOCTL + 1;
+		t->sc_grp = CM_SS_GPU;
+	}
 	t->sc_partial = 0;
 	t->sc_enter_ts = now;
 	t->sc_oncpu = 0;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <json-c/json.h>
+#include "contactmap.h"
 
 #define CM_VERSION "0.1.0"
 #define CM_SCHEMA "contactmap/1"
@@ -20,24 +21,7 @@ void cm_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));	/* -v 
 void cm_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));	/* -vv */
 
 /* ---- syscall table (generated from maps/syscalls_<arch>.tsv) ---------------- */
-/* Subsystems of the contact map, in display order. */
-enum cm_subsys {
-	CM_SS_CPU_USER,
-	CM_SS_CPU_KERNEL,	/* kernel time outside syscalls that is not a fault's */
-	CM_SS_RUNQ,
-	CM_SS_MEMORY,
-	CM_SS_SYNC,
-	CM_SS_FILE_IO,
-	CM_SS_NETWORK,
-	CM_SS_BLOCK_IO,
-	CM_SS_SLEEP,
-	CM_SS_POLL,
-	CM_SS_PROCESS,
-	CM_SS_OTHER,
-	CM_SS_GPU,		/* GPU wait (synchronize calls) and GPU driver ioctls */
-	CM_SS_UNATTRIBUTED,
-	CM_SS_COUNT
-};
+/* Subsystems of the contact map: enum cm_subsys, in contactmap.h (BPF uses it). */
 
 struct cm_syscall_info {
 	const char *name;

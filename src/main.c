@@ -44,6 +44,9 @@ static const char usage[] =
 "                         on): sampled (default: on 50 ms of every second;\n"
 "                         estimated), full, or off\n"
 "      --no-observer-cost the same as --observer-cost off\n"
+"      --no-critical-path no wake-up graph, critical path or request markers\n"
+"      --marker-lib PATH  the libcontactmap-mark.so to probe for request markers\n"
+"                         (default: the one next to contactmap and in PREFIX/lib)\n"
 "      --max-threads N    threads alive at once that can be traced (default 65536;\n"
 "                         entries are freed at exit and not preallocated)\n"
 "      --max-syscall-rows N  (thread, syscall) rows alive at once (default 262144)\n"
@@ -108,7 +111,8 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_MAX_ROWS, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
-	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM };
+	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_NO_CRITPATH,
+	       OPT_MARKER_LIB };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -131,6 +135,8 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		{ "gpu", required_argument, NULL, OPT_GPU },
 		{ "observer-cost", required_argument, NULL, OPT_OBSERVER },
 		{ "no-observer-cost", no_argument, NULL, OPT_NO_OBSERVER },
+		{ "no-critical-path", no_argument, NULL, OPT_NO_CRITPATH },
+		{ "marker-lib", required_argument, NULL, OPT_MARKER_LIB },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -186,6 +192,12 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		}
 		case OPT_NO_OBSERVER:
 			o->tr.observer = CM_OBS_OFF;
+			break;
+		case OPT_NO_CRITPATH:
+			o->tr.critpath = false;
+			break;
+		case OPT_MARKER_LIB:
+			o->tr.marker_lib = optarg;
 			break;
 		case 'i':
 			errno = 0;
@@ -385,7 +397,7 @@ static int cmd_check(void)
 int main(int argc, char **argv)
 {
 	struct cm_run_opts o = { .tr = { .max_threads = 65536, .max_syscall_rows = 262144,
-				  .keep_threads = 64, .keep_procs = 1024,
+				  .keep_threads = 64, .keep_procs = 1024, .critpath = true,
 				  .min_block_ns = 200000, .trace_sys_min_ns = 100000,
 				  .trace_max_per_sec = 100000, .trace_max_bytes = 256ULL << 20 } };
 	int rc;

@@ -16,6 +16,8 @@
 #include "gpu.h"
 #include "observer.h"
 #include "stacks.h"
+#include "critpath.h"
+#include "requests.h"
 
 #define J_INT(o, k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))
 
@@ -621,6 +623,11 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	json_object_object_add(r, "folded_processes", folded);
 	json_object_object_add(r, "totals", ledger_json(&total, tcauses));
 	json_object_object_add(r, "contact_map", cmap_json(&tmap));
+	/* the wrapped command's main thread, start to end; the markers' requests */
+	if ((o = cm_critpath_json(tr->cp)))
+		json_object_object_add(r, "critical_path", o);
+	if ((o = cm_requests_json(tr->requests)))
+		json_object_object_add(r, "requests", o);
 	cm_view_free(&v);
 	return r;
 }

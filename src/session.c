@@ -26,6 +26,8 @@
 #include "observer.h"
 #include "books.h"
 #include "life.h"
+#include "critpath.h"
+#include "requests.h"
 #include "contactmap.skel.h"
 #include "stacks.h"
 #include "sym.h"
@@ -100,6 +102,62 @@ static int start_stacks(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 	return 0;
 }
 
+/* Switch-in records to the histories, markers to the requests. */
+static int on_cp_event(void *ctx, void *data, size_t len)
+{
+	struct cm_tracer *tr = ctx;
+	const struct cm_cp_event *e = data;
+
+	if (len < sizeof(*e))
+		return 0;
+	if (e->type == CM_EV_SWITCH_IN)
+		cm_critpath_switch_in(tr->cp, e);
+	else if (e->type == CM_EV_REQ_BEGIN || e->type == CM_EV_REQ_END)
+		cm_requests_event(tr->requests, e);
+	return 0;
+}
+
+static void critpath_thread_exit(void *ctx, const struct cm_thread *t)
+{
+	cm_critpath_thread_end(ctx, t);
+}
+
+/* Wake-ups, histories and request markers: the critical path. */
+static int start_critpath(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+{
+	const char *lib;
+
+	tr->cp = cm_critpath_new();
+	tr->requests = tr->cp ? cm_requests_new(tr->cp) : NULL;
+	if (!tr->requests) {
+		cm_err("out of memory for the critical path");
+		return -1;
+	}
+	if (cm_tracer_add_ring(tr, tr->skel->maps.cp_events, on_cp_event, tr)) {
+		cm_err("cannot open the switch-in ring buffer: %s", strerror(errno));
+		return -1;
+	}
+	cm_life_on_exit(tr, critpath_thread_exit, tr->cp);
+	lib = cm_requests_attach(tr->requests, tr, o->marker_lib);
+	if (o->marker_lib && !lib)
+		return -1;
+	/* commands started here find the library contactmap probes */
+	if (lib)
+		setenv("CONTACTMAP_MARK_LIB", lib, 0);
+	return 0;
+}
+
+/* Histories no open request needs go; requests whose histories are in resolve. */
+static void poll_critpath(struct cm_tracer *tr)
+{
+	uint64_t now = cm_now_ns();
+
+	if (!tr->cp)
+		return;
+	cm_requests_poll(tr->requests, now, false);
+	cm_critpath_poll(tr->cp, now, cm_requests_keep_from(tr->requests, now));
+}
+
 static int on_slice_event(void *ctx, void *data, size_t len)
 {
 	return cm_timeline_event(ctx, data, len);
@@ -130,6 +188,10 @@ static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 static void session_close(struct cm_tracer *tr)
 {
 	cm_observer_free(tr);
+	cm_requests_free(tr->requests);
+	tr->requests = NULL;
+	cm_critpath_free(tr->cp);
+	tr->cp = NULL;
 	cm_life_free(tr);
 	cm_books_free(tr->books);
 	tr->books = NULL;
@@ -159,6 +221,8 @@ static int session_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		goto fail;
 	}
 	if (cm_life_start(tr, tr->books))
+		goto fail;
+	if (o->critpath && start_critpath(tr, o))
 		goto fail;
 	if ((o->sample_hz || o->offcpu_stacks) && start_stacks(tr, o))
 		goto fail;
@@ -221,13 +285,22 @@ static int session_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 {
 	stop_sampling(tr);
 	cm_gpu_detach(tr);
+	if (tr->requests)
+		cm_requests_detach(tr->requests);
 	cm_tracer_detach(tr);
 	/* statistics off before the counters are read: nothing runs any more */
 	cm_observer_stop(tr);
 	/* what the programs wrote before they were detached */
 	cm_tracer_consume(tr);
 	cm_life_final(tr);
-	return session_read(tr, s);
+	if (session_read(tr, s))
+		return -1;
+	/* every history ends here: the requests still waiting resolve */
+	if (tr->cp) {
+		cm_critpath_finish(tr->cp, s->threads, s->nthreads, tr->end_ns);
+		cm_requests_poll(tr->requests, tr->end_ns, true);
+	}
+	return 0;
 }
 
 /* Resolves COMMAND as execvp would, so a typo fails before anything loads. */
@@ -423,6 +496,8 @@ int cm_run_wrap(struct cm_run_opts *o)
 	/* the window opens before the first thread is seeded, so every thread's
 	 * start lies inside it */
 	session_open_window(&tr);
+	if (tr.cp)
+		cm_critpath_set_main(tr.cp, (uint32_t)child);
 	if (cm_tracer_seed_process(&tr, child, true))
 		cm_warn("could not register the command's process %d", child);
 	/* before exec: the environment and cgroup that exec keeps */
@@ -479,6 +554,7 @@ int cm_run_wrap(struct cm_run_opts *o)
 			cm_gpu_poll(&tr);
 		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
 		cm_life_sweep(&tr);
+		poll_critpath(&tr);
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 
@@ -608,6 +684,7 @@ int cm_run_attach(struct cm_run_opts *o)
 		}
 		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
 		cm_life_sweep(&tr);
+		poll_critpath(&tr);
 		cm_gpu_poll(&tr);
 	}
 

@@ -18,6 +18,7 @@ static const struct {
 	[CM_SS_BLOCK_IO] = { "block_io", "block I/O wait" },
 	[CM_SS_SLEEP] = { "sleep", "sleep/timers" },
 	[CM_SS_POLL] = { "poll", "poll/wait" },
+	[CM_SS_CHILD_WAIT] = { "child_wait", "child wait" },
 	[CM_SS_PROCESS] = { "process", "process mgmt" },
 	[CM_SS_OTHER] = { "other", "other" },
 	[CM_SS_GPU] = { "gpu", "GPU wait" },

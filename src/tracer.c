@@ -193,6 +193,13 @@ static void select_programs(struct contactmap_bpf *skel, const char *suffix,
 			on = false;
 		if (!strcmp(name, "cpu_sample"))
 			on = skel->rodata->cfg_oncpu_stacks;
+		/* the critical path: who woke whom, interrupts, request markers */
+		if (!strncmp(name, "req_", 4))
+			on = skel->rodata->cfg_critpath;
+		if (!skel->rodata->cfg_critpath &&
+		    (!strncmp(name, "sched_waking", 12) || !strncmp(name, "irq_handler", 11) ||
+		     !strncmp(name, "softirq_", 8) || !strncmp(name, "hrtimer_expire", 14)))
+			on = false;
 		bpf_program__set_autoload(p, on);
 		/*
 		 * Closing a perf-event uprobe waits for an RCU grace period (some
@@ -257,6 +264,27 @@ static int map_traced_tids(struct cm_tracer *tr)
 	return 0;
 }
 
+/* Each syscall's subsystem, for the on-CPU split by subsystem in BPF. */
+static int fill_sys_groups(struct cm_tracer *tr)
+{
+	int fd = bpf_map__fd(tr->skel->maps.sys_groups);
+
+	for (uint32_t nr = 0; nr < cm_nsyscalls && nr < 512; nr++) {
+		uint32_t g = cm_syscall_group(nr);
+
+		if (bpf_map_update_elem(fd, &nr, &g, BPF_ANY)) {
+			cm_err("cannot fill the syscall groups map: %s", strerror(errno));
+			return -1;
+		}
+	}
+	for (uint32_t nr = cm_nsyscalls; nr < 512; nr++) {
+		uint32_t g = CM_SS_OTHER;
+
+		bpf_map_update_elem(fd, &nr, &g, BPF_ANY);
+	}
+	return 0;
+}
+
 static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const struct cm_features *f)
 {
 	struct contactmap_bpf *skel = contactmap_bpf__open();
@@ -288,6 +316,9 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const s
 	skel->rodata->cfg_offcpu_stacks = o->offcpu_stacks;
 	skel->rodata->cfg_min_block_ns = o->min_block_ns;
 	skel->rodata->cfg_trace = o->trace_path != NULL;
+	skel->rodata->cfg_critpath = o->critpath;
+	if (o->critpath)
+		bpf_map__set_max_entries(skel->maps.cp_events, 16 << 20);
 	skel->rodata->cfg_trace_sys_min_ns = o->trace_sys_min_ns;
 	skel->rodata->cfg_trace_max_per_sec = o->trace_max_per_sec;
 	if (o->trace_path)
@@ -404,7 +435,7 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		return -1;
 	}
 	/* from here on a failure undoes everything */
-	if (map_traced_tids(tr))
+	if (map_traced_tids(tr) || fill_sys_groups(tr))
 		goto fail;
 	err = contactmap_bpf__attach(tr->skel);
 	if (err) {
