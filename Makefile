@@ -124,7 +124,7 @@ $(OUTPUT)/tests/%: tests/workloads/%.c $(wildcard tests/workloads/*.h) | $(OUTPU
 
 # workloads that mark requests: linked against the marker library, found
 # next to them at run time
-$(OUTPUT)/tests/handoff $(OUTPUT)/tests/chain: $(OUTPUT)/tests/%: tests/workloads/%.c tests/workloads/wl.h $(MARK) | $(OUTPUT)/tests
+$(OUTPUT)/tests/handoff $(OUTPUT)/tests/chain $(OUTPUT)/tests/markers: $(OUTPUT)/tests/%: tests/workloads/%.c tests/workloads/wl.h $(MARK) | $(OUTPUT)/tests
 	$(call msg,CC,$@)
 	$(Q)$(CC) -O1 -g -Wall -D_GNU_SOURCE -Iinclude $< -L$(OUTPUT) -lcontactmap-mark \
 		-Wl,-rpath,'$$ORIGIN/..' -lpthread -o $@

@@ -122,7 +122,9 @@ static __always_inline int on_waking(bool btf, struct task_struct *p)
 	if (in_interrupt_now())
 		return 0;
 	w = thread_of((__u32)bpf_get_current_pid_tgid());
-	if (w && w->sc_nr1)
+	/* in a syscall, or exiting (its exit call is closed at sched_process_exit,
+	 * before it wakes its parent) */
+	if (w && (w->sc_nr1 || (w->flags & CM_TF_EXITED)))
 		t->waker_gen = w->gen;
 	return 0;
 }

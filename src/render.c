@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cm.h"
+#include "render_cp.h"
 
 #define DEF_WIDTH 80
 #define MAX_PROCS 20		/* processes shown in full, the heaviest */
@@ -880,6 +881,8 @@ int cm_render_text(json_object *report, const struct cm_render_opts *opts, FILE 
 
 	render_header(report, o.width, out);
 	render_map(report, o.width, out);
+	cm_render_critpath(report, out);
+	cm_render_requests(report, out);
 	procs = arr(report, "processes");
 	if (!procs)
 		fprintf(out, "\nno processes in this report\n");

@@ -171,6 +171,12 @@ static void timeline_thread_exit(void *ctx, const struct cm_thread *t)
 			      t->comm);
 }
 
+static void timeline_request(void *ctx, uint32_t pid, uint32_t tid, uint64_t id, uint64_t b,
+			     uint64_t e)
+{
+	cm_timeline_request(ctx, pid, tid, id, b, e);
+}
+
 static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 {
 	tr->timeline = cm_timeline_open(o->trace_path, cm_now_ns(), o->trace_max_bytes);
@@ -181,6 +187,8 @@ static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		return -1;
 	}
 	cm_life_on_exit(tr, timeline_thread_exit, tr->timeline);
+	if (tr->requests)
+		cm_requests_on_request(tr->requests, timeline_request, tr->timeline);
 	return 0;
 }
 

@@ -19,6 +19,8 @@
 
 /* Syscall tracks: a tid no real thread has (pid_max is at most 2^22). */
 #define SYSCALL_TRACK(tid) (1000000000u + (tid))
+/* Request tracks: requests on a thread may nest and overlap its syscalls. */
+#define REQUEST_TRACK(tid) (1100000000u + (tid))
 /* GPU tracks per device and stream: kernels, and copies (copy engines run
  * beside compute, so they get their own track). */
 #define GPU_KERNEL_TRACK(dev, stream) (2000000000u + ((dev) & 0x3f) * 1000000u + (stream) % 1000000u)
@@ -277,6 +279,16 @@ int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len)
 	return 0;
 }
 
+void cm_timeline_request(struct cm_timeline *tl, uint32_t pid, uint32_t tid, uint64_t id,
+			 uint64_t start, uint64_t end)
+{
+	if (!tl)
+		return;
+	emit(tl, "{\"name\":\"request %" PRIu64 "\",\"cat\":\"request\",\"ph\":\"X\",\"ts\":%.3f,"
+	     "\"dur\":%.3f,\"pid\":%u,\"tid\":%u,\"args\":{\"id\":%" PRIu64 ",\"thread\":%u}}", id,
+	     us(tl, start), (double)(end - start) / 1000.0, pid, REQUEST_TRACK(tid), id, tid);
+}
+
 void cm_timeline_set_base(struct cm_timeline *tl, uint64_t base_ns)
 {
 	if (tl)
@@ -376,6 +388,8 @@ int cm_timeline_close(struct cm_timeline *tl, json_object *report, uint64_t kern
 				json_str(tl->fp, tc);
 				fprintf(tl->fp, "}},\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"args\":{\"name\":\"%d syscalls\"}}",
 					pid, SYSCALL_TRACK((unsigned)tid), tid);
+				fprintf(tl->fp, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"args\":{\"name\":\"%d requests\"}}",
+					pid, REQUEST_TRACK((unsigned)tid), tid);
 				fprintf(tl->fp, ",\n{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"sort_index\":%d}}",
 					pid, tid, 2 * tid);
 				fprintf(tl->fp, ",\n{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"args\":{\"sort_index\":%d}}",

@@ -21,6 +21,9 @@ int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len);
  * place, and adds the timeline's own losses to report.lost. */
 int cm_timeline_close(struct cm_timeline *tl, json_object *report, uint64_t kernel_dropped);
 
+/* A marked request [start, end] of thread tid, on its own track. */
+void cm_timeline_request(struct cm_timeline *tl, uint32_t pid, uint32_t tid, uint64_t id,
+			 uint64_t start, uint64_t end);
 /* A thread's final sequence number: events dropped after its last one
  * that arrived are marked as a gap at ts. */
 void cm_timeline_final_seq(struct cm_timeline *tl, uint32_t pid, uint32_t tid, uint32_t seq,
