@@ -259,10 +259,8 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 	struct contactmap_bpf *skel = contactmap_bpf__open();
 	int ioctl_nr = cm_syscall_nr("ioctl");
 
-	if (!skel) {
-		cm_err("cannot open the BPF object: %s", strerror(errno));
-		return NULL;
-	}
+	if (!skel)
+		return NULL;	/* errno says why; the caller prints it once */
 	bpf_map__set_max_entries(skel->maps.threads, o->max_threads);
 	bpf_map__set_max_entries(skel->maps.sysstats, o->max_syscall_rows);
 	skel->rodata->cfg_oncpu_stacks = o->sample_hz > 0;
@@ -375,8 +373,20 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 			f->attach_type = "raw_tp";
 		}
 	}
+	if (err == -ESRCH) {
+		/* libbpf says "no kernel BTF" (ESRCH) for any failure to read it,
+		 * out of memory included: ask the BTF itself why */
+		struct btf *b = btf__load_vmlinux_btf();
+
+		if (!b && errno)
+			err = -errno;
+		btf__free(b);
+	}
 	if (err) {
-		if (err == -EPERM || err == -EACCES)
+		if (err == -ENOMEM)
+			cm_err("cannot load BPF programs: %s (is an address-space limit such as "
+			       "ulimit -v set too low?)", strerror(-err));
+		else if (err == -EPERM || err == -EACCES)
 			cm_err("cannot load BPF programs: %s: contactmap needs root or CAP_BPF+CAP_PERFMON", strerror(-err));
 		else
 			cm_err("cannot load BPF programs: %s (run with -vv for the verifier log)", strerror(-err));
