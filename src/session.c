@@ -29,6 +29,8 @@
 #include "sym.h"
 #include "timeline.h"
 #include "interval.h"
+#include "outfile.h"
+#include "sigstate.h"
 
 static int on_stack_event(void *ctx, void *data, size_t len)
 {
@@ -103,9 +105,11 @@ static int on_slice_event(void *ctx, void *data, size_t len)
 	return cm_timeline_event(ctx, data, len);
 }
 
-static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+static int start_timeline(struct cm_tracer *tr, const struct cm_run_opts *ro)
 {
-	tr->timeline = cm_timeline_open(o->trace_path, cm_now_ns(), o->trace_max_bytes);
+	const struct cm_tracer_opts *o = &ro->tr;
+
+	tr->timeline = cm_timeline_open(cm_out_fp(ro->trace_out), cm_now_ns(), o->trace_max_bytes);
 	if (!tr->timeline)
 		return -1;
 	if (cm_tracer_add_ring(tr, tr->skel->maps.trace_events, on_slice_event, tr->timeline)) {
@@ -124,7 +128,7 @@ static void session_close(struct cm_tracer *tr)
 	free(tr->perf_fds);
 	tr->perf_links = NULL;
 	tr->perf_fds = NULL;
-	cm_timeline_abort(tr->timeline);	/* never finished: leave no half file */
+	cm_timeline_abort(tr->timeline);	/* never finished: its output is dropped */
 	tr->timeline = NULL;
 	cm_stacks_free(tr->stacks);
 	tr->stacks = NULL;
@@ -135,13 +139,15 @@ static void session_close(struct cm_tracer *tr)
 }
 
 /* The core, then each subsystem; any failure undoes the whole start. */
-static int session_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+static int session_start(struct cm_tracer *tr, const struct cm_run_opts *ro)
 {
+	const struct cm_tracer_opts *o = &ro->tr;
+
 	if (cm_tracer_start(tr, o))
 		return -1;
 	if ((o->sample_hz || o->offcpu_stacks) && start_stacks(tr, o))
 		goto fail;
-	if (o->trace_path && start_timeline(tr, o))
+	if (ro->trace_out && start_timeline(tr, ro))
 		goto fail;
 	if (cm_gpu_start(tr, o)) {
 		cm_err("out of memory setting up GPU tracing");
@@ -262,8 +268,7 @@ static void interval_tick(struct cm_tracer *tr, struct cm_run_opts *o)
 		return;
 	r = cm_build_report(&view, &snap, NULL, NULL);
 	session_snapshot_free(&snap);
-	if (cm_interval_emit(o->iv, r))
-		cm_warn("could not write an interval line: %s", strerror(errno));
+	cm_interval_emit(o->iv, r);	/* a failure is said once, and fails the run at the end */
 	json_object_put(r);
 }
 
@@ -284,10 +289,12 @@ static int interval_due(struct cm_tracer *tr, struct cm_run_opts *o, uint64_t *n
 	return (int)((*next - now) / 1000000) + 1;
 }
 
-static int emit(struct cm_tracer *tr, const struct cm_run_opts *o, json_object *target,
-		json_object *exitj, bool text_to_stderr)
+/* Writes every output; each one committed (or dropped) and cleared in o. */
+static int emit(struct cm_tracer *tr, struct cm_run_opts *o, json_object *target,
+		json_object *exitj)
 {
-	struct cm_render_opts ro = { .threads = o->threads, .width = 80 };
+	struct cm_render_opts ro = { .threads = o->threads, .width = 80,
+				     .thread_rows = (int)o->thread_rows };
 	struct cm_snapshot snap;
 	json_object *report;
 	int rc = 0;
@@ -298,7 +305,7 @@ static int emit(struct cm_tracer *tr, const struct cm_run_opts *o, json_object *
 		return -1;
 	}
 	report = cm_build_report(tr, &snap, target, exitj);
-	if (o->iv && cm_interval_emit(o->iv, report))
+	if (o->iv && (cm_interval_emit(o->iv, report) | cm_interval_finish(o->iv)))
 		rc = -1;
 	for (size_t i = 0; tr->timeline && i < snap.nthreads; i++) {
 		const struct cm_thread *t = &snap.threads[i];
@@ -306,22 +313,94 @@ static int emit(struct cm_tracer *tr, const struct cm_run_opts *o, json_object *
 		cm_timeline_final_seq(tr->timeline, t->pid, t->tid, t->trace_seq,
 				      t->end_ns ? t->end_ns : tr->end_ns);
 	}
-	if (tr->timeline &&
-	    cm_timeline_close(tr->timeline, report,
-			      snap.counters.trace_ringbuf_full + snap.counters.trace_rate_limited))
-		rc = -1;
-	tr->timeline = NULL;
+	if (tr->timeline) {
+		cm_timeline_close(tr->timeline, report,
+				  snap.counters.trace_ringbuf_full + snap.counters.trace_rate_limited);
+		tr->timeline = NULL;
+		if (cm_out_commit(o->trace_out))
+			rc = -1;
+		o->trace_out = NULL;
+	}
 	session_snapshot_free(&snap);
-	if (o->json_path && cm_write_json(report, o->json_path))
+	if (o->json_out && cm_write_json_out(report, o->json_out))
 		rc = -1;
-	if (o->folded_path && tr->stacks &&
-	    cm_stacks_write_folded(tr->stacks, o->folded_path, o->fold_which))
+	o->json_out = NULL;
+	if (o->folded_out) {
+		if (!tr->stacks || cm_stacks_write_folded(tr->stacks, cm_out_fp(o->folded_out), o->fold_which)) {
+			cm_out_abort(o->folded_out);
+			rc = -1;
+		} else if (cm_out_commit(o->folded_out)) {
+			rc = -1;
+		}
+		o->folded_out = NULL;
+	}
+	/* the text map goes to stderr, as perf and strace print theirs, unless
+	 * --text sends it elsewhere: stdout is the command's, or the JSON's */
+	if (o->text_out) {
+		if (cm_render_text(report, &ro, cm_out_fp(o->text_out))) {
+			cm_out_abort(o->text_out);
+			rc = -1;
+		} else if (cm_out_commit(o->text_out)) {
+			rc = -1;
+		}
+		o->text_out = NULL;
+	} else if (cm_render_text(report, &ro, stderr) ||
+		   cm_out_check_stream(stderr, "text map", "stderr")) {
 		rc = -1;
-	if (cm_render_text(report, &ro, text_to_stderr || (o->json_path && !strcmp(o->json_path, "-"))
-					     ? stderr : stdout))
-		rc = -1;
+	}
 	json_object_put(report);
 	return rc;
+}
+
+int cm_run_open_outputs(struct cm_run_opts *o)
+{
+	struct { const char *path, *what, *option; struct cm_out **out; } outs[] = {
+		{ o->json_path, "report", "-o", &o->json_out },
+		{ o->folded_path, "folded stacks", "-f", &o->folded_out },
+		{ o->tr.trace_path, "timeline", "--trace", &o->trace_out },
+		{ o->jsonl_path, "interval stream", "--jsonl", &o->jsonl_out },
+		{ o->text_path, "text map", "--text", &o->text_out },
+	};
+	size_t n = sizeof(outs) / sizeof(outs[0]);
+
+	for (size_t i = 0; i < n; i++) {
+		if (!outs[i].path)
+			continue;
+		*outs[i].out = cm_out_open(outs[i].path, outs[i].what, outs[i].option);
+		if (!*outs[i].out)
+			return -1;
+		/* ./X and X, a link and its target, two hard links: one file */
+		for (size_t j = 0; j < i; j++) {
+			if (*outs[j].out && cm_out_same(*outs[i].out, *outs[j].out)) {
+				if (cm_out_is_stdout(*outs[i].out) && cm_out_is_stdout(*outs[j].out))
+					cm_err("%s - and %s - both write to stdout: send one of them to a file",
+					       outs[j].option, outs[i].option);
+				else
+					cm_err("%s %s and %s %s are the same file: give each output its own",
+					       outs[j].option, outs[j].path, outs[i].option, outs[i].path);
+				return -1;
+			}
+		}
+	}
+	if (o->jsonl_out) {
+		o->iv = cm_interval_open(o->jsonl_out);
+		o->jsonl_out = NULL;	/* the stream owns it */
+		if (!o->iv)
+			return -1;
+	}
+	return 0;
+}
+
+void cm_run_close_outputs(struct cm_run_opts *o)
+{
+	cm_interval_close(o->iv);
+	o->iv = NULL;
+	cm_out_abort(o->json_out);
+	cm_out_abort(o->folded_out);
+	cm_out_abort(o->trace_out);
+	cm_out_abort(o->jsonl_out);
+	cm_out_abort(o->text_out);
+	o->json_out = o->folded_out = o->trace_out = o->jsonl_out = o->text_out = NULL;
 }
 
 /* Waits (briefly) until the held child sleeps on the go pipe, so it is seeded
@@ -347,38 +426,136 @@ static void wait_blocked(pid_t child)
 	}
 }
 
+/* "SIGINT" for SIGINT, in a static buffer. */
+static const char *sig_name(int sig)
+{
+	static char buf[32];
+	const char *abbr = sigabbrev_np(sig);
+
+	if (abbr)
+		snprintf(buf, sizeof(buf), "SIG%s", abbr);
+	else
+		snprintf(buf, sizeof(buf), "signal %d", sig);
+	return buf;
+}
+
+/* A stop signal for a wrapped command: passed on to it, unless it came from
+ * the terminal to the process group the command shares with contactmap
+ * (then the command has it already, and a second one could interrupt its
+ * own handling of the first). */
+static void pass_on(pid_t child, const struct signalfd_siginfo *si)
+{
+	if (si->ssi_code == SI_KERNEL && getpgid(child) == getpgrp())
+		return;
+	kill(child, (int)si->ssi_signo);
+}
+
+/* The signal read from sfd, or 0. */
+static int read_signal(int sfd, struct signalfd_siginfo *si)
+{
+	return read(sfd, si, sizeof(*si)) == sizeof(*si) ? (int)si->ssi_signo : 0;
+}
+
+/* After the report, a command still running (-d ended the window) is waited
+ * for; a signal is passed on to it, a second one leaves it running. Its
+ * exit status, or 128+signal when it was left. */
+static int wait_command(pid_t child, int sfd, int pidfd, bool *left, int *status)
+{
+	int nsig = 0;
+
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN }, { .fd = pidfd, .events = POLLIN } };
+		struct signalfd_siginfo si;
+		int sig;
+
+		if (waitpid(child, status, WNOHANG) == child)
+			return 0;
+		/* without a pidfd, poll for the exit */
+		if (poll(pfd, pidfd >= 0 ? 2 : 1, pidfd >= 0 ? -1 : 100) < 0 && errno != EINTR)
+			return -1;
+		if (!(pfd[0].revents & POLLIN) || !(sig = read_signal(sfd, &si)))
+			continue;
+		if (++nsig == 1) {
+			pass_on(child, &si);
+			continue;
+		}
+		*left = true;
+		return sig;
+	}
+}
+
+/* Builds the report's target and exit objects and writes the outputs. */
+static int emit_wrap(struct cm_tracer *tr, struct cm_run_opts *o, pid_t child, json_object *tenv,
+		     bool exited, int status)
+{
+	json_object *target = json_object_new_object(), *argvj = json_object_new_array();
+	json_object *exitj = NULL;
+
+	json_object_object_add(target, "mode", json_object_new_string("wrap"));
+	for (char **a = o->argv; *a; a++) {
+		char clean[4096];
+
+		cm_sanitize_comm(*a, strnlen(*a, 1000), clean, sizeof(clean));
+		json_object_array_add(argvj, json_object_new_string(clean));
+	}
+	json_object_object_add(target, "command", argvj);
+	json_object_object_add(target, "pid", json_object_new_int(child));
+	json_object_object_add(target, "environment", tenv);
+	if (exited) {
+		exitj = json_object_new_object();
+		if (WIFSIGNALED(status)) {
+			json_object_object_add(exitj, "signal", json_object_new_int(WTERMSIG(status)));
+			json_object_object_add(exitj, "status", json_object_new_int(128 + WTERMSIG(status)));
+		} else {
+			json_object_object_add(exitj, "status", json_object_new_int(WEXITSTATUS(status)));
+		}
+	}
+	return emit(tr, o, target, exitj);
+}
+
 int cm_run_wrap(struct cm_run_opts *o)
 {
 	struct cm_tracer tr = { 0 };
 	char exe[PATH_MAX];
 	int go[2], errp[2], sfd, rc, status = 0, child_errno = 0;
-	bool exited = false;
+	bool exited = false, left = false;
 	sigset_t oldmask;
 	pid_t child;
 
 	rc = resolve_command(o->argv[0], exe, sizeof(exe));
 	if (rc)
 		return rc;
-	if (session_start(&tr, &o->tr))
+	if (session_start(&tr, o))
 		return 1;
 	if (cm_gpu_wrap_prepare(&tr)) {
 		cm_err("out of memory setting up GPU tracing");
+		session_close(&tr);
 		return 1;
 	}
-	if (pipe2(go, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
+	if (pipe2(go, O_CLOEXEC)) {
 		cm_err("pipe: %s", strerror(errno));
+		session_close(&tr);
+		return 1;
+	}
+	if (pipe2(errp, O_CLOEXEC)) {
+		cm_err("pipe: %s", strerror(errno));
+		close(go[0]);
+		close(go[1]);
+		session_close(&tr);
 		return 1;
 	}
 	sfd = signal_fd(&oldmask);
 	child = fork();
 	if (child < 0) {
 		cm_err("fork: %s", strerror(errno));
+		session_close(&tr);
 		return 1;
 	}
 	if (child == 0) {
 		char c;
 
-		sigprocmask(SIG_SETMASK, &oldmask, NULL);
+		/* the mask and ignored signals contactmap was given, not its own */
+		cm_sig_restore();
 		cm_gpu_child_env(&tr);
 		close(go[1]);
 		close(errp[0]);
@@ -404,12 +581,16 @@ int cm_run_wrap(struct cm_run_opts *o)
 	if (write(go[1], "g", 1) != 1) {
 		cm_err("could not start the command: %s", strerror(errno));
 		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+		json_object_put(tenv);
+		session_close(&tr);
 		return 1;
 	}
 	close(go[1]);
 	if (read(errp[0], &child_errno, sizeof(child_errno)) == sizeof(child_errno)) {
 		waitpid(child, NULL, 0);
 		cm_err("cannot run %s: %s", o->argv[0], strerror(child_errno));
+		json_object_put(tenv);
 		session_close(&tr);
 		return 127;
 	}
@@ -418,7 +599,7 @@ int cm_run_wrap(struct cm_run_opts *o)
 	int pidfd = syscall(SYS_pidfd_open, child, 0);
 	uint64_t deadline = o->duration > 0 ? cm_now_ns() + (uint64_t)(o->duration * 1e9) : 0;
 	uint64_t next_tick = 0;
-	int stop_sig = 0;
+	int nsig = 0, stop_sig = 0;
 
 	int gpufd = cm_gpu_poll_fd(&tr);
 
@@ -454,51 +635,91 @@ int cm_run_wrap(struct cm_run_opts *o)
 		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
+			int sig = read_signal(sfd, &si);
 
-			if (read(sfd, &si, sizeof(si)) == sizeof(si))
-				stop_sig = si.ssi_signo;
+			/* the first is the command's to handle, and its way out is
+			 * traced; the second stops tracing, whatever the command does */
+			if (sig && ++nsig == 1) {
+				pass_on(child, &si);
+				if (isatty(STDERR_FILENO))
+					cm_warn("%s passed on to the command; again to stop tracing and "
+						"leave it running", sig_name(sig));
+			} else if (sig) {
+				stop_sig = sig;
+			}
 		}
 		if (waitpid(child, &status, WNOHANG) == child)
 			exited = true;
 	}
 
-	json_object *target = json_object_new_object(), *argvj = json_object_new_array();
-	json_object *exitj = NULL;
-
-	json_object_object_add(target, "mode", json_object_new_string("wrap"));
-	for (char **a = o->argv; *a; a++) {
-		char clean[4096];
-
-		cm_sanitize_comm(*a, strnlen(*a, 1000), clean, sizeof(clean));
-		json_object_array_add(argvj, json_object_new_string(clean));
-	}
-	json_object_object_add(target, "command", argvj);
-	json_object_object_add(target, "pid", json_object_new_int(child));
-	json_object_object_add(target, "environment", tenv);
-	if (exited) {
-		exitj = json_object_new_object();
-		if (WIFSIGNALED(status)) {
-			json_object_object_add(exitj, "signal", json_object_new_int(WTERMSIG(status)));
-			json_object_object_add(exitj, "status", json_object_new_int(128 + WTERMSIG(status)));
-		} else {
-			json_object_object_add(exitj, "status", json_object_new_int(WEXITSTATUS(status)));
-		}
-	}
-	rc = emit(&tr, o, target, exitj, true) ? 1 : 0;
+	rc = emit_wrap(&tr, o, child, tenv, exited, status) ? 1 : 0;
 	session_close(&tr);
 
-	if (!exited) {
-		/* stopped by a signal: pass it on; stopped by -d: let the command finish */
-		if (stop_sig)
-			kill(child, stop_sig);
-		if (waitpid(child, &status, 0) != child)
-			return stop_sig ? 128 + stop_sig : 1;
+	int sig = stop_sig;
+	if (!exited && !stop_sig)	/* -d ended the window: the command goes on */
+		sig = wait_command(child, sfd, pidfd, &left, &status);
+	else
+		left = !exited;
+	if (pidfd >= 0)
+		close(pidfd);
+	if (left) {
+		cm_warn("the command (pid %d) is still running: it did not exit on %s, and "
+			"contactmap leaves it running", child, sig_name(sig));
+		return rc ? 1 : 128 + sig;
 	}
 	if (rc)
+		return 1;
+	if (sig < 0)
 		return 1;
 	if (WIFSIGNALED(status))
 		return 128 + WTERMSIG(status);
 	return WEXITSTATUS(status);
+}
+
+/* A kernel thread has no user space to trace, and a zombie nothing left:
+ * both refused here, in one line, rather than traced into nonsense. */
+static int check_target(pid_t pid)
+{
+	char path[64], line[256], name[64] = "?", state = 0;
+	int kthread = -1, threads = 0;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	if (!(fp = fopen(path, "re")))
+		return 0;	/* it went: seeding says so */
+	while (fgets(line, sizeof(line), fp)) {
+		if (sscanf(line, "Name: %63[^\n]", name) == 1 || sscanf(line, "State: %c", &state) == 1 ||
+		    sscanf(line, "Kthread: %d", &kthread) == 1 || sscanf(line, "Threads: %d", &threads) == 1)
+			continue;
+	}
+	fclose(fp);
+	if (kthread < 0) {
+		/* before Linux 6.1 (no Kthread: line): PF_KTHREAD in stat's flags */
+		unsigned long flags = 0;
+		char *p;
+
+		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+		if ((fp = fopen(path, "re"))) {
+			if (fgets(line, sizeof(line), fp) && (p = strrchr(line, ')')) &&
+			    sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags) == 1)
+				kthread = (flags & 0x00200000) != 0;
+			fclose(fp);
+		}
+	}
+	char clean[4 * 64 + 1];
+	cm_sanitize_comm(name, strlen(name), clean, sizeof(clean));
+	if (kthread > 0) {
+		cm_err("process %d (%s) is a kernel thread: it has no user space for contactmap to trace; "
+		       "give the pid of a user process", pid, clean);
+		return -1;
+	}
+	/* a leader that exited before its threads shows Z too, with threads left */
+	if ((state == 'Z' || state == 'X') && threads <= 1) {
+		cm_err("process %d (%s) has exited (a zombie its parent has not reaped yet): "
+		       "there is nothing left to trace", pid, clean);
+		return -1;
+	}
+	return 0;
 }
 
 static pid_t tgid_of(pid_t pid)
@@ -531,11 +752,13 @@ int cm_run_attach(struct cm_run_opts *o)
 		}
 		/* a thread id means its whole process */
 		o->pids[i] = tgid_of(o->pids[i]);
+		if (check_target(o->pids[i]))
+			return 1;
 	}
 	/* while the target certainly lives: an exited one's environ is empty */
 	json_object *tenv = cm_target_env(o->pids[0]);
 
-	if (session_start(&tr, &o->tr)) {
+	if (session_start(&tr, o)) {
 		json_object_put(tenv);
 		return 1;
 	}
@@ -590,7 +813,7 @@ int cm_run_attach(struct cm_run_opts *o)
 		json_object_array_add(pids, json_object_new_int(o->pids[i]));
 	json_object_object_add(target, "pids", pids);
 	json_object_object_add(target, "environment", tenv);
-	int rc = emit(&tr, o, target, NULL, false) ? 1 : 0;
+	int rc = emit(&tr, o, target, NULL) ? 1 : 0;
 
 	session_close(&tr);
 	return rc;
