@@ -12,27 +12,100 @@
 #include "diff.h"
 
 
-/* s in w columns, cut with ".." if longer; right-aligned when right. */
+/* s in w columns (never cut: widths are sized to the cells, and a name
+ * longer than its column gets a line of its own); right-aligned when right. */
 static void cell(FILE *out, const char *s, int w, bool right)
 {
 	int n = cm_text_cols(s);
 
-	if (n > w) {
-		cm_put_text(out, s, w > 2 ? w - 2 : w);
-		if (w > 2)
-			fputs("..", out);
-		return;
-	}
-	if (right)
+	if (right && n < w)
 		fprintf(out, "%*s", w - n, "");
 	cm_put_text(out, s, n);
-	if (!right)
+	if (!right && n < w)
 		fprintf(out, "%*s", w - n, "");
 }
 
-static void line(FILE *out, const char *s)
+/* Bytes of the UTF-8 character at s (1 for a stray byte). */
+static size_t char_len(const char *s)
 {
-	cm_put_text(out, s, WIDTH);
+	unsigned char c = (unsigned char)*s;
+	size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+
+	for (size_t i = 1; i < n; i++)
+		if (((unsigned char)s[i] & 0xc0) != 0x80)
+			return 1;
+	return n;
+}
+
+/* Columns of the first n bytes of s, one per character. */
+static int cols(const char *s, size_t n)
+{
+	int c = 0;
+
+	for (size_t i = 0; i < n; i += char_len(s + i))
+		c++;
+	return c;
+}
+
+/* Up to max columns of the n bytes at s, whole characters; the bytes taken. */
+static size_t put_cols(FILE *out, const char *s, size_t n, int max, int *col)
+{
+	size_t i = 0;
+
+	for (int c = 0; i < n && c < max; c++) {
+		char ch[8];
+		size_t k = char_len(s + i);
+
+		memcpy(ch, s + i, k);
+		ch[k] = 0;
+		cm_put_text(out, ch, 1);	/* control characters print as '?' */
+		i += k;
+		(*col)++;
+	}
+	return i;
+}
+
+/* s from column col on, broken at spaces into lines of WIDTH (continuation
+ * lines at indent); a word longer than a line is broken, never cut. After
+ * text already on the line (more), the first word is spaced from it and may
+ * move to the next line. Returns the column it ends at, without a newline. */
+static int wrap_words(FILE *out, const char *s, int col, int indent, bool more)
+{
+	bool fresh = !more;
+
+	if (indent > WIDTH / 2)
+		indent = WIDTH / 2;
+	s += strspn(s, " ");
+	while (*s) {
+		size_t n = strcspn(s, " ");
+
+		if (!fresh && col + 1 + cols(s, n) > WIDTH) {
+			fprintf(out, "\n%*s", indent, "");
+			col = indent;
+		} else if (!fresh) {
+			fputc(' ', out);
+			col++;
+		}
+		while (n) {
+			size_t took;
+
+			if (col >= WIDTH) {
+				fprintf(out, "\n%*s", indent, "");
+				col = indent;
+			}
+			took = put_cols(out, s, n, WIDTH - col, &col);
+			s += took;
+			n -= took;
+		}
+		fresh = false;
+		s += strspn(s, " ");
+	}
+	return col;
+}
+
+static void wrap_from(FILE *out, const char *s, int col, int indent)
+{
+	wrap_words(out, s, col, indent, false);
 	fputc('\n', out);
 }
 
@@ -40,28 +113,8 @@ static void line(FILE *out, const char *s)
  * first, continuation lines at indent. */
 static void wrapped(FILE *out, const char *s, int first, int indent)
 {
-	int col = first;
-
 	fprintf(out, "%*s", first, "");
-	while (*s) {
-		size_t n = strcspn(s, " ");
-		char word[WIDTH + 1];
-		int w;
-
-		snprintf(word, sizeof(word), "%.*s", (int)(n < WIDTH ? n : WIDTH), s);
-		w = cm_text_cols(word);
-		if (col > first && col + 1 + w > WIDTH) {
-			fprintf(out, "\n%*s", indent, "");
-			col = indent;
-		} else if (col > first) {
-			fputc(' ', out);
-			col++;
-		}
-		col += cm_put_text(out, word, WIDTH - col);
-		s += n;
-		s += strspn(s, " ");
-	}
-	fputc('\n', out);
+	wrap_from(out, s, first, indent);
 }
 
 /* A value in its unit; compact drops the space ("1.5ms") for multi-run cells. */
@@ -217,13 +270,18 @@ static void print_table(FILE *out, struct table *t, bool shares)
 		struct tline *l = &t->l[i];
 
 		if (l->header) {
-			fputs("  ", out);
-			cm_put_text(out, l->c[0], WIDTH - 2);
-			fputc('\n', out);
+			wrapped(out, l->c[0], 2, 6);
 			continue;
 		}
-		fputs("  ", out);
-		cell(out, l->c[0], w[0], false);
+		/* a label longer than its column: a line of its own, the
+		 * numbers under it */
+		if (cm_text_cols(l->c[0]) > w[0]) {
+			wrapped(out, l->c[0], 2, 6);
+			fprintf(out, "  %*s", w[0], "");
+		} else {
+			fputs("  ", out);
+			cell(out, l->c[0], w[0], false);
+		}
 		for (int c = 1; c < ncol; c++) {
 			fputs("  ", out);
 			cell(out, l->c[c], w[c], true);
@@ -323,7 +381,7 @@ static void print_section(FILE *out, struct diff *d, struct group *g, size_t ng,
 				 changed - shown, total - changed);
 		else
 			snprintf(msg, sizeof(msg), "  (%zu unchanged)", total - changed);
-		line(out, msg);
+		wrapped(out, msg + 2, 2, 3);
 	}
 }
 
@@ -386,19 +444,16 @@ static void print_env(FILE *out, struct diff *d)
 			fputc('\n', out);
 			continue;
 		}
-		fputs("  ", out);
-		cm_put_text(out, f->key, WIDTH - 2);
-		fputc('\n', out);
+		wrapped(out, f->key, 2, 4);
 		if (f->val[0] && f->val[1] && strchr(a, ' ') && strchr(b, ' ') && !strstr(a, " | ") &&
 		    !strstr(b, " | ")) {
 			print_token_diff(out, a, b);
 			continue;
 		}
 		fprintf(out, "    %s: ", side_name(0));
-		cm_put_text(out, a, WIDTH - 12);
-		fprintf(out, "\n    %s:  ", side_name(1));
-		cm_put_text(out, b, WIDTH - 12);
-		fputc('\n', out);
+		wrap_from(out, a, 12, 12);
+		fprintf(out, "    %s:  ", side_name(1));
+		wrap_from(out, b, 12, 12);
 	}
 }
 
@@ -411,12 +466,18 @@ void diff_print_text(FILE *out, struct diff *d, struct group *g, size_t ng)
 	for (int s = 0; s < 2; s++) {
 		for (int i = 0; i < d->s[s].n; i++) {
 			char *cmd = diff_command_of(d->s[s].r[i]), dur[32];
-			char *l = diff_xasprintf("  %-6s  %7s  %s  %s", side_name(s),
-					    cm_fmt_ns((uint64_t)diff_num(obj(d->s[s].r[i], "window"), "duration_ns"),
-						      dur, sizeof(dur)), d->s[s].paths[i], cmd);
+			int col;
 
-			line(out, l);
-			free(l);
+			/* the path and the whole command, wrapped under the path */
+			fprintf(out, "  %-6s  %7s  ", side_name(s),
+				cm_fmt_ns((uint64_t)diff_num(obj(d->s[s].r[i], "window"), "duration_ns"),
+					  dur, sizeof(dur)));
+			col = wrap_words(out, d->s[s].paths[i], 19, 19, false);
+			if (*cmd) {
+				fputc(' ', out);
+				wrap_words(out, cmd, col + 1, 19, true);
+			}
+			fputc('\n', out);
 			free(cmd);
 		}
 	}
