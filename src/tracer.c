@@ -21,8 +21,23 @@
 #include "contactmap_gpu.h"
 #include "contactmap.skel.h"
 
+/* Why libbpf could not read the kernel BTF: it reports any failure there as
+ * ESRCH ("no kernel BTF"), ENOMEM under a low ulimit -v included, and says
+ * the real error only in a debug line. */
+static int vmlinux_btf_err;
+
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
+	if (strstr(fmt, "loading kernel BTF '%s': %d")) {
+		va_list c;
+
+		va_copy(c, ap);
+		(void)va_arg(c, const char *);
+		int e = va_arg(c, int);
+		va_end(c);
+		if (e < 0)
+			vmlinux_btf_err = e;
+	}
 	if (level == LIBBPF_DEBUG && cm_verbose < 2)
 		return 0;
 	if (level == LIBBPF_INFO && cm_verbose < 2)
@@ -373,15 +388,8 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 			f->attach_type = "raw_tp";
 		}
 	}
-	if (err == -ESRCH) {
-		/* libbpf says "no kernel BTF" (ESRCH) for any failure to read it,
-		 * out of memory included: ask the BTF itself why */
-		struct btf *b = btf__load_vmlinux_btf();
-
-		if (!b && errno)
-			err = -errno;
-		btf__free(b);
-	}
+	if (err == -ESRCH && vmlinux_btf_err)
+		err = vmlinux_btf_err;
 	if (err) {
 		if (err == -ENOMEM)
 			cm_err("cannot load BPF programs: %s (is an address-space limit such as "
