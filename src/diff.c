@@ -20,6 +20,7 @@
 #include "cm.h"
 
 #include "diff.h"
+#include "outfile.h"
 
 const char *const diff_sec_key[SEC_N] = {
 	"contact_map", "totals", "ledger", "syscalls", "sched", "faults", "block_io", "window",
@@ -791,6 +792,7 @@ int cm_diff_main(int argc, char **argv)
 {
 	struct diff d = { 0 };
 	const char *json_path = NULL;
+	struct cm_out *jout = NULL;
 	char **files = diff_xcalloc(argc, sizeof(char *));
 	int nfiles = 0, split = -1, rc = 1;
 	struct group *g = NULL;
@@ -861,7 +863,8 @@ int cm_diff_main(int argc, char **argv)
 		d.s[s].paths[k] = !strcmp(files[i], "-") ? "stdin" : files[i];
 		d.s[s].r[k] = r;
 	}
-	if (json_path && cm_check_writable(json_path))
+	/* opened now (and refused now, if it must be), written at the end */
+	if (json_path && !(jout = cm_out_open(json_path, "comparison", "-o")))
 		goto out;
 
 	for (int s = 0; s < 2; s++) {
@@ -918,13 +921,17 @@ int cm_diff_main(int argc, char **argv)
 	if (json_path) {
 		json_object *j = build_json(&d, g, ng);
 
-		if (cm_write_json(j, json_path))
+		if (cm_write_json_out(j, jout))
 			rc = 1;
+		jout = NULL;
 		json_object_put(j);
 	}
-	if (fflush(stdout) == EOF)
+	/* the text lost to a full disk or a closed pipe is a failure too */
+	if (cm_out_check_stream(json_path && !strcmp(json_path, "-") ? stderr : stdout,
+				"comparison", json_path && !strcmp(json_path, "-") ? "stderr" : "stdout"))
 		rc = 1;
 out:
+	cm_out_abort(jout);
 	free(g);
 	free(files);
 	free_diff(&d);
