@@ -125,19 +125,24 @@ static const char *path_opt(const char *opt, const char *arg)
 /* pid_max is at most 2^22 (PID_MAX_LIMIT) */
 #define CM_PID_MAX 4194304
 
+/* PID[,PID...]: every item a pid, so "1,", ",2" and "1,,2" are refused. */
 static int parse_pids(const char *s, struct cm_run_opts *o)
 {
-	char *copy = strdup(s), *save = NULL, *tok;
+	char *copy = strdup(s), *p = copy;
 
-	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+	while (p) {
+		char *comma = strchr(p, ',');
 		uint64_t v;
 
-		if (cm_parse_uint(tok, 1, CM_PID_MAX, &v)) {
+		if (comma)
+			*comma = 0;
+		if (cm_parse_uint(p, 1, CM_PID_MAX, &v)) {
 			free(copy);
 			return -1;
 		}
 		o->pids = realloc(o->pids, (o->npids + 1) * sizeof(*o->pids));
 		o->pids[o->npids++] = (pid_t)v;
+		p = comma ? comma + 1 : NULL;
 	}
 	free(copy);
 	return o->npids ? 0 : -1;
