@@ -20,7 +20,7 @@
 static const char usage[] =
 "Usage: contactmap [OPTIONS] -- COMMAND [ARG...]   trace COMMAND and what it starts\n"
 "       contactmap [OPTIONS] -p PID[,PID...]       attach to running processes\n"
-"       contactmap report [-t] REPORT.json         print a saved report\n"
+"       contactmap report [-t [N]] REPORT.json     print a saved report\n"
 "       contactmap diff BEFORE.json... [--] AFTER.json...  compare reports\n"
 "       contactmap check                           kernel features and fallbacks\n"
 "\n"
