@@ -352,57 +352,6 @@ static int emit(struct cm_tracer *tr, struct cm_run_opts *o, json_object *target
 	return rc;
 }
 
-int cm_run_open_outputs(struct cm_run_opts *o)
-{
-	struct { const char *path, *what, *option; struct cm_out **out; } outs[] = {
-		{ o->json_path, "report", "-o", &o->json_out },
-		{ o->folded_path, "folded stacks", "-f", &o->folded_out },
-		{ o->tr.trace_path, "timeline", "--trace", &o->trace_out },
-		{ o->jsonl_path, "interval stream", "--jsonl", &o->jsonl_out },
-		{ o->text_path, "text map", "--text", &o->text_out },
-	};
-	size_t n = sizeof(outs) / sizeof(outs[0]);
-
-	for (size_t i = 0; i < n; i++) {
-		if (!outs[i].path)
-			continue;
-		*outs[i].out = cm_out_open(outs[i].path, outs[i].what, outs[i].option);
-		if (!*outs[i].out)
-			return -1;
-		/* ./X and X, a link and its target, two hard links: one file */
-		for (size_t j = 0; j < i; j++) {
-			if (*outs[j].out && cm_out_same(*outs[i].out, *outs[j].out)) {
-				if (cm_out_is_stdout(*outs[i].out) && cm_out_is_stdout(*outs[j].out))
-					cm_err("%s - and %s - both write to stdout: send one of them to a file",
-					       outs[j].option, outs[i].option);
-				else
-					cm_err("%s %s and %s %s are the same file: give each output its own",
-					       outs[j].option, outs[j].path, outs[i].option, outs[i].path);
-				return -1;
-			}
-		}
-	}
-	if (o->jsonl_out) {
-		o->iv = cm_interval_open(o->jsonl_out);
-		o->jsonl_out = NULL;	/* the stream owns it */
-		if (!o->iv)
-			return -1;
-	}
-	return 0;
-}
-
-void cm_run_close_outputs(struct cm_run_opts *o)
-{
-	cm_interval_close(o->iv);
-	o->iv = NULL;
-	cm_out_abort(o->json_out);
-	cm_out_abort(o->folded_out);
-	cm_out_abort(o->trace_out);
-	cm_out_abort(o->jsonl_out);
-	cm_out_abort(o->text_out);
-	o->json_out = o->folded_out = o->trace_out = o->jsonl_out = o->text_out = NULL;
-}
-
 /* Waits (briefly) until the held child sleeps on the go pipe, so it is seeded
  * in a known state rather than as "runnable since before tracing". */
 static void wait_blocked(pid_t child)
@@ -676,52 +625,6 @@ int cm_run_wrap(struct cm_run_opts *o)
 	return WEXITSTATUS(status);
 }
 
-/* A kernel thread has no user space to trace, and a zombie nothing left:
- * both refused here, in one line, rather than traced into nonsense. */
-static int check_target(pid_t pid)
-{
-	char path[64], line[256], name[64] = "?", state = 0;
-	int kthread = -1, threads = 0;
-	FILE *fp;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	if (!(fp = fopen(path, "re")))
-		return 0;	/* it went: seeding says so */
-	while (fgets(line, sizeof(line), fp)) {
-		if (sscanf(line, "Name: %63[^\n]", name) == 1 || sscanf(line, "State: %c", &state) == 1 ||
-		    sscanf(line, "Kthread: %d", &kthread) == 1 || sscanf(line, "Threads: %d", &threads) == 1)
-			continue;
-	}
-	fclose(fp);
-	if (kthread < 0) {
-		/* before Linux 6.1 (no Kthread: line): PF_KTHREAD in stat's flags */
-		unsigned long flags = 0;
-		char *p;
-
-		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-		if ((fp = fopen(path, "re"))) {
-			if (fgets(line, sizeof(line), fp) && (p = strrchr(line, ')')) &&
-			    sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags) == 1)
-				kthread = (flags & 0x00200000) != 0;
-			fclose(fp);
-		}
-	}
-	char clean[4 * 64 + 1];
-	cm_sanitize_comm(name, strlen(name), clean, sizeof(clean));
-	if (kthread > 0) {
-		cm_err("process %d (%s) is a kernel thread: it has no user space for contactmap to trace; "
-		       "give the pid of a user process", pid, clean);
-		return -1;
-	}
-	/* a leader that exited before its threads shows Z too, with threads left */
-	if ((state == 'Z' || state == 'X') && threads <= 1) {
-		cm_err("process %d (%s) has exited (a zombie its parent has not reaped yet): "
-		       "there is nothing left to trace", pid, clean);
-		return -1;
-	}
-	return 0;
-}
-
 static pid_t tgid_of(pid_t pid)
 {
 	char path[64], line[128];
@@ -752,7 +655,7 @@ int cm_run_attach(struct cm_run_opts *o)
 		}
 		/* a thread id means its whole process */
 		o->pids[i] = tgid_of(o->pids[i]);
-		if (check_target(o->pids[i]))
+		if (cm_check_attach_target(o->pids[i]))
 			return 1;
 	}
 	/* while the target certainly lives: an exited one's environ is empty */

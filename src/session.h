@@ -41,6 +41,9 @@ struct cm_run_opts {
 int cm_run_open_outputs(struct cm_run_opts *o);
 /* Drops the outputs the run did not commit (nothing half-written is left). */
 void cm_run_close_outputs(struct cm_run_opts *o);
+/* 0 if -p may attach to pid; -1, with one error line, for a kernel thread
+ * or a zombie (targets.c). */
+int cm_check_attach_target(pid_t pid);
 
 /* Traces argv until it exits; returns its exit status (128+signal), or
  * contactmap's own failure status. */
