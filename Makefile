@@ -118,6 +118,12 @@ $(OUTPUT)/tests/libcmtest.so: tests/unit/libcmtest.c | $(OUTPUT)/tests
 
 $(OUTPUT)/tests/test_sym: $(OUTPUT)/tests/libcmtest.so
 
+# contactmap itself with sanitizers: the fuzz pass of `report` and `diff`
+# (tests/test_robustness.py) runs it over mutated reports
+$(OUTPUT)/tests/contactmap-asan: $(SRCS) $(OUTPUT)/syscall_table.c $(wildcard include/*.h src/*.h) $(OUTPUT)/contactmap.skel.h | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -fsanitize=address,undefined $(SRCS) $(OUTPUT)/syscall_table.c $(LDLIBS) -o $@
+
 $(OUTPUT)/tests/%: tests/workloads/%.c $(wildcard tests/workloads/*.h) | $(OUTPUT)/tests
 	$(call msg,CC,$@)
 	$(Q)$(CC) -O1 -g -Wall -D_GNU_SOURCE $< -lpthread -o $@
@@ -194,6 +200,7 @@ ifeq ($(NVCC),)
 endif
 
 test-bins: $(UNIT_BINS) $(WL_BINS) $(OUTPUT)/tests/stackwl_fp $(OUTPUT)/tests/libstackwl.so \
+	$(OUTPUT)/tests/contactmap-asan \
 	$(GPU_FAKES) microbenches
 
 unit: $(UNIT_BINS)

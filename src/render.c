@@ -14,6 +14,7 @@
 #include <string.h>
 #include "cm.h"
 #include "render_cp.h"
+#include "render_threads.h"
 
 #define DEF_WIDTH 80
 #define MAX_PROCS 20		/* processes shown in full, the heaviest */
@@ -250,23 +251,13 @@ static void render_header(json_object *r, int width, FILE *out)
 /* 2 + label 14 + time 9 + share 8 + on-CPU 9 + count 10 + 2 before the bar */
 #define MAP_FIXED 54
 
-/* Threads of a process: its rows, and those folded into rows by comm. */
-static size_t threads_in(json_object *p)
-{
-	json_object *f = arr(p, "threads_folded");
-	size_t n = arr_len(arr(p, "threads"));
-
-	for (size_t i = 0; i < arr_len(f); i++)
-		n += num(json_object_array_get_idx(f, i), "count");
-	return n;
-}
-
 static void render_map(json_object *r, int width, FILE *out)
 {
 	json_object *rows = arr(r, "contact_map"), *totals = obj(r, "totals");
 	json_object *procs = arr(r, "processes");
 	uint64_t total = num(totals, "wall_ns"), oncpu = num(totals, "oncpu_ns");
-	size_t nthreads = 0, shown = 0;
+	uint64_t nthreads = 0;
+	size_t shown = 0;
 	int barw = width - MAP_FIXED;
 
 	fprintf(out, "\nOS contact map\n");
@@ -323,12 +314,12 @@ static void render_map(json_object *r, int width, FILE *out)
 		json_object *ps = pass ? arr(r, "folded_processes") : procs;
 
 		for (size_t i = 0; i < arr_len(ps); i++)
-			nthreads += threads_in(json_object_array_get_idx(ps, i));
+			nthreads += cm_thread_count(json_object_array_get_idx(ps, i));
 	}
 	/* thread-seconds exceed the window when threads run side by side */
 	fprintf(out, "  shares of %s thread-seconds", fmt_secs(total, (char[32]){0}, 32));
 	if (nthreads)
-		fprintf(out, " (the wall time of %zu thread%s added up)",
+		fprintf(out, " (the wall time of %" PRIu64 " thread%s added up)",
 			nthreads, nthreads == 1 ? "" : "s");
 	fputc('\n', out);
 }
@@ -625,46 +616,6 @@ static void render_gpu(json_object *g, int width, FILE *out)
 			T(num(obj(g, "cupti_overhead"), "total_ns")));
 }
 
-/* 2 + tid 7 + comm 16 + four times 8 + 2 before the cause */
-#define THREAD_FIXED 59
-
-static void render_threads(json_object *th, int width, FILE *out)
-{
-	int causew = width - THREAD_FIXED;
-
-	if (!arr_len(th))
-		return;
-	fprintf(out, "  %7s %-15s %7s %7s %7s %7s  %s\n",
-		"tid", "comm", "wall", "on-CPU", "runq", "off-CPU", "top cause");
-	for (size_t i = 0; i < arr_len(th); i++) {
-		json_object *t = json_object_array_get_idx(th, i), *l = obj(t, "ledger");
-		struct cause *c;
-		size_t n;
-
-		if (!json_object_is_type(t, json_type_object))
-			continue;
-		fprintf(out, "  %7" PRIu64 " ", num(t, "tid"));
-		field(out, cm_json_str(t, "comm"), 15);
-		fprintf(out, " %7s %7s %7s %7s", T(num(l, "wall_ns")), T(num(l, "oncpu_ns")),
-			T(num(l, "runq_ns")), T(num(l, "offcpu_ns")));
-		c = sorted_causes(obj(l, "offcpu_by_cause"), &n);
-		if (n && causew > 0) {
-			const char *name = c[0].name;
-
-			fputs("  ", out);
-			/* "syscall:" is most of the column; "sys:" keeps the name whole */
-			if (cm_text_cols(name) > causew && !strncmp(name, "syscall:", 8)) {
-				fputs("sys:", out);
-				cm_put_text(out, name + 8, causew - 4);
-			} else {
-				cm_put_text(out, name, causew);
-			}
-		}
-		free(c);
-		fputc('\n', out);
-	}
-}
-
 static void render_process(json_object *p, const struct cm_render_opts *o, FILE *out)
 {
 	json_object *th = arr(p, "threads");
@@ -682,8 +633,11 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 		wrap_item(&w, ", ", "%s", fmt_exit_code(num(p, "exit_code"), (char[48]){0}, 48));
 	else if (cm_json_get(p, "end_ns") && !num(p, "end_ns"))
 		wrap_item(&w, ", ", "alive at the end");
-	if (th)
-		wrap_item(&w, ", ", "%zu thread%s", threads_in(p), threads_in(p) == 1 ? "" : "s");
+	if (th || arr(p, "threads_folded")) {
+		uint64_t n = cm_thread_count(p);
+
+		wrap_item(&w, ", ", "%" PRIu64 " thread%s", n, n == 1 ? "" : "s");
+	}
 	wrap_end(&w);
 
 	if (obj(p, "ledger"))
@@ -693,7 +647,7 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 	render_block(arr(p, "block_io"), out);
 	render_gpu(obj(p, "gpu"), o->width, out);
 	if (o->threads)
-		render_threads(th, o->width, out);
+		cm_render_threads(p, o->width, o->thread_rows, out);
 }
 
 /* ---- lost and anomalies ------------------------------------------------------ */

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <json-c/json.h>
 
 struct cm_stacks;
@@ -18,8 +19,9 @@ struct cm_stacks *cm_stacks_new(struct cm_sym *sym, int stackmap_fd);
 void cm_stacks_free(struct cm_stacks *s);
 /* One ring-buffer record (struct cm_stack_event, or a short CM_EV_MAPS one). */
 int cm_stacks_event(struct cm_stacks *s, const void *data, size_t len);
-/* Writes folded stacks ("comm;frame;...;leaf COUNT"), atomically. 0 or -1 (printed). */
-int cm_stacks_write_folded(struct cm_stacks *s, const char *path, int which);
+/* Writes folded stacks ("comm;frame;...;leaf COUNT") to fp, whose owner
+ * (outfile.h) commits it. 0, or -1 when out of memory (printed). */
+int cm_stacks_write_folded(struct cm_stacks *s, FILE *fp, int which);
 /* Per process: the heaviest stacks on-CPU and behind each off-CPU cause. */
 json_object *cm_stacks_process_json(struct cm_stacks *s, uint32_t pid, int top);
 /* Run-wide figures: methods, truncation, how many reached main. */

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * The timeline: Chrome Trace Event JSON (what Perfetto's UI and
- * chrome://tracing open), streamed to a temp file as slices arrive and renamed
- * into place when complete. One track per thread for its states (running,
+ * chrome://tracing open), streamed as slices arrive into an output that
+ * outfile.c renames into place when complete. One track per thread for its states (running,
  * runnable, blocked with its cause), one per thread for syscalls above the
  * threshold (they span several state slices, so they cannot share a track
  * without overlapping), and async slices per process for block requests.
@@ -36,7 +36,6 @@ struct seqent {
 
 struct cm_timeline {
 	FILE *fp;
-	char *path, *tmp;
 	uint64_t base, max_bytes, bytes;
 	uint64_t written, dropped_cap, gaps, gap_events;
 	uint64_t async_id;
@@ -47,34 +46,26 @@ struct cm_timeline {
 	int ngpu;
 };
 
-struct cm_timeline *cm_timeline_open(const char *path, uint64_t base_ns, uint64_t max_bytes)
+struct cm_timeline *cm_timeline_open(FILE *fp, uint64_t base_ns, uint64_t max_bytes)
 {
 	struct cm_timeline *tl = calloc(1, sizeof(*tl));
-	size_t n = strlen(path) + 32;
 
 	if (!tl)
-		return NULL;
-	tl->path = strdup(path);
-	tl->tmp = malloc(n);
+		goto fail;
 	tl->seqcap = 4096;
 	tl->seqs = calloc(tl->seqcap, sizeof(*tl->seqs));
-	if (!tl->path || !tl->tmp || !tl->seqs)
+	if (!tl->seqs)
 		goto fail;
-	snprintf(tl->tmp, n, "%s.tmp.%d", path, (int)getpid());
-	tl->fp = fopen(tl->tmp, "we");
-	if (!tl->fp) {
-		cm_err("cannot write the timeline %s: %s", path, strerror(errno));
-		goto fail;
-	}
+	tl->fp = fp;
 	tl->base = base_ns;
 	tl->max_bytes = max_bytes;
 	tl->first = true;
 	fputs("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n", tl->fp);
 	return tl;
 fail:
-	free(tl->path);
-	free(tl->tmp);
-	free(tl->seqs);
+	cm_err("out of memory for the timeline");
+	if (tl)
+		free(tl->seqs);
 	free(tl);
 	return NULL;
 }
@@ -322,10 +313,6 @@ void cm_timeline_abort(struct cm_timeline *tl)
 {
 	if (!tl)
 		return;
-	fclose(tl->fp);
-	unlink(tl->tmp);
-	free(tl->path);
-	free(tl->tmp);
 	free(tl->seqs);
 	free(tl);
 }
@@ -406,18 +393,10 @@ int cm_timeline_close(struct cm_timeline *tl, json_object *report, uint64_t kern
 		",\"dropped_in_kernel\":%" PRIu64 ",\"dropped_size_cap\":%" PRIu64
 		",\"gaps\":%" PRIu64 ",\"gap_events\":%" PRIu64 "}}\n",
 		CM_VERSION, tl->base, tl->written, kernel_dropped, tl->dropped_cap, tl->gaps, tl->gap_events);
-	if (fflush(tl->fp) || ferror(tl->fp) || fsync(fileno(tl->fp)) || fclose(tl->fp) ||
-	    rename(tl->tmp, tl->path)) {
-		cm_err("cannot write the timeline %s: %s", tl->path, strerror(errno));
-		unlink(tl->tmp);
-		rc = -1;
-	}
 	if (json_object_object_get_ex(report, "lost", &lost)) {
 		json_object_object_add(lost, "timeline_size_cap", json_object_new_int64((int64_t)tl->dropped_cap));
 		json_object_object_add(lost, "timeline_gaps", json_object_new_int64((int64_t)tl->gaps));
 	}
-	free(tl->path);
-	free(tl->tmp);
 	free(tl->seqs);
 	free(tl);
 	return rc;

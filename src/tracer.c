@@ -21,8 +21,23 @@
 #include "contactmap_gpu.h"
 #include "contactmap.skel.h"
 
+/* Why libbpf could not read the kernel BTF: it reports any failure there as
+ * ESRCH ("no kernel BTF"), ENOMEM under a low ulimit -v included, and says
+ * the real error only in a debug line. */
+static int vmlinux_btf_err;
+
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
+	if (strstr(fmt, "loading kernel BTF '%s': %d")) {
+		va_list c;
+
+		va_copy(c, ap);
+		(void)va_arg(c, const char *);
+		int e = va_arg(c, int);
+		va_end(c);
+		if (e < 0)
+			vmlinux_btf_err = e;
+	}
 	if (level == LIBBPF_DEBUG && cm_verbose < 2)
 		return 0;
 	if (level == LIBBPF_INFO && cm_verbose < 2)
@@ -290,10 +305,8 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const s
 	struct contactmap_bpf *skel = contactmap_bpf__open();
 	int ioctl_nr = cm_syscall_nr("ioctl");
 
-	if (!skel) {
-		cm_err("cannot open the BPF object: %s", strerror(errno));
-		return NULL;
-	}
+	if (!skel)
+		return NULL;	/* errno says why; the caller prints it once */
 	bpf_map__set_max_entries(skel->maps.threads, o->max_threads);
 	bpf_map__set_max_entries(skel->maps.sysstats, o->max_syscall_rows);
 	if (!f->mem_alloc) {
@@ -425,8 +438,13 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 			f->attach_type = "raw_tp";
 		}
 	}
+	if (err == -ESRCH && vmlinux_btf_err)
+		err = vmlinux_btf_err;
 	if (err) {
-		if (err == -EPERM || err == -EACCES)
+		if (err == -ENOMEM)
+			cm_err("cannot load BPF programs: %s (is an address-space limit such as "
+			       "ulimit -v set too low?)", strerror(-err));
+		else if (err == -EPERM || err == -EACCES)
 			cm_err("cannot load BPF programs: %s: contactmap needs root or CAP_BPF+CAP_PERFMON", strerror(-err));
 		else
 			cm_err("cannot load BPF programs: %s (run with -vv for the verifier log)", strerror(-err));
