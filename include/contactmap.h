@@ -118,6 +118,7 @@ struct cm_thread {
 	__u64 gpu_blocked_ns;	/* blocked inside synchronize calls */
 	__u64 gpu_syncs;	/* synchronize calls completed */
 	__u64 gpu_sync_ns;	/* their wall time */
+	__u64 probe_ts;		/* in a uprobe trampoline's syscall since (observer work) */
 };
 
 #define CM_TF_SEEDED 1		/* existed before tracing began */
@@ -251,6 +252,8 @@ struct cm_counters {
 	__u64 samples;		/* cpu-clock samples of traced threads */
 	__u64 trace_ringbuf_full;	/* timeline events dropped: ring buffer full */
 	__u64 trace_rate_limited;	/* timeline events dropped by the rate limit */
+	__u64 probe_syscalls;	/* uretprobe/uprobe trampoline syscalls in traced threads */
+	__u64 probe_syscall_ns;	/* their time: observer cost, in no syscall row */
 };
 
 /*
