@@ -82,9 +82,10 @@ $(OUTPUT)/contactmap: $(OBJS)
 # No link-time dependency on libcupti: it is dlopen'ed at run time.
 AGENT_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden \
 	-Iinclude -isystem $(CUDA_HOME)/include -D_GNU_SOURCE
-$(OUTPUT)/libcontactmap-cupti.so: agent/cupti_agent.c include/contactmap_gpu.h include/contactmap.h | $(OUTPUT)
+AGENT_SRCS := agent/cupti_agent.c agent/cupti_calls.c agent/cupti_records.c
+$(OUTPUT)/libcontactmap-cupti.so: $(AGENT_SRCS) agent/agent.h include/contactmap_gpu.h include/contactmap.h | $(OUTPUT)
 	$(call msg,AGENT,$@)
-	$(Q)$(CC) $(AGENT_CFLAGS) -shared -Wl,-soname,libcontactmap-cupti.so $< -ldl -lpthread -o $@
+	$(Q)$(CC) $(AGENT_CFLAGS) -shared -Wl,-soname,libcontactmap-cupti.so $(AGENT_SRCS) -ldl -lpthread -o $@
 
 # --- tests -----------------------------------------------------------------
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
