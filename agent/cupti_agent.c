@@ -836,7 +836,8 @@ static CUptiResult load_cupti(int *loaded)
 		if (r == CUPTI_SUCCESS || r == CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED ||
 		    names[i] == own)
 			return r;
-		dlclose(C.lib);
+		/* left loaded: a CUPTI that got as far as subscribing may have
+		 * started threads that would run unmapped code */
 	}
 	memset(&C, 0, sizeof(C));
 	return r;

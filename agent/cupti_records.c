@@ -141,7 +141,8 @@ static uint64_t ts(uint64_t t, int64_t offset)
 	return t ? (uint64_t)((int64_t)t + offset) : 0;
 }
 
-int cm_agent_to_rec(const CUpti_Activity *a, struct cm_gpu_rec *r, int64_t offset, uint32_t cupti_version)
+int cm_agent_to_rec(const CUpti_Activity *a, struct cm_gpu_rec *r, int64_t offset,
+		    uint32_t cupti_version)
 {
 	memset(r, 0, sizeof(*r));
 	switch (a->kind) {
