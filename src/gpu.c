@@ -567,7 +567,11 @@ static int on_gpu_event(void *ctx, void *data, size_t size)
 
 int cm_gpu_poll_fd(struct cm_tracer *tr)
 {
-	return tr->gpu ? tr->gpu->epfd : -1;
+	struct cm_gpu_state *g = tr->gpu;
+
+	if (!g)
+		return -1;
+	return g->epfd >= 0 ? g->epfd : g->rb ? ring_buffer__epoll_fd(g->rb) : -1;
 }
 
 /* The traced processes (their leaders' bits in traced_tids) are watched too. */
@@ -638,7 +642,7 @@ static void watch_wrapped(struct cm_tracer *tr)
 		return;
 	g->watch_wrapped = true;
 	g->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (g->timerfd < 0 || timerfd_settime(g->timerfd, 0, &its, NULL) ||
+	if (g->timerfd < 0 || g->epfd < 0 || timerfd_settime(g->timerfd, 0, &its, NULL) ||
 	    epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->timerfd, &ev)) {
 		cm_warn("GPU: no rescan timer (%s): CUDA libraries of wrapped programs are probed only "
 			"when something else wakes contactmap", strerror(errno));
