@@ -50,7 +50,9 @@ if [ -n "$NVCC" ] && [ -x "$NVCC" ]; then
 		|| die "nvcc failed"
 	# the runtime next to it: $OUT runs on a machine without the toolkit too
 	rt=$(ldd $OUT/real_app | awk '/libcudart/ { print $3; exit }')
-	[ -n "$rt" ] && [ -f "$rt" ] && cp -L "$rt" "$OUT/$(basename "$rt")"
+	if [ -n "$rt" ] && [ -f "$rt" ] && [ "$(realpath "$rt")" != "$(realpath -m "$OUT/$(basename "$rt")")" ]; then
+		cp -L "$rt" "$OUT/$(basename "$rt")"
+	fi
 elif [ -x $OUT/real_app ] && [ -x $OUT/real_app_static ]; then
 	echo "no nvcc: using the real_app binaries already in $OUT" | tee -a "$RES"
 else
