@@ -802,6 +802,10 @@ EXPORT void fakecupti_api(int domain, unsigned cbid, const char *name, const voi
 		cd.correlationId = T.corr[d];
 		subscriber_cb(subscriber_data, domain, cbid, &cd);
 	}
+	/* a forked child's CUDA does no work (and another thread may have held
+	 * the buffer lock when it forked) */
+	if (getpid() != my_pid)
+		return;
 	if (site == CUPTI_API_EXIT && domain == CUPTI_CB_DOMAIN_DRIVER_API && ret == 0)
 		driver_activity(cbid, params, T.corr[d], T.ts[d]);
 	/* a query that found the event not yet reached: a record by default */
