@@ -92,9 +92,10 @@ $(OUTPUT)/contactmap: $(OBJS)
 # No link-time dependency on libcupti: it is dlopen'ed at run time.
 AGENT_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden \
 	-Iinclude -isystem $(CUDA_HOME)/include -D_GNU_SOURCE
-$(OUTPUT)/libcontactmap-cupti.so: agent/cupti_agent.c include/contactmap_gpu.h include/contactmap.h | $(OUTPUT)
+AGENT_SRCS := agent/cupti_agent.c agent/cupti_calls.c agent/cupti_records.c
+$(OUTPUT)/libcontactmap-cupti.so: $(AGENT_SRCS) agent/agent.h include/contactmap_gpu.h include/contactmap.h | $(OUTPUT)
 	$(call msg,AGENT,$@)
-	$(Q)$(CC) $(AGENT_CFLAGS) -shared -Wl,-soname,libcontactmap-cupti.so $< -ldl -lpthread -o $@
+	$(Q)$(CC) $(AGENT_CFLAGS) -shared -Wl,-soname,libcontactmap-cupti.so $(AGENT_SRCS) -ldl -lpthread -o $@
 
 # --- tests -----------------------------------------------------------------
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -149,10 +150,12 @@ $(OUTPUT)/tests/libstackwl.so: tests/workloads/lib/libstackwl.c | $(OUTPUT)/test
 	$(Q)$(CC) -O1 -g -fomit-frame-pointer -shared -fPIC -Wall $< -o $@
 
 
-# GPU fakes (tests/gpu_fakes/): a libcuda.so.1 and a libcupti.so.13 with the
-# real SONAMEs, and programs with known GPU work.
+# GPU fakes (tests/gpu_fakes/): a libcuda.so.1, a libcupti.so.13 and a
+# libcupti.so.12 (CUDA 12 record layouts) with the real SONAMEs, and programs
+# with known GPU work.
 GF := $(OUTPUT)/gpu_fakes
-GPU_FAKES := $(if $(HAVE_CUDA),$(GF)/libcuda.so.1 $(GF)/libcupti.so.13 $(GF)/gpu_app $(GF)/hookbench)
+GPU_FAKES := $(if $(HAVE_CUDA),$(GF)/libcuda.so.1 $(GF)/libcupti.so.13 $(GF)/libcupti.so.12 \
+	$(GF)/gpu_app $(GF)/hookbench)
 FAKE_CFLAGS := -O2 -g -std=gnu11 -Wall -Wno-unused-parameter -fPIC -Iinclude \
 	-isystem $(CUDA_HOME)/include -D_GNU_SOURCE
 
@@ -163,6 +166,11 @@ $(GF)/libcuda.so.1: tests/gpu_fakes/fake_cuda.c | $(GF)
 $(GF)/libcupti.so.13: tests/gpu_fakes/fake_cupti.c | $(GF)
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(FAKE_CFLAGS) -shared -Wl,-soname,libcupti.so.13 $< -ldl -lpthread -o $@
+
+$(GF)/libcupti.so.12: tests/gpu_fakes/fake_cupti.c | $(GF)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(FAKE_CFLAGS) -DFAKE_CUPTI_MAJOR=12 -shared -Wl,-soname,libcupti.so.12 $< -ldl \
+		-lpthread -o $@
 
 $(GF)/gpu_app: tests/gpu_fakes/gpu_app.c $(GF)/libcuda.so.1 | $(GF)
 	$(call msg,CC,$@)

@@ -178,6 +178,8 @@ struct cm_thread {
 	__u32 sc_grp;		/* enum cm_subsys of the syscall in flight */
 	__u32 waker_gen;	/* gen of the traced thread that woke it, 0: none or an interrupt */
 	__u64 oncpu_ss[CM_SS_SLOTS];	/* on-CPU so far, by subsystem (as cm_account_oncpu charges it) */
+
+	__u64 probe_ts;		/* in a uprobe trampoline's syscall since (observer work) */
 };
 
 #define CM_TF_SEEDED 1		/* existed before tracing began */
@@ -374,6 +376,8 @@ struct cm_counters {
 	__u64 exits;		/* traced threads that reached sched_process_exit */
 	__u64 retired;		/* exit records sent */
 	__u64 cp_ringbuf_full;	/* switch-in records and markers dropped: ring buffer full */
+	__u64 probe_syscalls;	/* uretprobe/uprobe trampoline syscalls in traced threads */
+	__u64 probe_syscall_ns;	/* their time: observer cost, in no syscall row */
 };
 
 /*

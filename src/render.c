@@ -536,6 +536,13 @@ static void render_gpu(json_object *g, int width, FILE *out)
 			cm_json_str(agent, "status") ? cm_json_str(agent, "status") : "", cm_json_str(agent, "status") ? ")" : "");
 	else
 		fprintf(out, "  GPU\n");
+	if (cm_json_str(agent, "status") && !strcmp(cm_json_str(agent, "status"), "taken_over"))
+		fprintf(out, "  CUPTI taken over by another client (torch.profiler?) during the run: "
+			"no device times after that\n");
+	if (cm_json_str(agent, "clock_check") && !strcmp(cm_json_str(agent, "clock_check"), "disagrees"))
+		fprintf(out, "  device clock disagrees with the calls' own times by %.3f s: the timeline's "
+			"GPU tracks are shifted\n",
+			(double)json_object_get_int64(cm_json_get(agent, "clock_skew_ns")) / 1e9);
 	if (arr_len(api)) {
 		uint64_t rest = 0;
 
@@ -721,6 +728,16 @@ static void render_lost(json_object *r, FILE *out)
 	}
 }
 
+/* The uprobe trampolines' syscalls (uretprobe, uprobe) the traced threads made. */
+static void render_probe_syscalls(json_object *ob, FILE *out)
+{
+	json_object *p = obj(ob, "probe_syscalls");
+
+	if (num(p, "count"))
+		fprintf(out, "  and %" PRIu64 " uprobe trampoline syscalls in traced threads: %s "
+			"(not in their syscalls)\n", num(p, "count"), T(num(p, "oncpu_ns")));
+}
+
 /* What the tracer itself cost, from the kernel's BPF run-time statistics. */
 static void render_observer(json_object *r, FILE *out)
 {
@@ -733,6 +750,7 @@ static void render_observer(json_object *r, FILE *out)
 		return;
 	if (!json_object_get_boolean(cm_json_get(ob, "bpf_stats"))) {
 		fprintf(out, "observer cost: not measured (BPF run-time statistics off or unavailable)\n");
+		render_probe_syscalls(ob, out);
 		return;
 	}
 	/* reports from before --observer-cost had the statistics on throughout */
@@ -758,6 +776,7 @@ static void render_observer(json_object *r, FILE *out)
 			"(left out of the ledgers)\n", num(obj(ob, "agent_threads"), "count"),
 			num(obj(ob, "agent_threads"), "count") == 1 ? "" : "s",
 			T(num(obj(ob, "agent_threads"), "oncpu_ns")));
+	render_probe_syscalls(ob, out);
 	if (json_object_get_boolean(cm_json_get(ob, "others_had_stats")))
 		fprintf(out, "  another process had BPF run-time statistics on too: %s\n",
 			sampled ? "the kernel also counted while ours were off, so the estimate is high"

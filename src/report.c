@@ -460,6 +460,11 @@ static json_object *observer_json(const struct cm_tracer *tr, const struct cm_sn
 	json_object_object_add(o, "cpu_share",
 			       json_object_new_double(dur ? (double)est_ns / (double)dur : 0));
 	json_object_object_add(o, "programs", progs);
+	/* uprobe trampolines' syscalls in traced threads: kept out of their syscalls */
+	progs = json_object_new_object();
+	J_INT(progs, "count", s->counters.probe_syscalls);
+	J_INT(progs, "oncpu_ns", s->counters.probe_syscall_ns);
+	json_object_object_add(o, "probe_syscalls", progs);
 	return o;
 }
 

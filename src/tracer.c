@@ -341,6 +341,8 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const s
 		bpf_map__set_max_entries(skel->maps.stack_events, 16 << 20);
 		bpf_map__set_max_entries(skel->maps.stacks, 16384);
 	}
+	skel->rodata->probe_nr[0] = (uint32_t)cm_syscall_nr("uretprobe");
+	skel->rodata->probe_nr[1] = (uint32_t)cm_syscall_nr("uprobe");
 	if (o->gpu_mode != CM_GPU_OFF && ioctl_nr >= 0) {
 		skel->rodata->ioctl_nr = (uint32_t)ioctl_nr;
 		skel->rodata->gpu_dev_nmajors = gpu_dev_majors((uint32_t *)skel->rodata->gpu_dev_majors,
