@@ -41,8 +41,10 @@ LIB_OBJS := $(filter-out $(OUTPUT)/main.o,$(OBJS))
 .DELETE_ON_ERROR:
 
 AGENT := $(if $(HAVE_CUDA),$(OUTPUT)/libcontactmap-cupti.so)
+# the LD_PRELOAD shim of `contactmap experiment --knob prefault`
+PREFAULT := $(OUTPUT)/libcontactmap-prefault.so
 
-all: $(OUTPUT)/contactmap contactmap $(AGENT)
+all: $(OUTPUT)/contactmap contactmap $(AGENT) $(PREFAULT)
 
 contactmap: $(OUTPUT)/contactmap
 	$(Q)ln -sf $(OUTPUT)/contactmap $@
@@ -85,6 +87,11 @@ AGENT_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Wno-unused-parameter -fPIC -fvi
 $(OUTPUT)/libcontactmap-cupti.so: agent/cupti_agent.c include/contactmap_gpu.h include/contactmap.h | $(OUTPUT)
 	$(call msg,AGENT,$@)
 	$(Q)$(CC) $(AGENT_CFLAGS) -shared -Wl,-soname,libcontactmap-cupti.so $< -ldl -lpthread -o $@
+
+$(PREFAULT): preload/prefault.c | $(OUTPUT)
+	$(call msg,SHIM,$@)
+	$(Q)$(CC) -O2 -g -std=gnu11 -Wall -Wextra -fPIC -fvisibility=hidden -shared \
+		-Wl,-soname,libcontactmap-prefault.so $< -ldl -o $@
 
 # --- tests -----------------------------------------------------------------
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -210,6 +217,7 @@ bench-quick: all
 install: all
 	install -D -m 0755 $(OUTPUT)/contactmap $(DESTDIR)$(PREFIX)/bin/contactmap
 	$(if $(AGENT),install -D -m 0755 $(AGENT) $(DESTDIR)$(PREFIX)/lib/contactmap/libcontactmap-cupti.so)
+	install -D -m 0755 $(PREFAULT) $(DESTDIR)$(PREFIX)/lib/contactmap/libcontactmap-prefault.so
 
 clean:
 	$(call msg,CLEAN)

@@ -117,6 +117,10 @@ struct cm_diff_opts {
 int cm_diff_files(char *const *before, int nb, char *const *after, int na,
 		  const struct cm_diff_opts *o, FILE *out, json_object **json);
 
+/* ---- experiments (experiment.c, knobs.c) and advice (advise.c) -------------- */
+int cm_experiment_main(int argc, char **argv);
+int cm_advise_main(int argc, char **argv);
+
 /* ==== added for diff and environment capture (issue 5) ======================= */
 #include <sys/types.h>
 
