@@ -22,9 +22,10 @@ enum ev {
 	EV_SMALL_PAGES,		/* minor faults, and THP is not "always" */
 	EV_MAJOR_FAULTS,	/* >= 10 major faults */
 	EV_OVERSUBSCRIBED,	/* more threads runnable on average than CPUs */
+	EV_UNDERSUBSCRIBED,	/* fewer: the run queue is other work's doing */
 	EV_MIGRATIONS,		/* >= 100 migrations per second */
 	EV_THREADS,		/* a process with more threads than CPUs */
-	EV_WAITING_THREAD,	/* a thread of a multi-threaded process waits the most */
+	EV_WAITING_THREAD,	/* a thread with a name of its own waits the most */
 	EV_SMALL_CALLS,		/* >= 10000 file syscalls, each under 20 us on average */
 	EV_BLOCK_DEVICE,	/* block requests on a device */
 };
@@ -54,8 +55,8 @@ static const struct rule {
 	  "--knob env:OMP_NUM_THREADS={HALF} --knob env:OMP_NUM_THREADS=1" },
 	{ "runq", 0.05, EV_WAITING_THREAD,
 	  "a feeder thread delayed behind the others", "--knob sched=fifo:10@{COMM}" },
-	{ "runq", 0.05, EV_ANY,
-	  "autogroup fairness between sessions delays the workload",
+	{ "runq", 0.05, EV_UNDERSUBSCRIBED,
+	  "other work on the machine takes the CPUs (autogroup shares them between sessions)",
 	  "--knob sysctl:kernel.sched_autogroup_enabled=0" },
 	{ "runq", 0.02, EV_MIGRATIONS,
 	  "threads migrate between CPUs and lose their caches", "--knob cpus=0-{LAST}" },
@@ -79,7 +80,8 @@ struct facts {
 	long cpus, threads, max_threads;
 	double minor, major, migrations, file_calls, file_ns;
 	const char *thp;
-	char comm[64];		/* the thread with the most run-queue time, in a multi-threaded process */
+	char comm[64];		/* the thread with the most run-queue time, if no other thread of its
+				 * process has its name (sched=...@COMM would set them all) */
 	double comm_runq;
 	char dev[64];		/* the block device with the most request time */
 	json_object *causes;	/* totals.offcpu_by_cause */
@@ -140,10 +142,17 @@ static void facts(json_object *r, struct facts *f)
 		for (long t = 0; nt > 1 && t < nt; t++) {
 			json_object *x = json_object_array_get_idx(th, t);
 			double q = num(obj(x, "ledger"), "runq_ns");
+			const char *c = cm_json_str(x, "comm");
+			int same = 0;
 
-			if (q > f->comm_runq && cm_json_str(x, "comm")) {
+			for (long u = 0; c && u < nt; u++) {
+				const char *o = cm_json_str(json_object_array_get_idx(th, u), "comm");
+
+				same += o && !strcmp(o, c);
+			}
+			if (q > f->comm_runq && c && same == 1) {
 				f->comm_runq = q;
-				snprintf(f->comm, sizeof(f->comm), "%.15s", cm_json_str(x, "comm"));
+				snprintf(f->comm, sizeof(f->comm), "%.15s", c);
 			}
 		}
 		for (size_t k = 0; (a = arr(p, "syscalls")) && k < json_object_array_length(a); k++) {
@@ -185,9 +194,10 @@ static bool holds(enum ev ev, const struct facts *f, char *buf, size_t sz)
 		snprintf(buf, sz, "%.0f major faults", f->major);
 		return f->major >= 10;
 	case EV_OVERSUBSCRIBED:
+	case EV_UNDERSUBSCRIBED:
 		snprintf(buf, sz, "%.2f threads runnable on average on %ld CPUs", (f->oncpu + f->runq) / (secs * 1e9),
 			 f->cpus);
-		return f->oncpu + f->runq > f->cpus * secs * 1e9;
+		return (f->oncpu + f->runq > f->cpus * secs * 1e9) == (ev == EV_OVERSUBSCRIBED);
 	case EV_MIGRATIONS:
 		snprintf(buf, sz, "%.0f migrations (%.0f per second)", f->migrations, f->migrations / secs);
 		return f->migrations / secs >= 100 && f->cpus > 1;

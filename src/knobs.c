@@ -605,7 +605,8 @@ static int parse_governor(struct cm_knob *k, const char *arg)
 
 /* ---- per process ------------------------------------------------------------------------ */
 
-static int cpu_list(const char *s, cpu_set_t *set)
+/* 0, -1 for a malformed list, or -2 with *big the first CPU past CPU_SETSIZE. */
+static int cpu_list(const char *s, cpu_set_t *set, unsigned long *big)
 {
 	CPU_ZERO(set);
 	while (*s) {
@@ -620,8 +621,12 @@ static int cpu_list(const char *s, cpu_set_t *set)
 				return -1;
 			b = strtoul(end + 1, &end, 10);
 		}
-		if (a > b || b >= CPU_SETSIZE)
+		if (a > b)
 			return -1;
+		if (b >= CPU_SETSIZE) {
+			*big = a >= CPU_SETSIZE ? a : CPU_SETSIZE;
+			return -2;
+		}
 		for (unsigned long c = a; c <= b; c++)
 			CPU_SET(c, set);
 		if (*end == ',' && end[1])
@@ -654,13 +659,21 @@ static int parse_cpus(struct cm_knob *k, const char *arg)
 {
 	cpu_set_t want, allowed;
 	char have[256];
+	unsigned long big = 0;
+	int rc = cpu_list(arg, &want, &big);
 
-	if (cpu_list(arg, &want)) {
-		cm_err("knob '%s': give a CPU list, e.g. cpus=0-3,6", k->spec);
-		return -1;
-	}
 	if (sched_getaffinity(0, sizeof(allowed), &allowed)) {
 		cm_err("knob '%s': sched_getaffinity: %s", k->spec, strerror(errno));
+		return -1;
+	}
+	if (rc == -2) {
+		fmt_cpus(&allowed, have, sizeof(have));
+		cm_err("knob '%s': CPU %lu is not available here (this process may use CPUs %s)",
+		       k->spec, big, have);
+		return -1;
+	}
+	if (rc) {
+		cm_err("knob '%s': give a CPU list, e.g. cpus=0-3,6", k->spec);
 		return -1;
 	}
 	for (int c = 0; c < CPU_SETSIZE; c++) {
@@ -891,8 +904,9 @@ int cm_knob_apply_here(const struct cm_knob *k)
 
 	if (!strcmp(k->kind, "cpus=")) {
 		cpu_set_t set;
+		unsigned long big;
 
-		if (cpu_list(arg, &set) || sched_setaffinity(0, sizeof(set), &set))
+		if (cpu_list(arg, &set, &big) || sched_setaffinity(0, sizeof(set), &set))
 			goto fail;
 	} else if (!strcmp(k->kind, "sched=")) {
 		struct sched_param sp = { .sched_priority = k->prio };
