@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
-/* Internals of contactmap experiment: the runs (experiment.c) and what is
- * made of them (experiment_out.c). */
+/* Internals of contactmap experiment: the command line and the order of the
+ * runs (experiment.c), one run (experiment_run.c) and what is made of them
+ * (experiment_out.c). */
 #ifndef CM_EXPERIMENT_H
 #define CM_EXPERIMENT_H
 
 #include <regex.h>
+#include <signal.h>
 #include <stdint.h>
 #include "cm.h"
 #include "knobs.h"
@@ -44,11 +46,19 @@ struct exp {
 	bool all;
 	double timeout;
 	int stop_sig;		/* the signal that stopped the experiment, 0 if none */
+	struct cm_knob_state *state;	/* the originals of the system knobs, NULL if none */
 	uint64_t start_ns, end_ns;
 };
 
-/* Prints the runs, the metric and one diff per variant (text), and writes the
- * JSON when asked. 0 or -1 (message printed). */
+/* experiment_run.c */
+uint64_t exp_now_ns(void);
+/* Writes the values of a side's system knobs. 0, or -1 (printed). */
+int exp_apply_side(const struct exp_side *s);
+/* Runs r: 0 done, -1 failed (printed), 1 stopped by a signal (e->stop_sig). */
+int exp_run_one(struct exp *e, struct exp_run *r, const char *helper, int sfd, const sigset_t *oldmask);
+
+/* experiment_out.c: prints the runs, the metric and one diff per variant
+ * (text), and writes the JSON when asked. 0 or -1 (message printed). */
 int exp_output(struct exp *e);
 
 #endif /* CM_EXPERIMENT_H */
