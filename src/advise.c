@@ -288,15 +288,25 @@ static char *command_line(json_object *r)
 	size_t len = 0;
 	FILE *m;
 
-	if (!a || !json_object_array_length(a))
+	size_t first = 0, n = a ? json_object_array_length(a) : 0;
+
+	/* a run of an experiment: COMMAND is what `experiment --apply ... --` ran */
+	if (n > 3 && !strcmp(json_object_get_string(json_object_array_get_idx(a, 1)), "experiment") &&
+	    !strcmp(json_object_get_string(json_object_array_get_idx(a, 2)), "--apply")) {
+		for (first = 3; first < n; first++)
+			if (!strcmp(json_object_get_string(json_object_array_get_idx(a, first)), "--"))
+				break;
+		first++;
+	}
+	if (first >= n)
 		return strdup("COMMAND");
 	m = open_memstream(&out, &len);
-	for (size_t i = 0; m && i < json_object_array_length(a); i++) {
+	for (size_t i = first; m && i < n; i++) {
 		const char *w = json_object_get_string(json_object_array_get_idx(a, i));
 		bool plain = *w && strspn(w, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 					     "0123456789_-./=:,+@%") == strlen(w);
 
-		fputs(i ? " " : "", m);
+		fputs(i > first ? " " : "", m);
 		if (plain) {
 			fputs(w, m);
 			continue;

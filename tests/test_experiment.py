@@ -598,6 +598,18 @@ def test_advise_thp_always_and_quiet_reports(tmp_path):
     assert a["advice"] == [] and "no OS cost" in p.stdout
 
 
+def test_advise_on_a_run_of_an_experiment(tmp_path):
+    """A run's report names the helper that applied the knobs; the advice is
+    about the command it ran."""
+    r = with_shares(json.loads(SAMPLE.read_text()), {"cpu_user": 0.9, "memory": 0.1})
+    r["processes"][0]["faults"]["minor"] = 50000
+    r["target"]["command"] = ["/usr/bin/contactmap", "experiment", "--apply", "env:A=1", "--stderr-fd",
+                              "3", "--", "/opt/my app/run", "--n", "it's"]
+    p, a = advise_json(tmp_path, r)
+    assert a["command"] == "'/opt/my app/run' --n 'it'\\''s'", a["command"]
+    assert "--knob malloc:notrim --knob prefault -- '/opt/my app/run' --n" in p.stdout
+
+
 def test_advise_real_report(tmp_path):
     """A traced allocator churn: advise names the memory cost and malloc:notrim."""
     out = tmp_path / "churn.json"
