@@ -162,6 +162,36 @@ def test_system_knobs_applied_during_runs_and_restored(tmp_path, machine):
     assert files[str(THP)]["original"] == thp and files[str(THP)]["value"] == new_thp
 
 
+def idle_disk():
+    """A block device nothing uses (an unbound loop device) whose I/O
+    scheduler can be switched without touching anyone's I/O, or None."""
+    for d in sorted(Path("/sys/block").glob("loop*")):
+        sched = d / "queue" / "scheduler"
+        if sched.exists() and (d / "size").read_text().strip() == "0" and len(sched.read_text().split()) > 1:
+            return d.name
+    return None
+
+
+def test_io_scheduler_applied_and_restored(tmp_path):
+    dev = idle_disk()
+    if not dev:
+        pytest.fail("no unused loop device to switch the I/O scheduler of (modprobe loop)", pytrace=False)
+    path = Path(f"/sys/block/{dev}/queue/scheduler")
+    text = path.read_text()
+    cur = text[text.index("[") + 1:text.index("]")]
+    new = next(w.strip("[]") for w in text.split() if w.strip("[]") != cur)
+    try:
+        p, e = experiment(tmp_path, "-n", 1, "--knob", f"iosched={dev}:{new}", "--", "/bin/cat", path)
+        ok(p, e)
+        (a,), (b,) = runs_of(e, "A"), runs_of(e, "B")
+        assert f"[{cur}]" in Path(a["stdout"]).read_text() and f"[{new}]" in Path(b["stdout"]).read_text()
+        after = path.read_text()
+        assert f"[{cur}]" in after, after
+    finally:
+        if f"[{cur}]" not in path.read_text():
+            path.write_text(cur)
+
+
 def test_knobs_interleaved_and_metric_from_the_workload(tmp_path, machine):
     swp = int(machine["swappiness"])
     new = other_swappiness(swp)
