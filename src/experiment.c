@@ -201,6 +201,7 @@ static int make_dir(struct exp *e, const char *given)
 		return -1;
 	}
 	e->dir = tmpl;
+	e->dir_made = true;
 	return 0;
 }
 
@@ -600,6 +601,8 @@ out_sfd:
 	close(sfd);
 	sigprocmask(SIG_SETMASK, &oldmask, NULL);
 out:
+	if (rc && e.dir_made && !done)
+		rmdir(e.dir);	/* only if empty: a failed run's files stay to be read */
 	free(sets);
 	free_exp(&e);
 	return rc;

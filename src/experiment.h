@@ -43,6 +43,7 @@ struct exp {
 	regex_t metric_re;
 	const char *json_path;
 	char *dir;
+	bool dir_made;		/* by mkdtemp: removed again if nothing ran */
 	bool all;
 	double timeout;
 	int stop_sig;		/* the signal that stopped the experiment, 0 if none */

@@ -365,7 +365,10 @@ int exp_run_one(struct exp *e, struct exp_run *r, const char *helper, int sfd, c
 		cm_state_restore(e->state);
 		goto out;
 	}
-	cm_info("run %d/%d: %s%s", r->round + 1, e->runs_per_side, s->name, r->round < 0 ? " (warm-up)" : "");
+	/* progress where someone watches, or with -v */
+	if (cm_verbose || isatty(2))
+		fprintf(stderr, "contactmap: experiment: run %d of %d: side %s%s\n", (int)(r - e->runs) + 1,
+			e->nruns, s->name, r->round < 0 ? " (warm-up)" : "");
 	child = fork();
 	if (child < 0) {
 		cm_err("fork: %s", strerror(errno));
