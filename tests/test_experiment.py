@@ -268,6 +268,14 @@ def test_signal_restores_at_once(tmp_path, machine, sig):
         st = json.loads(mine[0].read_text())
         assert {f["path"]: f["original"] for f in st["files"]} == {str(SWAPPINESS): str(swp), str(THP): thp}
         assert oct(mine[0].stat().st_mode & 0o777) == "0o600" and mine[0].stat().st_uid == 0
+        # while it lives, --restore leaves its knobs alone, and a second
+        # experiment on the same file refuses to start
+        r = run_cm(["experiment", "--restore"])
+        assert r.returncode == 0 and f"experiment pid {proc.pid} is still running" in r.stdout, r.stdout
+        assert SWAPPINESS.read_text().strip() == str(new_swp)
+        line = one_error_line(run_cm(["experiment", "-n", 1, "--knob", f"sysctl:vm.swappiness={swp}",
+                                      "--", "/bin/true"]))
+        assert f"experiment pid {proc.pid} is changing {SWAPPINESS} too" in line, line
         proc.send_signal(sig)
         # the knobs come back first, before the run is even stopped
         assert wait_for(lambda: SWAPPINESS.read_text().strip() == str(swp), 2, 0.002)
