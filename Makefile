@@ -45,8 +45,10 @@ LIB_OBJS := $(filter-out $(OUTPUT)/main.o,$(OBJS))
 
 AGENT := $(if $(HAVE_CUDA),$(OUTPUT)/libcontactmap-cupti.so)
 MARK := $(OUTPUT)/libcontactmap-mark.so
+# the LD_PRELOAD shim of `contactmap experiment --knob prefault`
+PREFAULT := $(OUTPUT)/libcontactmap-prefault.so
 
-all: $(OUTPUT)/contactmap contactmap $(AGENT) $(MARK)
+all: $(OUTPUT)/contactmap contactmap $(AGENT) $(MARK) $(PREFAULT)
 
 # The request markers a program calls (include/contactmap_mark.h); contactmap
 # probes them. No dependencies: a program links it whether traced or not.
@@ -96,6 +98,11 @@ AGENT_SRCS := agent/cupti_agent.c agent/cupti_calls.c agent/cupti_records.c
 $(OUTPUT)/libcontactmap-cupti.so: $(AGENT_SRCS) agent/agent.h include/contactmap_gpu.h include/contactmap.h | $(OUTPUT)
 	$(call msg,AGENT,$@)
 	$(Q)$(CC) $(AGENT_CFLAGS) -shared -Wl,-soname,libcontactmap-cupti.so $(AGENT_SRCS) -ldl -lpthread -o $@
+
+$(PREFAULT): preload/prefault.c | $(OUTPUT)
+	$(call msg,SHIM,$@)
+	$(Q)$(CC) -O2 -g -std=gnu11 -Wall -Wextra -fPIC -fvisibility=hidden -shared \
+		-Wl,-soname,libcontactmap-prefault.so $< -ldl -o $@
 
 # --- tests -----------------------------------------------------------------
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -245,6 +252,7 @@ install: all
 	install -D -m 0755 $(MARK) $(DESTDIR)$(PREFIX)/lib/libcontactmap-mark.so
 	install -D -m 0644 include/contactmap_mark.h $(DESTDIR)$(PREFIX)/include/contactmap_mark.h
 	install -D -m 0644 python/contactmap_mark.py $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/contactmap_mark.py
+	install -D -m 0755 $(PREFAULT) $(DESTDIR)$(PREFIX)/lib/contactmap/libcontactmap-prefault.so
 
 clean:
 	$(call msg,CLEAN)

@@ -103,6 +103,20 @@ json_object *cm_host_facts(void);
 /* ---- diff (diff.c) ---------------------------------------------------------- */
 int cm_diff_main(int argc, char **argv);
 
+struct cm_diff_opts {
+	bool all;		/* every row in text, unchanged ones too (-a) */
+	bool no_file_list;	/* text without one line per report (the caller lists them) */
+};
+/* Compares the reports at before[0..nb) with those at after[0..na): the text
+ * goes to out (NULL: none), the contactmap-diff/1 object to *json (NULL: not
+ * built). 0, or -1 with the error printed. */
+int cm_diff_files(char *const *before, int nb, char *const *after, int na,
+		  const struct cm_diff_opts *o, FILE *out, json_object **json);
+
+/* ---- experiments (experiment.c, knobs.c) and advice (advise.c) -------------- */
+int cm_experiment_main(int argc, char **argv);
+int cm_advise_main(int argc, char **argv);
+
 /* ==== added for diff and environment capture (issue 5) ======================= */
 #include <sys/types.h>
 

@@ -1,15 +1,21 @@
 #!/usr/bin/python3
-"""Charts of a contactmap report (schema contactmap/1).
+"""Charts of a contactmap report (schema contactmap/1) or experiment
+(contactmap-experiment/1).
 
     scripts/plot.py REPORT.json [--diff OTHER.json] -o DIR [--format png,svg]
+    scripts/plot.py EXPERIMENT.json -o DIR [--format png,svg]
 
-Writes into DIR:
+Writes into DIR, for a report:
   contact_map.FMT      shares of the wall time by subsystem
   ledger_threads.FMT   per-thread stacked ledger: on-CPU user / on-CPU in syscalls /
                        run queue / off-CPU by its top causes / unattributed
   syscall_latency.FMT  log2 latency histograms of the 6 syscalls with the most time
   runq_latency.FMT     run-queue latency histogram per process
   contact_map_diff.FMT with --diff: REPORT (before) and OTHER (after) side by side
+for an experiment (`contactmap experiment -o EXPERIMENT.json`):
+  experiment_runs.FMT    each run's metric (--metric), or its window, in run order
+                         by side, with each side's mean
+  experiment_shares.FMT  each run's contact-map shares, stacked, runs grouped by side
 and prints the path of each file it wrote, one per line.
 
 Needs only Debian's python3 and python3-matplotlib (Agg backend, no display).
@@ -22,6 +28,9 @@ import os
 import sys
 
 SCHEMA = "contactmap/1"
+EXPERIMENT_SCHEMA = "contactmap-experiment/1"
+TOP_SHARES = 7
+SIDE_COLORS = ["#8c8c8c", "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860"]
 FORMATS = ("png", "svg", "pdf")
 TOP_SYSCALLS = 6
 TOP_THREADS = 30
@@ -48,7 +57,7 @@ def die(msg):
 
 # ---- reading ------------------------------------------------------------------
 
-def load_report(path):
+def load_report(path, experiment_ok=False):
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -60,8 +69,11 @@ def load_report(path):
         raise PlotError(f"{path} is not JSON: {e}")
     if not isinstance(r, dict) or "schema" not in r:
         raise PlotError(f"{path} is not a contactmap report: no \"schema\" key")
+    if experiment_ok and r.get("schema") == EXPERIMENT_SCHEMA:
+        return r
     if r.get("schema") != SCHEMA:
-        raise PlotError(f"{path} has schema {r.get('schema')!r}, expected {SCHEMA!r}")
+        raise PlotError(f"{path} has schema {r.get('schema')!r}, expected {SCHEMA!r}"
+                        + (f" or {EXPERIMENT_SCHEMA!r}" if experiment_ok else ""))
     return r
 
 
@@ -309,6 +321,103 @@ def chart_diff(plt, a, pa, b, pb):
     return fig
 
 
+# ---- experiments ---------------------------------------------------------------------
+
+def experiment_runs(e):
+    """The completed runs that count (warm-up runs left out), in run order."""
+    return [r for r in lst(e, "runs") if r.get("done") and not r.get("warmup")]
+
+
+def side_label(e, name):
+    for s in lst(e, "sides"):
+        if s.get("name") == name:
+            knobs = " ".join(str(k.get("spec", "?")) for k in lst(s, "knobs"))
+            text = f"{name}: {knobs or 'baseline'}"
+            return text if len(text) <= 60 else text[:57] + "..."
+    return str(name)
+
+
+def experiment_title(e):
+    cmd = " ".join(str(x) for x in e.get("command", [])) if isinstance(e.get("command"), list) else "?"
+    if len(cmd) > 70:
+        cmd = cmd[:67] + "..."
+    return f"experiment: {cmd}"
+
+
+def chart_experiment_runs(plt, e):
+    runs = experiment_runs(e)
+    metric = isinstance(e.get("metric"), dict)
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    names = [s.get("name") for s in lst(e, "sides")]
+    pts = {}
+    for i, r in enumerate(runs, 1):
+        v = num(dct(r, "metric"), "value") if metric else num(r, "window_ns") / 1e6
+        if metric and not isinstance(dct(r, "metric").get("value"), (int, float)):
+            continue
+        pts.setdefault(r.get("side"), []).append((i, v))
+    if not pts:
+        no_data(ax, "no completed runs" if not runs else "no run printed the metric")
+    for k, name in enumerate(names):
+        if name not in pts:
+            continue
+        xs, ys = zip(*pts[name])
+        color = SIDE_COLORS[k % len(SIDE_COLORS)]
+        ax.plot(xs, ys, "o", color=color, label=side_label(e, name))
+        mean = sum(ys) / len(ys)
+        ax.axhline(mean, color=color, linewidth=1, linestyle="--")
+    if pts:
+        ax.set_xlabel("run, in the order they ran (interleaved)")
+        ax.set_ylabel(f"metric /{dct(e, 'metric').get('regex', '')}/" if metric else "window, ms")
+        ax.legend(fontsize=7, loc="best")
+    ax.set_title(experiment_title(e) + "\n" + ("the command's metric per run" if metric
+                                              else "each run's window (no --metric given)"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def chart_experiment_shares(plt, e):
+    runs = experiment_runs(e)
+    names = [s.get("name") for s in lst(e, "sides")]
+    runs.sort(key=lambda r: (names.index(r.get("side")) if r.get("side") in names else 99,
+                             num(r, "round")))
+    totals = {}
+    for r in runs:
+        for x in lst(r, "contact_map"):
+            totals[x.get("subsystem")] = totals.get(x.get("subsystem"), 0) + num(x, "share")
+    top = [k for k, v in sorted(totals.items(), key=lambda kv: -kv[1]) if v > 0][:TOP_SHARES]
+    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(runs) + 3), 4.8))
+    if not runs:
+        no_data(ax, "no completed runs")
+    else:
+        labels = [f"{r.get('side')}{int(num(r, 'round'))}" for r in runs]
+        bottom = [0.0] * len(runs)
+        palette = ["#4c72b0", "#c44e52", "#dd8452", "#55a868", "#8172b2", "#937860", "#da8bc3"]
+        for i, key in enumerate(top + ["(rest)"]):
+            vals = []
+            for r in runs:
+                rows = lst(r, "contact_map")
+                if key == "(rest)":
+                    vals.append(100 * sum(num(x, "share") for x in rows if x.get("subsystem") not in top))
+                else:
+                    vals.append(100 * sum(num(x, "share") for x in rows if x.get("subsystem") == key))
+            if not any(vals):
+                continue
+            label = key if key == "(rest)" else subsystem_label({"subsystem": key})
+            ax.bar(labels, vals, bottom=bottom, label=label,
+                   color=palette[i] if key != "(rest)" else "#cccccc")
+            bottom = [a + b for a, b in zip(bottom, vals)]
+        ax.set_ylabel("share of the run's wall time, %")
+        ax.set_xlabel("run (side and round)")
+        ax.set_ylim(0, 105)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.tick_params(axis="x", labelsize=7)
+    sides = "; ".join(side_label(e, n) for n in names)
+    ax.set_title(experiment_title(e) + "\n" + (sides if len(sides) <= 110 else sides[:107] + "..."),
+                 fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # ---- main ---------------------------------------------------------------------------
 
 def parse_args(argv):
@@ -334,7 +443,10 @@ def main(argv=None):
     if not formats or bad:
         die(f"unknown format {', '.join(bad) or repr(args.format)}: choose from {', '.join(FORMATS)}")
     try:
-        report = load_report(args.report)
+        report = load_report(args.report, experiment_ok=True)
+        if report.get("schema") == EXPERIMENT_SCHEMA and args.diff:
+            raise PlotError(f"{args.report} is an experiment: it holds its own comparison; "
+                            "--diff takes two reports")
         other = load_report(args.diff) if args.diff else None
     except PlotError as e:
         die(str(e))
@@ -353,6 +465,9 @@ def main(argv=None):
               ("ledger_threads", lambda: chart_ledger(plt, report, args.report)),
               ("syscall_latency", lambda: chart_syscalls(plt, report, args.report)),
               ("runq_latency", lambda: chart_runq(plt, report, args.report))]
+    if report.get("schema") == EXPERIMENT_SCHEMA:
+        charts = [("experiment_runs", lambda: chart_experiment_runs(plt, report)),
+                  ("experiment_shares", lambda: chart_experiment_shares(plt, report))]
     if other is not None:
         charts.append(("contact_map_diff",
                        lambda: chart_diff(plt, report, args.report, other, args.diff)))

@@ -1,15 +1,18 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * contactmap diff: the model (diff.c: reports into rows, statistics, the
- * environment, JSON) and its text (diff_text.c) share these types.
+ * Internals of contactmap diff, shared by its three parts:
+ *   diff_rows.c  reading reports and aligning them into rows, statistics,
+ *                the environment facts, ordering into groups;
+ *   diff_text.c  the text tables;
+ *   diff.c       the command line, the JSON output and cm_diff_files().
  */
 #ifndef CM_DIFF_H
 #define CM_DIFF_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdio.h>
-#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cm.h"
 
 #define DIFF_SCHEMA "contactmap-diff/1"
 #define WIDTH 80
@@ -18,11 +21,11 @@
 
 enum section { SEC_CONTACT, SEC_TOTALS, SEC_LEDGER, SEC_SYSCALLS, SEC_SCHED, SEC_FAULTS,
 	       SEC_BLOCK, SEC_WINDOW, SEC_N };
-extern const char *const diff_sec_key[SEC_N];
-extern const char *const diff_sec_title[SEC_N];
+extern const char *const diff_sec_key[SEC_N];	/* JSON section names */
+extern const char *const diff_sec_title[SEC_N];	/* text headings */
 
 enum unit { U_NS, U_BYTES, U_COUNT };	/* also the sort class: time first */
-extern const char *const diff_unit_key[];
+extern const char *const diff_unit_key[];	/* "ns", "bytes", "count" */
 
 struct row {
 	enum section sec;
@@ -67,7 +70,6 @@ struct diff {
 	bool all;
 };
 
-
 struct group {
 	size_t first, n;	/* rows[first .. first+n) */
 	enum section sec;
@@ -76,28 +78,76 @@ struct group {
 	bool changed;
 };
 
-/* Allocation that cannot fail quietly: out of memory is one error line and exit 1. */
-void *diff_xrealloc(void *p, size_t n);
-void *diff_xcalloc(size_t n, size_t sz);
-char *diff_xstrdup(const char *s);
-char *diff_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* ---- small helpers ---------------------------------------------------------- */
+
+static inline void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+
+	if (!q) {
+		cm_err("out of memory");
+		exit(1);
+	}
+	return q;
+}
+
+static inline void *xcalloc(size_t n, size_t sz)
+{
+	void *p = calloc(n ? n : 1, sz ? sz : 1);
+
+	if (!p) {
+		cm_err("out of memory");
+		exit(1);
+	}
+	return p;
+}
+
+static inline char *xstrdup(const char *s)
+{
+	char *d = strdup(s ? s : "");
+
+	if (!d) {
+		cm_err("out of memory");
+		exit(1);
+	}
+	return d;
+}
+
+static inline char * __attribute__((format(printf, 1, 2))) xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		cm_err("out of memory");
+		exit(1);
+	}
+	return s;
+}
 
 #define obj(o, k) cm_json_get_type((o), (k), json_type_object)
 #define arr(o, k) cm_json_get_type((o), (k), json_type_array)
 
-/* A report number; anything but a finite number reads as 0. */
+/* ---- diff_rows.c ---------------------------------------------------------- */
+/* A number member of a report object; absent or not a number reads as 0. */
 double diff_num(json_object *o, const char *key);
-/* The traced command of a report, joined by spaces (malloc). */
-char *diff_command_of(json_object *r);
-/* Whether an environment fact differs between the sides. */
+/* Loads every report of both sides into rows and environment facts, computes
+ * the statistics, notes and warnings, and orders the rows into groups
+ * (*g, *ng; free *g). The sides' reports must be set already. */
+void diff_build(struct diff *d, struct group **g, size_t *ng);
+void diff_free(struct diff *d);
 bool diff_env_changed(const struct env_fact *f);
+/* The report's command line (or "pid 1,2"), allocated. */
+char *diff_command_of(json_object *r);
+const char *diff_side_name(int s);
 
-static inline const char *side_name(int s)
-{
-	return s ? "after" : "before";
-}
-
-/* The text comparison, on stdout or where -o - leaves it. */
-void diff_print_text(FILE *out, struct diff *d, struct group *g, size_t ng);
+/* ---- diff_text.c ---------------------------------------------------------- */
+/* list_files: one line per report under the heading (the experiment lists
+ * its runs itself and passes false). */
+void diff_print_text(FILE *out, struct diff *d, struct group *g, size_t ng, bool list_files);
 
 #endif /* CM_DIFF_H */

@@ -1,16 +1,13 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * The text of contactmap diff: the reports compared, the environment, then a
- * table per section. Nothing is cut: a command, a path or a row label
- * longer than its room wraps onto further lines.
+ * contactmap diff, part two: the text. Environment differences first, then
+ * one table per section, 80 columns, changed groups largest first; with
+ * several runs per side a cell is mean and spread, and ~ marks noise.
  */
-#include <inttypes.h>
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
-#include "cm.h"
 #include "diff.h"
 
+/* ---- text ------------------------------------------------------------------------ */
 
 /* s in w columns (never cut: widths are sized to the cells, and a name
  * longer than its column gets a line of its own); right-aligned when right. */
@@ -222,7 +219,7 @@ static void tadd(struct table *t, struct tline l)
 {
 	if (t->n == t->cap) {
 		t->cap = t->cap ? t->cap * 2 : 32;
-		t->l = diff_xrealloc(t->l, t->cap * sizeof(*t->l));
+		t->l = xrealloc(t->l, t->cap * sizeof(*t->l));
 	}
 	t->l[t->n++] = l;
 }
@@ -238,8 +235,8 @@ static void row_line(const struct diff *d, struct table *t, const struct row *r,
 	if (r->share[0])
 		snprintf(sh, sizeof(sh), "%.1f%% > %.1f%%", 100 * r->share_mean[0],
 			 100 * r->share_mean[1]);
-	tadd(t, (struct tline){ .c = { diff_xstrdup(name), diff_xstrdup(b), diff_xstrdup(a), diff_xstrdup(dl),
-				       diff_xstrdup(rel), diff_xstrdup(sh) }, .noise = r->noise });
+	tadd(t, (struct tline){ .c = { xstrdup(name), xstrdup(b), xstrdup(a), xstrdup(dl),
+				       xstrdup(rel), xstrdup(sh) }, .noise = r->noise });
 }
 
 static void print_table(FILE *out, struct table *t, bool shares)
@@ -301,9 +298,9 @@ static char *row_name(const struct row *r, const char *indent)
 	const char *item = r->label ? r->label : r->item;
 
 	if (!strncmp(item, "offcpu:", 7))
-		return diff_xasprintf("%s%s%soff-CPU %s", indent, r->proc ? r->proc : "", r->proc ? " " : "",
+		return xasprintf("%s%s%soff-CPU %s", indent, r->proc ? r->proc : "", r->proc ? " " : "",
 				 item + 7);
-	return diff_xasprintf("%s%s%s%s", indent, r->proc ? r->proc : "", r->proc ? " " : "", disp(item));
+	return xasprintf("%s%s%s%s", indent, r->proc ? r->proc : "", r->proc ? " " : "", disp(item));
 }
 
 /* True when every process row belongs to one process label: its ledger then
@@ -346,11 +343,11 @@ static void print_section(FILE *out, struct diff *d, struct group *g, size_t ng,
 			continue;
 		}
 		tadd(&t, (struct tline){ .header = true,
-			 .c = { diff_xasprintf("%s%s%s", r->proc ? r->proc : "", r->proc ? ": " : "", r->item) } });
+			 .c = { xasprintf("%s%s%s", r->proc ? r->proc : "", r->proc ? ": " : "", r->item) } });
 		for (size_t k = 0; k < g[i].n; k++) {
 			if (k && !d->all && d->rows[g[i].first + k].delta == 0)
 				continue;	/* e.g. errors 0 -> 0; the first (count) stays */
-			char *name = diff_xasprintf("    %s", disp(d->rows[g[i].first + k].metric));
+			char *name = xasprintf("    %s", disp(d->rows[g[i].first + k].metric));
 
 			row_line(d, &t, &d->rows[g[i].first + k], name);
 			free(name);
@@ -389,11 +386,11 @@ static void print_section(FILE *out, struct diff *d, struct group *g, size_t ng,
  * (kernel command lines are long and differ in a word or two). */
 static void print_token_diff(FILE *out, const char *a, const char *b)
 {
-	char *msg = diff_xstrdup("");
+	char *msg = xstrdup("");
 
 	for (int pass = 0; pass < 2; pass++) {
 		const char *from = pass ? b : a, *other = pass ? a : b;
-		char *copy = diff_xstrdup(from), *save = NULL;
+		char *copy = xstrdup(from), *save = NULL;
 		bool any = false;
 
 		for (char *tok = strtok_r(copy, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
@@ -404,7 +401,7 @@ static void print_token_diff(FILE *out, const char *a, const char *b)
 				found = (p == other || p[-1] == ' ') && (p[n] == ' ' || !p[n]);
 			if (found)
 				continue;
-			char *m = diff_xasprintf("%s%s%s", msg, any ? " " : (pass ? (*msg ? "; added " : "added ") : "removed "), tok);
+			char *m = xasprintf("%s%s%s", msg, any ? " " : (pass ? (*msg ? "; added " : "added ") : "removed "), tok);
 
 			free(msg);
 			msg = m;
@@ -450,26 +447,26 @@ static void print_env(FILE *out, struct diff *d)
 			print_token_diff(out, a, b);
 			continue;
 		}
-		fprintf(out, "    %s: ", side_name(0));
+		fprintf(out, "    %s: ", diff_side_name(0));
 		wrap_from(out, a, 12, 12);
-		fprintf(out, "    %s:  ", side_name(1));
+		fprintf(out, "    %s:  ", diff_side_name(1));
 		wrap_from(out, b, 12, 12);
 	}
 }
 
-void diff_print_text(FILE *out, struct diff *d, struct group *g, size_t ng)
+void diff_print_text(FILE *out, struct diff *d, struct group *g, size_t ng, bool list_files)
 {
 	bool multi = d->s[0].n > 1 || d->s[1].n > 1;
 
 	fprintf(out, "contactmap diff: %d report%s before, %d after\n", d->s[0].n,
 		d->s[0].n == 1 ? "" : "s", d->s[1].n);
-	for (int s = 0; s < 2; s++) {
+	for (int s = 0; list_files && s < 2; s++) {
 		for (int i = 0; i < d->s[s].n; i++) {
 			char *cmd = diff_command_of(d->s[s].r[i]), dur[32];
 			int col;
 
 			/* the path and the whole command, wrapped under the path */
-			fprintf(out, "  %-6s  %7s  ", side_name(s),
+			fprintf(out, "  %-6s  %7s  ", diff_side_name(s),
 				cm_fmt_ns((uint64_t)diff_num(obj(d->s[s].r[i], "window"), "duration_ns"),
 					  dur, sizeof(dur)));
 			col = wrap_words(out, d->s[s].paths[i], 19, 19, false);
@@ -483,7 +480,7 @@ void diff_print_text(FILE *out, struct diff *d, struct group *g, size_t ng)
 	}
 	print_env(out, d);
 	for (int i = 0; i < d->nnotes; i++) {
-		char *l = diff_xasprintf("note: %s", d->notes[i]);
+		char *l = xasprintf("note: %s", d->notes[i]);
 
 		fputc('\n', out);
 		wrapped(out, l, 0, 6);
@@ -500,4 +497,3 @@ void diff_print_text(FILE *out, struct diff *d, struct group *g, size_t ng)
 	else
 		fprintf(out, "one run per side: give several (a1 a2 -- b1 b2) to tell change from noise.\n");
 }
-

@@ -23,6 +23,9 @@ static const char usage[] =
 "       contactmap report [-t [N]] REPORT.json     print a saved report\n"
 "       contactmap diff BEFORE.json... [--] AFTER.json...  compare reports\n"
 "       contactmap check                           kernel features and fallbacks\n"
+"       contactmap experiment [OPTIONS] --knob KNOB... [--knob ...] -- COMMAND\n"
+"                                                  A/B runs with OS knobs, restored\n"
+"       contactmap advise REPORT.json              the experiments a report suggests\n"
 "\n"
 "Where does a program's wall time go? contactmap prints a ledger per process and\n"
 "thread (on-CPU, run-queue wait, blocked time by cause) and the OS contact map.\n"
@@ -461,6 +464,10 @@ int main(int argc, char **argv)
 		return cmd_check();
 	if (argc > 1 && !strcmp(argv[1], "diff"))
 		return cm_diff_main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "experiment"))
+		return cm_experiment_main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "advise"))
+		return cm_advise_main(argc - 1, argv + 1);
 	parse_args(argc, argv, &o);
 	if (check_privileges())
 		return 1;
