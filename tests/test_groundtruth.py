@@ -221,8 +221,10 @@ def test_burn_oncpu(traced, request):
     assert abs(L["oncpu_ns"] - cpu) <= BURN_TOLERANCE * cpu, \
         f"oncpu_ns {L['oncpu_ns']} vs getrusage utime+stime {cpu} (+-{BURN_TOLERANCE:.0%}); {L}"
     assert L["oncpu_user_ns"] >= BURN_USER_SHARE * L["oncpu_ns"], L
-    user_rows = [c for c in r.report["contact_map"] if c["subsystem"] == "cpu_user"]
-    assert user_rows and user_rows[0] is r.report["contact_map"][0], r.report["contact_map"]
+    # the largest row of its own time: run queue aside, which is the machine's
+    # other load (on a shared 2-CPU VM it can outweigh a 1-CPU burn)
+    own = [c for c in r.report["contact_map"] if c["subsystem"] != "runq"]
+    assert own and own[0]["subsystem"] == "cpu_user", r.report["contact_map"]
 
 
 def test_odirect_block_io(traced, request):

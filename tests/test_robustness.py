@@ -355,9 +355,11 @@ def test_devices_are_written_in_place(tmp_path):
 @pytest.mark.parametrize("opt,name,extra", OUTPUTS, ids=OUT_IDS)
 def test_full_device_is_an_error(tmp_path, opt, name, extra):
     """A write the device refuses (ENOSPC) fails the run, in one line naming
-    the output, and /dev/full stays a device (it used to be renamed over)."""
+    the output, and /dev/full stays a device (it used to be renamed over).
+    The command sleeps so that every output has something to write (an
+    off-CPU stack, timeline slices)."""
     text = [] if opt == "--text" else ["--text", tmp_path / "t.txt"]
-    cp = run_cm(extra + text + [opt, "/dev/full", "--", "true"])
+    cp = run_cm(extra + text + [opt, "/dev/full", "--", "/bin/sleep", "0.02"])
     assert_one_error_line(cp, opt, "/dev/full", "No space left", rc=1)
     assert is_chr("/dev/full", 1, 7)
 
