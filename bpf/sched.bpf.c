@@ -21,6 +21,17 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 	__u64 now = bpf_ktime_get_ns();
 	struct cm_thread *t;
 
+	/* no switch happens inside an interrupt: a depth left over (a handler
+	 * whose entry was seen but not its exit, as programs were attached)
+	 * must not make every later wake-up on this CPU look like one */
+	if (cfg_critpath) {
+		__u32 k = 0;
+		__u64 *d = bpf_map_lookup_elem(&irq_depth, &k);
+
+		if (d)
+			*d = 0;
+	}
+
 	t = thread_of(TASK_PID(btf, prev));
 	if (t) {
 		__u64 seg = t->state_ts;

@@ -177,7 +177,9 @@ void cm_critpath_switch_in(struct cm_critpath *cp, const struct cm_cp_event *e)
 	struct hist *h = get(cp, e->gen);
 	struct rec *r;
 
-	if (!h || h->ended)
+	/* a record may come after its thread's exit record (another ring,
+	 * read first): it still belongs to the history */
+	if (!h)
 		return;
 	if (!h->n && !h->t0) {
 		/* before its first record it ran (seeded while running) for as long

@@ -670,6 +670,7 @@ static const char *lost_hint(const char *key)
 		{ "user_stack_missing", "lower -F, or raise --min-block" },
 		{ "timeline_ringbuf_full", "lower --trace-rate, or raise --trace-syscall-min" },
 		{ "timeline_rate_limited", "raise --trace-rate" },
+		{ "critical_path_ringbuf_full", "the critical path misses switches: --no-critical-path if it need not" },
 	};
 
 	for (size_t i = 0; i < sizeof(hints) / sizeof(hints[0]); i++)

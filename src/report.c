@@ -498,6 +498,8 @@ static json_object *lost_json(const struct cm_tracer *tr, const struct cm_snapsh
 	J_INT(o, "stack_ringbuf_full", s->counters.ringbuf_full);
 	J_INT(o, "kernel_stack_missing", s->counters.kstack_missing);
 	J_INT(o, "user_stack_missing", s->counters.ustack_missing);
+	if (tr->cp)
+		J_INT(o, "critical_path_ringbuf_full", s->counters.cp_ringbuf_full);
 	if (tr->timeline) {
 		J_INT(o, "timeline_ringbuf_full", s->counters.trace_ringbuf_full);
 		J_INT(o, "timeline_rate_limited", s->counters.trace_rate_limited);
