@@ -99,6 +99,8 @@ CM_EXTERN const volatile __u64 cfg_trace_max_per_sec;	/* per CPU */
 CM_EXTERN const volatile bool cfg_oncpu_stacks;
 CM_EXTERN const volatile bool cfg_offcpu_stacks;
 CM_EXTERN const volatile __u64 cfg_min_block_ns;
+/* Set before load: Python frames and the GIL cause (python.bpf.h) */
+CM_EXTERN const volatile bool cfg_python;
 
 /* Zeroed templates: the values are larger than the 512-byte BPF stack. */
 CM_EXTERN const volatile struct cm_thread zero_thread;
@@ -223,6 +225,10 @@ static __always_inline __u64 lazy_wakeup(void *rb)
 		       ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
+/* The Python frame walker (python.bpf.c); slot: its scratch buffer, 1 for
+ * cpu-clock samples, 0 elsewhere (a sample may interrupt a walk). */
+int cm_py_walk(struct cm_py_stack *out, struct cm_thread *t, __u32 slot);
+
 /* An off-CPU stack event: the thread blocked for d ns (called in its context). */
 static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 nr, __u64 d,
 				       bool dwarf)
@@ -247,6 +253,8 @@ static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 
 	e->snap_len = 0;
 	if (dwarf)
 		snap_user(e, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
+	/* Python frames only in the thread's own context, as the snapshot */
+	cm_py_walk(&e->py, dwarf ? t : NULL, 0);
 	bpf_ringbuf_submit(e, lazy_wakeup(&stack_events));
 }
 
@@ -297,7 +305,7 @@ static __always_inline void emit_maps(struct cm_thread *t)
 {
 	struct cm_stack_event *e;
 
-	if (!cfg_oncpu_stacks && !cfg_offcpu_stacks)
+	if (!cfg_oncpu_stacks && !cfg_offcpu_stacks && !cfg_python)
 		return;
 	/* a short record: user space looks at type before the rest */
 	e = bpf_ringbuf_reserve(&stack_events, 16, 0);
@@ -483,5 +491,7 @@ static __always_inline void account_oncpu(struct cm_thread *t, __u64 now)
 	t->state = CM_RUNNING;
 	t->state_ts = now;
 }
+
+#include "python.bpf.h"
 
 #endif /* CM_COMMON_BPF_H */
