@@ -23,6 +23,7 @@ struct opts {
 	const char *json_path;
 	const char *folded_path;
 	int fold_which;		/* CM_FOLD_* for -f */
+	bool fold_pid;		/* --fold-pid */
 	double interval;	/* -i seconds */
 	const char *jsonl_path;
 	struct cm_interval *iv;
@@ -51,6 +52,8 @@ static const char usage[] =
 "  -F, --freq HZ          on-CPU samples per second with stacks (default 99)\n"
 "      --stacks WHICH     collect stacks: oncpu, offcpu or both (implied by -f)\n"
 "      --min-block USEC   off-CPU stacks only for blocks this long (default 200)\n"
+"      --fold-pid         root each folded stack at comm-PID, not comm\n"
+"      --no-python        no Python frames in stacks and no 'gil' cause\n"
 "  -i, --interval SECS    a JSON line per interval (JSONL) to --jsonl FILE\n"
 "      --jsonl FILE       where -i writes ('-' = stdout, the default when attaching)\n"
 "      --trace FILE       timeline in Chrome Trace Event JSON (Perfetto, chrome://tracing)\n"
@@ -127,7 +130,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
-	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM };
+	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM,
+	       OPT_FOLD_PID, OPT_NO_PYTHON };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -149,6 +153,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "gpu", required_argument, NULL, OPT_GPU },
 		{ "observer-cost", required_argument, NULL, OPT_OBSERVER },
 		{ "no-observer-cost", no_argument, NULL, OPT_NO_OBSERVER },
+		{ "fold-pid", no_argument, NULL, OPT_FOLD_PID },
+		{ "no-python", no_argument, NULL, OPT_NO_PYTHON },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -204,6 +210,12 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		}
 		case OPT_NO_OBSERVER:
 			o->tr.observer = CM_OBS_OFF;
+			break;
+		case OPT_FOLD_PID:
+			o->fold_pid = true;
+			break;
+		case OPT_NO_PYTHON:
+			o->tr.python = false;
 			break;
 		case 'i':
 			errno = 0;
@@ -435,7 +447,7 @@ static int emit(struct cm_tracer *tr, const struct opts *o, json_object *target,
 	if (o->json_path && cm_write_json(report, o->json_path))
 		rc = -1;
 	if (o->folded_path && tr->stacks &&
-	    cm_stacks_write_folded(tr->stacks, o->folded_path, o->fold_which))
+	    cm_stacks_write_folded(tr->stacks, o->folded_path, o->fold_which | (o->fold_pid ? CM_FOLD_PID : 0)))
 		rc = -1;
 	if (cm_render_text(report, &ro, text_to_stderr || (o->json_path && !strcmp(o->json_path, "-"))
 					     ? stderr : stdout))
@@ -788,7 +800,8 @@ int main(int argc, char **argv)
 {
 	struct opts o = { .tr = { .max_threads = 4096, .max_syscall_rows = 8192,
 				  .min_block_ns = 200000, .trace_sys_min_ns = 100000,
-				  .trace_max_per_sec = 100000, .trace_max_bytes = 256ULL << 20 } };
+				  .trace_max_per_sec = 100000, .trace_max_bytes = 256ULL << 20,
+				  .python = true } };
 	int rc;
 
 	/* report output and pipes: a closed reader must not kill us mid-write */

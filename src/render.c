@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cm.h"
+#include "python.h"
 
 #define DEF_WIDTH 80
 #define DEF_TOP_SYSCALLS 10
@@ -672,6 +673,7 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 	render_sched_faults(p, o->width, out);
 	render_block(arr(p, "block_io"), out);
 	render_gpu(obj(p, "gpu"), o->width, out);
+	cm_python_render(obj(p, "python"), out);
 	if (o->threads)
 		render_threads(th, o->width, out);
 }

@@ -11,6 +11,7 @@
 #include "cm.h"
 #include "tracer.h"
 #include "stacks.h"
+#include "python.h"
 
 #define J_INT(o, k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))
 
@@ -20,6 +21,7 @@ struct ledger {
 	uint64_t off_fault, off_other, off_sys, iowait, unattributed;
 	uint64_t fault_iowait, other_iowait;
 	uint64_t gpu_spin, gpu_blocked;	/* inside CUDA synchronize calls */
+	uint64_t gil;			/* waiting for a Python GIL */
 };
 
 struct cmap {
@@ -101,7 +103,7 @@ static json_object *ledger_json(const struct ledger *l, json_object *causes)
 	J_INT(o, "runq_ns", runq);
 	J_INT(o, "runq_wakeup_ns", l->runq_wake);
 	J_INT(o, "runq_preempt_ns", l->runq_preempt);
-	J_INT(o, "offcpu_ns", l->off_sys + l->off_fault + l->off_other + l->gpu_blocked);
+	J_INT(o, "offcpu_ns", l->off_sys + l->off_fault + l->off_other + l->gpu_blocked + l->gil);
 	json_object_object_add(o, "offcpu_by_cause", causes);
 	J_INT(o, "iowait_ns", l->iowait);
 	J_INT(o, "unattributed_ns", l->unattributed);
@@ -297,8 +299,12 @@ static json_object *process_json(struct ctx *c, const struct proc *p, struct led
 		causes_add(causes, "page_fault", l.off_fault);
 		causes_add(causes, "other", l.off_other);
 		causes_add(causes, "gpu:sync", l.gpu_blocked);
+		l.gil = t->gil_ns;
+		causes_add(causes, "gil", l.gil);
+		pmap->time[CM_SS_GIL] += l.gil;
+		pmap->count[CM_SS_GIL] += t->gil_waits;
 		attributed = l.oncpu_user + l.oncpu_sys + l.runq_wake + l.runq_preempt +
-			     l.off_sys + l.off_fault + l.off_other + l.gpu_spin + l.gpu_blocked;
+			     l.off_sys + l.off_fault + l.off_other + l.gpu_spin + l.gpu_blocked + l.gil;
 		/* the state machine charges every interval once, so the remainder is
 		 * what BPF itself could not classify (t->unattributed_ns) */
 		l.unattributed = l.wall > attributed ? l.wall - attributed : 0;
@@ -557,6 +563,8 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	J_INT(o, "stack_ringbuf_full", s->counters.ringbuf_full);
 	J_INT(o, "kernel_stack_missing", s->counters.kstack_missing);
 	J_INT(o, "user_stack_missing", s->counters.ustack_missing);
+	if (tr->py)
+		J_INT(o, "python_procs_full", s->py_procs_full);
 	if (tr->timeline) {
 		J_INT(o, "timeline_ringbuf_full", s->counters.trace_ringbuf_full);
 		J_INT(o, "timeline_rate_limited", s->counters.trace_rate_limited);
@@ -662,6 +670,9 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 			if (tr->stacks)
 				json_object_object_add(pj, "stacks",
 						       cm_stacks_process_json(tr->stacks, p.pid, 5));
+			json_object *py = cm_python_process_json(tr->py, p.pid, tr->stacks);
+			if (py)
+				json_object_object_add(pj, "python", py);
 			json_object_array_add(procs, pj);
 			ledger_add(&total, &pl);
 			cmap_add(&tmap, &pmap);

@@ -20,6 +20,7 @@
 #include "tracer.h"
 #include "contactmap_gpu.h"
 #include "contactmap.skel.h"
+#include "python.h"
 #include "stacks.h"
 #include "sym.h"
 #include "timeline.h"
@@ -288,7 +289,12 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 		/* a record carries a 16 KiB stack snapshot: room for ~1000 */
 		bpf_map__set_max_entries(skel->maps.stack_events, 16 << 20);
 		bpf_map__set_max_entries(skel->maps.stacks, 16384);
+	} else if (o->python) {
+		bpf_map__set_max_entries(skel->maps.stack_events, 256 << 10);	/* maps events only */
 	}
+	skel->rodata->cfg_python = o->python;
+	if (cm_syscall_nr("futex") >= 0)
+		skel->rodata->cfg_futex_nr = (uint32_t)cm_syscall_nr("futex");
 	if (o->gpu_mode != CM_GPU_OFF && ioctl_nr >= 0) {
 		skel->rodata->ioctl_nr = (uint32_t)ioctl_nr;
 		skel->rodata->gpu_dev_nmajors = gpu_dev_majors((uint32_t *)skel->rodata->gpu_dev_majors,
@@ -299,7 +305,10 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 
 static int on_stack_event(void *ctx, void *data, size_t len)
 {
-	return cm_stacks_event(ctx, data, len);
+	struct cm_tracer *tr = ctx;
+
+	cm_python_event(tr->py, data, len);	/* first: a new process may be Python */
+	return tr->stacks ? cm_stacks_event(tr->stacks, data, len) : 0;
 }
 
 /* One cpu-clock event per CPU, sampling at hz, each running cpu_sample. */
@@ -349,13 +358,32 @@ static int start_stacks(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		return -1;
 	}
 	tr->rb = ring_buffer__new(bpf_map__fd(tr->skel->maps.stack_events), on_stack_event,
-				  tr->stacks, NULL);
+				  tr, NULL);
 	if (!tr->rb) {
 		cm_err("cannot open the stack ring buffer: %s", strerror(errno));
 		return -1;
 	}
 	if (o->sample_hz && start_sampling(tr, o->sample_hz))
 		return -1;
+	return 0;
+}
+
+/* Python (python.c): names frames with the stacks' symbolizer, and reads the
+ * maps events from the stack ring buffer, which it opens when stacks are off. */
+static int start_python(struct cm_tracer *tr)
+{
+	tr->py = cm_python_new(bpf_map__fd(tr->skel->maps.py_procs), tr->sym);
+	if (!tr->py) {
+		cm_err("out of memory for Python support");
+		return -1;
+	}
+	if (tr->stacks)
+		cm_stacks_set_python(tr->stacks, tr->py);
+	if (!tr->rb && !(tr->rb = ring_buffer__new(bpf_map__fd(tr->skel->maps.stack_events),
+						   on_stack_event, tr, NULL))) {
+		cm_err("cannot open the stack ring buffer: %s", strerror(errno));
+		return -1;
+	}
 	return 0;
 }
 
@@ -393,6 +421,7 @@ void cm_tracer_consume(struct cm_tracer *tr)
 {
 	if (tr->rb)
 		ring_buffer__consume(tr->rb);
+	cm_python_poll(tr->py);
 }
 
 /*
@@ -476,6 +505,8 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		goto fail;
 	}
 	if ((o->sample_hz || o->offcpu_stacks) && start_stacks(tr, o))
+		goto fail;
+	if (o->python && start_python(tr))
 		goto fail;
 	if (o->trace_path && start_timeline(tr, o))
 		goto fail;
@@ -637,6 +668,8 @@ int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid, bool held)
 		}
 		closedir(d);
 	}
+	if (found && !held)
+		cm_python_add_process(tr->py, pid);
 	return found ? 0 : -1;
 }
 
@@ -684,6 +717,7 @@ static int read_maps(struct cm_tracer *tr, struct cm_snapshot *s)
 
 	memset(s, 0, sizeof(*s));
 	s->counters = tr->skel->bss->counters;
+	s->py_procs_full = tr->skel->bss->py_procs_full;
 	cm_observer_read(tr, s);
 
 	fd = bpf_map__fd(tr->skel->maps.threads);
@@ -763,6 +797,8 @@ void cm_tracer_close(struct cm_tracer *tr)
 	tr->rb = NULL;
 	cm_timeline_abort(tr->timeline);	/* never finished: leave no half file */
 	tr->timeline = NULL;
+	cm_python_free(tr->py);
+	tr->py = NULL;
 	cm_stacks_free(tr->stacks);
 	tr->stacks = NULL;
 	cm_sym_free(tr->sym);

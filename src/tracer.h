@@ -47,6 +47,7 @@ struct cm_tracer_opts {
 	uint64_t trace_sys_min_ns;
 	uint64_t trace_max_per_sec;
 	enum cm_gpu_mode gpu_mode;
+	bool python;			/* Python frames and the GIL cause (python.c) */
 };
 
 /* Features found on this kernel, and the choices made. */
@@ -95,6 +96,7 @@ struct cm_tracer {
 	struct cm_features feat;
 	uint64_t start_ns, end_ns;
 	unsigned seeded;
+	struct cm_python *py;		/* python.c; NULL with --no-python */
 };
 
 /* Everything read back from the maps after detaching. */
@@ -137,6 +139,7 @@ struct cm_snapshot {
 	uint32_t *gproc_pids;
 	struct cm_gpu_proc *gproc;
 	size_t ngproc;
+	uint64_t py_procs_full;		/* Python processes the walker could not be told about */
 };
 
 /* What a process's threads say about GPU waits (summed by report.c). */
