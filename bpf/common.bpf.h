@@ -226,7 +226,8 @@ static __always_inline __u64 lazy_wakeup(void *rb)
 }
 
 /* The Python frame walker (python.bpf.c); slot: its scratch buffer, 1 for
- * cpu-clock samples, 0 elsewhere (a sample may interrupt a walk). */
+ * cpu-clock samples, 0 elsewhere (a sample may interrupt a walk). 1 when
+ * user space should see the event at once (the process's first stacks). */
 int cm_py_walk(struct cm_py_stack *out, struct cm_thread *t, __u32 slot);
 
 /* An off-CPU stack event: the thread blocked for d ns (called in its context). */
@@ -253,9 +254,13 @@ static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 
 	e->snap_len = 0;
 	if (dwarf)
 		snap_user(e, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
-	/* Python frames only in the thread's own context, as the snapshot */
-	cm_py_walk(&e->py, dwarf ? t : NULL, 0);
-	bpf_ringbuf_submit(e, lazy_wakeup(&stack_events));
+	/* Python frames only in the thread's own context, as the snapshot; user
+	 * space reads their code objects as the event arrives, so one that may
+	 * be the process's last (a long block) wakes it at once */
+	if (cm_py_walk(&e->py, dwarf ? t : NULL, 0) || (e->py.nframes && d >= CM_PY_WAKE_BLOCK_NS))
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	else
+		bpf_ringbuf_submit(e, lazy_wakeup(&stack_events));
 }
 
 /* One timeline slice; dropped (and counted) past the per-CPU rate or when
@@ -336,8 +341,8 @@ static __always_inline void trace_slice(struct cm_thread *t, __u16 kind, __u64 s
  * current, so frame-pointer stacks only); a syscall's at its sys_exit. */
 static __always_inline void offcpu_nonsyscall(struct cm_thread *t, __u64 d)
 {
-	if (!cfg_offcpu_stacks || (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1))
-		return;
+	if (!cfg_offcpu_stacks || ((t->blk_cause == CM_CAUSE_SYSCALL || t->blk_cause == CM_CAUSE_GIL) && t->sc_nr1))
+		return;	/* (a GIL wait is a futex call's: its stack comes at sys_exit) */
 	if (d >= cfg_min_block_ns) {
 		emit_offcpu(t, t->blk_cause, 0, d, false);
 	} else {

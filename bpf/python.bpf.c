@@ -188,6 +188,7 @@ __noinline int cm_py_walk(struct cm_py_stack *out, struct cm_thread *t, __u32 sl
 	__u64 fsbase, tstate, t0;
 	__u32 pid;
 	bool fail = false;
+	int wake = 0;
 	__u8 *ts;
 
 	if (!out)
@@ -259,11 +260,11 @@ __noinline int cm_py_walk(struct cm_py_stack *out, struct cm_thread *t, __u32 sl
 	}
 	out->nframes = w.n;
 	out->seg_end = w.seg;
-	__sync_fetch_and_add(&pp->walks, 1);
+	wake = __sync_fetch_and_add(&pp->walks, 1) < CM_PY_WAKE_FIRST;
 	__sync_fetch_and_add(&pp->frames, w.n);
 out:
 	__sync_fetch_and_add(&pp->walk_ns, bpf_ktime_get_ns() - t0);
-	return 0;
+	return wake;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -50,8 +50,10 @@ int cpu_sample(struct bpf_perf_event_data *ctx)
 		snap_user(e, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
 	else
 		e->snap_len = 0;
-	cm_py_walk(&e->py, bpf_get_current_task_btf()->mm ? t : NULL, 1);
-	bpf_ringbuf_submit(e, lazy_wakeup(&stack_events));
+	if (cm_py_walk(&e->py, bpf_get_current_task_btf()->mm ? t : NULL, 1))
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	else
+		bpf_ringbuf_submit(e, lazy_wakeup(&stack_events));
 	return 0;
 }
 

@@ -34,6 +34,7 @@ enum cm_subsys {
 	CM_SS_PROCESS,
 	CM_SS_OTHER,
 	CM_SS_GPU,		/* GPU wait (synchronize calls) and GPU driver ioctls */
+	CM_SS_GIL,		/* Python threads waiting for their interpreter's GIL */
 	CM_SS_UNATTRIBUTED,
 	CM_SS_COUNT
 };

@@ -21,6 +21,12 @@
 #define CM_PY_TS_WIN 168
 
 /* How the frame chain is linked (CPython's own layouts by minor version). */
+/* Stack events that wake user space at once, so that it reads their code
+ * objects while they (and the process) still exist: a process's first
+ * CM_PY_WAKE_FIRST walks, and blocks this long (at most 50 a second). */
+#define CM_PY_WAKE_FIRST 64
+#define CM_PY_WAKE_BLOCK_NS 20000000ULL
+
 #define CM_PY_MODEL_310 1	/* PyFrameObject: f_back, f_code, f_lasti; a C call per frame */
 #define CM_PY_MODEL_311 2	/* _PyInterpreterFrame via cframe; is_entry ends a segment */
 #define CM_PY_MODEL_312 3	/* _PyInterpreterFrame via cframe; a C-stack shim ends a segment */
