@@ -24,7 +24,7 @@
 /* Stack events that wake user space at once, so that it reads their code
  * objects while they (and the process) still exist: a process's first
  * CM_PY_WAKE_FIRST walks, and blocks this long (at most 50 a second). */
-#define CM_PY_WAKE_FIRST 64
+#define CM_PY_WAKE_FIRST 1024
 #define CM_PY_WAKE_BLOCK_NS 20000000ULL
 
 #define CM_PY_MODEL_310 1	/* PyFrameObject: f_back, f_code, f_lasti; a C call per frame */

@@ -256,6 +256,15 @@ static void code_fill(struct cm_python *py, struct py_proc *pp, struct py_code *
 	c->qual = read_str(pp->pid, L, pp->mod->minor >= 11 ? c->fp[3] : c->fp[2]);
 	c->file = read_str(pp->pid, L, c->fp[1]);
 	c->lt = read_bytes(pp->pid, L, c->fp[4], &c->ltlen);
+	/* 3.11+: a variable-size object of code units; 3.10: co_code's bytes */
+	if (pp->mod->minor >= 11) {
+		c->code_bytes = u64_at(h, 16) * 2;
+	} else {
+		uint64_t co_code = u64_at(h, L->co_code), n = 0;
+
+		if (co_code && py_read(pp->pid, co_code + L->bytes_size, &n, 8))
+			c->code_bytes = n;
+	}
 	c->ok = c->qual && c->file;
 	if (!c->ok)
 		py->code_read_failed++;
@@ -426,6 +435,15 @@ static uint64_t frame_id(struct cm_python *py, struct py_proc *pp, const struct 
 
 		addr = units < 0 || units > (1 << 28) ? -1 : (int)units * 2;
 	}
+	/* a position past the code is another code object's, made at the
+	 * address of the one the walk saw after it was freed (e.g. a module's
+	 * body, once imported): not this one */
+	if (c->code_bytes && addr >= 0 && (uint64_t)addr >= c->code_bytes) {
+		py->code_gone++;
+		pp->frames_unknown++;
+		id = intern(py, "[unknown]");
+		return id == UINT64_MAX ? 0 : id | CM_PY_FRAME_TAG;
+	}
 	line = cm_py_addr2line(pp->mod->minor, c->lt, c->ltlen, c->firstlineno, addr);
 	cm_py_short_file(c->file, file, sizeof(file));
 	if (line >= 0)
@@ -474,7 +492,7 @@ int cm_python_splice(struct cm_python *py, int pid, const struct cm_py_stack *ps
 {
 	struct py_proc *pp = py ? py_proc_get(py, pid, false) : NULL;
 	int seg_lo[MAX_SEGS], seg_hi[MAX_SEGS], nseg = 0, ev[MAX_SEGS * 2], nev = 0;
-	int match_seg[CM_STACK_DEPTH], first = -1, last = -1, np, k, o = 0;
+	int match_seg[CM_STACK_DEPTH], first = -1, np, k, o = 0;
 	uint64_t pyids[CM_PY_MAX_FRAMES], out[CM_STACK_DEPTH + CM_PY_MAX_FRAMES];
 	bool seg_used[MAX_SEGS] = { false };
 
@@ -509,12 +527,9 @@ int cm_python_splice(struct cm_python *py, int pid, const struct cm_py_stack *ps
 		match_seg[e] = s;
 		seg_used[s] = true;
 	}
-	for (int j = 0; j < n; j++)
-		if (match_seg[j] >= 0) {
-			if (first < 0)
-				first = j;
-			last = j;
-		}
+	for (int j = 0; j < n && first < 0; j++)
+		if (match_seg[j] >= 0)
+			first = j;
 	if (nev != nseg)
 		pp->unmatched++;
 #define PUT(v) do { if (o < max && o < (int)(sizeof(out) / sizeof(out[0]))) out[o++] = (v); } while (0)
@@ -535,10 +550,7 @@ int cm_python_splice(struct cm_python *py, int pid, const struct cm_py_stack *ps
 				PUT(pyids[k]);
 			continue;
 		}
-		/* the interpreter's own call machinery between two Python frames,
-		 * and -X perf's trampolines anywhere */
-		if (first >= 0 && j > first && j < last && in_interp(pp, j ? ips[j] - 1 : ips[j]))
-			continue;
+		/* -X perf's trampolines: their Python frame says the same */
 		if (is_trampoline(py, pp, j ? ips[j] - 1 : ips[j]))
 			continue;
 		PUT(ips[j]);
@@ -550,6 +562,20 @@ int cm_python_splice(struct cm_python *py, int pid, const struct cm_py_stack *ps
 			for (k = seg_lo[u]; k <= seg_hi[u]; k++)
 				PUT(pyids[k]);
 #undef PUT
-	memcpy(ips, out, (size_t)o * sizeof(*ips));
-	return o;
+	/* the interpreter's own frames between two Python frames are its call
+	 * machinery (vectorcall, import, exec): out; native frames of anything
+	 * else (C extensions, libraries) stay where they are */
+	int in_py = -1, out_py = -1, m = 0;
+
+	for (int j = 0; j < o; j++)
+		if (cm_python_is_frame(out[j])) {
+			if (in_py < 0)
+				in_py = j;
+			out_py = j;
+		}
+	for (int j = 0; j < o; j++)
+		if (cm_python_is_frame(out[j]) || j < in_py || j > out_py ||
+		    !in_interp(pp, j ? out[j] - 1 : out[j]))
+			ips[m++] = out[j];
+	return m;
 }

@@ -28,8 +28,11 @@
 #define J_STR(o, k, v) json_object_object_add(o, k, json_object_new_string(v))
 
 /* A process is looked at again at most this often on its maps events (a
- * PyTorch import maps hundreds of libraries); a look put off is done later. */
+ * PyTorch import maps hundreds of libraries); a look put off is done later.
+ * Its first few looks are not held back: ld.so maps libpython right after
+ * exec, before the interpreter runs. */
 #define PROBE_INTERVAL_NS 20000000ull
+#define PROBES_AT_ONCE 8
 #define TOP_FUNCTIONS 10
 
 static const struct cm_py_layout layouts[] = {
@@ -458,6 +461,7 @@ static void probe(struct cm_python *py, struct py_proc *pp)
 	FILE *fp;
 
 	py->probes++;
+	pp->probes++;
 	pp->looked_ns = py_now_ns();
 	pp->deferred = false;
 	snprintf(path, sizeof(path), "/proc/%d/maps", pp->pid);
@@ -623,7 +627,7 @@ static void on_maps(struct cm_python *py, int pid)
 	if (pp->mod && pp->in_map && !bpf_map_lookup_elem(py->map_fd, &key, &cur))
 		return;
 	pp->in_map = false;
-	if (py_now_ns() - pp->looked_ns < PROBE_INTERVAL_NS) {
+	if (pp->probes >= PROBES_AT_ONCE && py_now_ns() - pp->looked_ns < PROBE_INTERVAL_NS) {
 		pp->deferred = true;
 		return;
 	}

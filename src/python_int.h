@@ -49,6 +49,7 @@ struct py_proc {
 	struct cm_py_proc desc;	/* what was written to py_procs */
 	bool in_map;
 	uint64_t looked_ns;	/* last probe */
+	unsigned probes;
 	bool deferred;		/* a probe put off by the rate limit */
 	int check;		/* layout check against the live runtime: 0 to do, 1 ok, -1 failed */
 	char check_msg[128];
@@ -66,6 +67,7 @@ struct py_code {
 	bool ok;		/* a code object whose names were read */
 	char *qual, *file;
 	int firstlineno, firsttraceable;
+	uint64_t code_bytes;	/* size of its bytecode: positions past it are not its */
 	uint8_t *lt;		/* co_linetable */
 	size_t ltlen;
 	uint64_t fp[6];		/* header words checked before the entry is used again */

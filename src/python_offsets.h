@@ -20,6 +20,7 @@
 	  .co_name = 112,
 	  .co_firstlineno = 40,
 	  .co_linetable = 120,
+	  .co_code = 48,
 	  .uni_ascii_size = 48,
 	  .uni_compact_size = 72,
 	  .uni_state = 32,

@@ -21,7 +21,7 @@ def deep(k, deadline):
 def leaf(deadline):
     n = 0
     while time.monotonic() < deadline:  # LEAF_LOOP
-        n += 1
+        n += 1  # LEAF_BODY
     return n
 
 
@@ -65,7 +65,7 @@ def main():
     ap.add_argument("--sleep-ms", type=float, default=20)
     ap.add_argument("--depth", type=int, default=0, help="leaf under this many calls of deep()")
     a = ap.parse_args()
-    outer(time.monotonic() + a.spin, a.depth)
+    outer(time.monotonic() + a.spin, a.depth)  # CALL_OUTER
     outer_s(a.sleeps, a.sleep_ms)
     print(json.dumps({"pid": os.getpid(), "tid": threading.get_native_id(),
                       "file": os.path.basename(__file__), "lines": lines(),
