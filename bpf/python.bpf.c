@@ -25,7 +25,7 @@
  * generator's, one in an older data-stack chunk, any of 3.10's heap frames)
  * is read on its own.
  */
-#define CHUNK 1024
+#define CHUNK 2048
 #define WIN_MASK 0x7f
 
 struct py_scratch {
@@ -49,7 +49,7 @@ struct walk {
 	struct cm_py_proc *pp;
 	struct py_scratch *sc;
 	__u64 frame, seg, blk_lo, blk_len;
-	__u32 n, failed, blk_fault;
+	__u32 n, failed;
 };
 
 /* The window of the frame at `at`: in the chunk held, in a new chunk that
@@ -62,25 +62,17 @@ static __always_inline __u8 *frame_window(struct walk *w, __u64 at)
 	if (at >= w->blk_lo && at - w->blk_lo + CM_PY_FRAME_WIN <= w->blk_len)
 		return w->sc->blk + ((at - w->blk_lo) & (CHUNK - 1));
 	if (!w->blk_len || (at < w->blk_lo && w->blk_lo - at <= CHUNK)) {
-		/* below the frame's page the memory need not be mapped (the data
-		 * stack's first page); a failed read costs a page fault, so after
-		 * one the chunks start no lower than the frame's page */
+		/* no lower than the frame's own page: the one below need not be
+		 * mapped (the data stack's first page), and a failed read costs
+		 * a page fault */
 		lo = at + CM_PY_FRAME_WIN - CHUNK;
-		if (w->blk_fault && lo < page)
+		if (lo < page)
 			lo = page;
-		for (int k = 0; k < 2; k++) {
-			len = at + CM_PY_FRAME_WIN - lo;
-			if (len > CHUNK)
-				break;
-			if (!bpf_probe_read_user(w->sc->blk, len, (void *)lo)) {
-				w->blk_lo = lo;
-				w->blk_len = len;
-				return w->sc->blk + ((at - lo) & (CHUNK - 1));
-			}
-			if (lo >= page)
-				break;
-			w->blk_fault = 1;
-			lo = page;
+		len = at + CM_PY_FRAME_WIN - lo;
+		if (len <= CHUNK && !bpf_probe_read_user(w->sc->blk, len, (void *)lo)) {
+			w->blk_lo = lo;
+			w->blk_len = len;
+			return w->sc->blk + ((at - lo) & (CHUNK - 1));
 		}
 	}
 	if (bpf_probe_read_user(w->sc->win, CM_PY_FRAME_WIN, (void *)at))
@@ -189,7 +181,6 @@ __noinline int cm_py_walk(struct cm_py_stack *out, struct cm_thread *t, __u32 sl
 	__u32 pid;
 	bool fail = false;
 	int wake = 0;
-	__u8 *ts;
 
 	if (!out)
 		return 0;
@@ -214,31 +205,25 @@ __noinline int cm_py_walk(struct cm_py_stack *out, struct cm_thread *t, __u32 sl
 	task = bpf_get_current_task_btf();
 	fsbase = task->thread.fsbase;
 
-	/* a thread keeps its thread state: the one found last time, if it is
-	 * still this thread's (its thread id is checked below either way) */
-	tstate = t->py_tstate;
-	for (int k = 0; k < 2; k++) {
-		if (!tstate && !(tstate = tls_tstate(out, pp, fsbase)))
-			goto out;
-		/* its frame pointer and thread id in one read */
-		ts = w.sc->win;
-		if (bpf_probe_read_user(ts, CM_PY_TS_WIN, (void *)(tstate + pp->ts_win))) {
-			fail = true;
-		} else if (*(__u64 *)(ts + ((pp->ts_thread_id - pp->ts_win) & 0xf8)) == fsbase) {
-			fail = false;
-			break;
-		}
-		tstate = 0;
-	}
-	if (!tstate) {
-		out->status = fail ? CM_PY_READ_FAILED : CM_PY_BAD_TSTATE;
-		__sync_fetch_and_add(fail ? &pp->read_failed : &pp->bad_tstate, 1);
-		t->py_tstate = 0;
+	/* the slot is in struct pthread, whose page the thread itself keeps
+	 * warm; a thread state not seen on this thread before must be its own
+	 * (pthread_self() in its thread_id: the fs base), which also tells a
+	 * glibc whose struct pthread is not laid out as ours */
+	tstate = tls_tstate(out, pp, fsbase);
+	if (!tstate)
 		goto out;
+	if (tstate != t->py_tstate) {
+		__u64 ident = read_u64(tstate + pp->ts_thread_id, &fail);
+
+		if (fail || ident != fsbase) {
+			out->status = fail ? CM_PY_READ_FAILED : CM_PY_BAD_TSTATE;
+			__sync_fetch_and_add(fail ? &pp->read_failed : &pp->bad_tstate, 1);
+			goto out;
+		}
+		t->py_tstate = tstate;
 	}
-	t->py_tstate = tstate;
 	out->tstate = tstate;
-	w.frame = *(__u64 *)(ts + ((pp->ts_frame - pp->ts_win) & 0xf8));
+	w.frame = read_u64(tstate + pp->ts_frame, &fail);
 	if (w.frame && (pp->model == CM_PY_MODEL_311 || pp->model == CM_PY_MODEL_312))
 		w.frame = read_u64(w.frame + pp->cf_current_frame, &fail);	/* via the cframe */
 	if (fail) {
