@@ -169,7 +169,7 @@ static void find_symbols(Elf *e, GElf_Word type, struct wanted *w, int nw)
 
 /* 3.13's _Py_DebugOffsets, as 64-bit words (its layout in 3.13.x). */
 enum {
-	DO_VERSION = 1, DO_RT_INTERP_HEAD = 5, DO_IS_THREADS_HEAD = 9, DO_IS_CEVAL_GIL = 14,
+	DO_VERSION = 1, DO_FREE_THREADED = 2, DO_RT_INTERP_HEAD = 5, DO_IS_THREADS_HEAD = 9, DO_IS_CEVAL_GIL = 14,
 	DO_IS_GIL = 15, DO_IS_GIL_HOLDER = 18, DO_TS_NEXT = 21, DO_TS_INTERP = 22, DO_TS_FRAME = 23,
 	DO_TS_THREAD_ID = 24, DO_TS_NATIVE = 25, DO_FR_PREVIOUS = 29, DO_FR_EXECUTABLE = 30,
 	DO_FR_INSTR = 31, DO_FR_OWNER = 33, DO_CO_FILENAME = 35, DO_CO_NAME = 36, DO_CO_QUALNAME = 37,
@@ -291,8 +291,14 @@ static void module_examine(struct py_module *m, int pid, uint64_t start, uint64_
 		uint64_t d[DO_WORDS];
 
 		if (elf_read_vaddr(e, m->runtime, d, sizeof(d)) && !memcmp(d, "xdebugpy", 8) &&
-		    ((d[DO_VERSION] >> 16) & 0xffff) == 0x0300 + m->minor)
+		    ((d[DO_VERSION] >> 16) & 0xffff) == 0x0300 + m->minor) {
+			if (d[DO_FREE_THREADED]) {
+				snprintf(m->why, sizeof(m->why), "CPython %s built free-threaded: not supported",
+					 m->version);
+				goto out;
+			}
 			apply_debug_offsets(m, d);
+		}
 		else
 			snprintf(m->layout_from, sizeof(m->layout_from),
 				 "table from the %s headers (no _Py_DebugOffsets found)", L->source);
@@ -487,6 +493,8 @@ static void probe(struct cm_python *py, struct py_proc *pp)
 
 			if (pm && pm->is_python)
 				mod = pm;
+			else if (pm && pm->runtime)
+				pp->unsupported = pm;	/* CPython, but not one we know */
 		}
 		if (n == ncap) {
 			struct map_line *nm = realloc(ml, (ncap = ncap ? ncap * 2 : 16) * sizeof(*ml));
@@ -834,6 +842,13 @@ json_object *cm_python_process_json(struct cm_python *py, uint32_t pid, struct c
 	json_object *o, *w;
 	char buf[160];
 
+	if (pp && !pp->mod && pp->unsupported) {
+		o = json_object_new_object();
+		J_STR(o, "version", pp->unsupported->version);
+		J_STR(o, "interpreter", pp->unsupported->path);
+		J_STR(o, "layout_check", pp->unsupported->why);
+		return o;
+	}
 	if (!pp || !pp->mod)
 		return NULL;
 	o = json_object_new_object();

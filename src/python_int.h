@@ -42,6 +42,7 @@ struct py_proc {
 	int pid, ppid;
 	char comm[CM_COMM_LEN + 1], pcomm[CM_COMM_LEN + 1];
 	struct py_module *mod;	/* NULL: not Python */
+	struct py_module *unsupported;	/* a CPython it does not know (3.9, free-threaded) */
 	uint64_t bias;
 	uint64_t runtime, eval_lo, eval_hi, code_type;
 	struct py_range text[PY_TEXT_RANGES];	/* the interpreter's executable mappings */
