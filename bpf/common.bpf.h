@@ -225,18 +225,16 @@ static __always_inline __u64 lazy_wakeup(void *rb)
 		       ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
-/* The Python frame walker (python.bpf.c); slot: its scratch buffer, 1 for
- * cpu-clock samples, 0 elsewhere (a sample may interrupt a walk). 1 when
- * user space should see the event at once (the process's first stacks). */
-int cm_py_walk(struct cm_py_stack *out, struct cm_thread *t, __u32 slot);
+#include "python.bpf.h"
 
 /* An off-CPU stack event: the thread blocked for d ns (called in its context). */
 static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 nr, __u64 d,
 				       bool dwarf)
 {
 	struct cm_stack_event *e;
+	bool py;
 
-	e = bpf_ringbuf_reserve(&stack_events, sizeof(*e), 0);
+	e = py_reserve(t, dwarf, &py);	/* room for Python frames if it is Python */
 	if (!e) {
 		__sync_fetch_and_add(&counters.ringbuf_full, 1);
 		return;
@@ -254,13 +252,7 @@ static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 
 	e->snap_len = 0;
 	if (dwarf)
 		snap_user(e, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
-	/* Python frames only in the thread's own context, as the snapshot; user
-	 * space reads their code objects as the event arrives, so one that may
-	 * be the process's last (a long block) wakes it at once */
-	if (cm_py_walk(&e->py, dwarf ? t : NULL, 0) || (e->py.nframes && d >= CM_PY_WAKE_BLOCK_NS))
-		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
-	else
-		bpf_ringbuf_submit(e, lazy_wakeup(&stack_events));
+	py_submit(e, py, t, 0, d);
 }
 
 /* One timeline slice; dropped (and counted) past the per-CPU rate or when
@@ -496,7 +488,5 @@ static __always_inline void account_oncpu(struct cm_thread *t, __u64 now)
 	t->state = CM_RUNNING;
 	t->state_ts = now;
 }
-
-#include "python.bpf.h"
 
 #endif /* CM_COMMON_BPF_H */

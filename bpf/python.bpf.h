@@ -20,6 +20,41 @@ CM_EXTERN struct {
 CM_EXTERN const volatile __u32 cfg_futex_nr;	/* x86_64; set from the syscall table */
 CM_EXTERN __u64 py_procs_full;		/* a forked Python process got no entry */
 
+/* The Python frame walker (python.bpf.c); slot: its scratch buffer, 1 for
+ * cpu-clock samples, 0 elsewhere (a sample may interrupt a walk). 1 when
+ * user space should see the event at once (the process's first stacks). */
+int cm_py_walk(struct cm_py_stack *out, struct cm_thread *t, __u32 slot);
+
+/* Defined in common.bpf.h, after this file. */
+static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 nr, __u64 d,
+				       bool dwarf);
+
+/*
+ * A stack event's record: the whole cm_stack_event for a thread of a Python
+ * process in its own context (own), else one that ends before its Python
+ * frames: other processes pay one py_procs lookup that misses, and not a
+ * write to the record's last page. User space tells them by their length.
+ */
+static __always_inline struct cm_stack_event *py_reserve(struct cm_thread *t, bool own, bool *py)
+{
+	*py = cfg_python && own && bpf_map_lookup_elem(&py_procs, &t->pid);
+	if (*py)
+		return bpf_ringbuf_reserve(&stack_events, sizeof(struct cm_stack_event), 0);
+	return bpf_ringbuf_reserve(&stack_events, offsetof(struct cm_stack_event, py), 0);
+}
+
+/* Submits a stack event from py_reserve, its Python frames walked first; user
+ * space reads their code objects as it arrives, so one that may be the
+ * process's last (a long block, d ns) wakes it at once. */
+static __always_inline void py_submit(struct cm_stack_event *e, bool py, struct cm_thread *t,
+				      __u32 slot, __u64 d)
+{
+	if (py && (cm_py_walk(&e->py, t, slot) || (e->py.nframes && d >= CM_PY_WAKE_BLOCK_NS)))
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	else
+		bpf_ringbuf_submit(e, lazy_wakeup(&stack_events));
+}
+
 /* sys_enter: the futex word of a futex call, to be looked at if it blocks. */
 static __always_inline void py_sys_enter(struct cm_thread *t, struct pt_regs *regs, long id)
 {

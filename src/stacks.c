@@ -5,6 +5,7 @@
  * distinct stack at the end, when every process's mappings are known.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -196,7 +197,8 @@ int cm_stacks_event(struct cm_stacks *s, const void *data, size_t len)
 		know_pid(s, e->pid, true);
 		return 0;
 	}
-	if (len < sizeof(*e) || (e->type != CM_EV_ONCPU && e->type != CM_EV_OFFCPU))
+	/* records of non-Python processes end before their Python frames */
+	if (len < offsetof(struct cm_stack_event, py) || (e->type != CM_EV_ONCPU && e->type != CM_EV_OFFCPU))
 		return 0;
 	s->events[e->type]++;
 	know_pid(s, e->pid, false);
@@ -227,7 +229,7 @@ int cm_stacks_event(struct cm_stacks *s, const void *data, size_t len)
 		else
 			nu = 0, s->no_user++;
 	}
-	if (s->py && e->py.nframes)
+	if (s->py && len >= sizeof(*e) && e->py.nframes)
 		nu = cm_python_splice(s->py, (int)e->pid, &e->py, ips, nu, CM_STACK_DEPTH + CM_PY_MAX_FRAMES,
 				      !reached_entry(s, e->pid, ips, nu));
 	/* the frame-pointer stack's outermost frame, for "reached main" figures */

@@ -1,0 +1,104 @@
+#!/usr/bin/python3
+"""What the BPF Python frame walk costs per on-CPU sample and per off-CPU block.
+
+    sudo bench/python_walk.py [--reps N]
+
+For each installed CPython (Debian's 3.11, pyenv's 3.10/3.12/3.13) it runs
+tests/python/chains.py under contactmap --observer-cost full: on-CPU stacks
+only (a leaf under 3 and under 22 Python calls), then off-CPU stacks only (100
+sleeps of 5 ms), and reads the walker's own clock (python.walker.walk_ns over
+its walks: a bpf_ktime_get_ns pair around each) and the observer's per-program
+figures (cpu_sample, sys_exit). Then examples/infer.py (PyTorch) with and
+without --no-python, and a C program (stackwl), whose cpu_sample cost must not
+move: a py_procs lookup that misses is all it pays. Prints one table; medians
+over --reps runs.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CM = str(REPO / "contactmap")
+CHAINS = str(REPO / "tests" / "python" / "chains.py")
+PYENV = Path(os.environ.get("HOME", "/root")) / ".pyenv" / "versions"
+PYS = [("3.11 (Debian)", "/usr/bin/python3.11"), ("3.10", PYENV / "3.10.13/bin/python3"),
+       ("3.12", PYENV / "3.12.1/bin/python3"), ("3.13", PYENV / "3.13.0/bin/python3")]
+
+
+def run(args, cmd):
+    with tempfile.TemporaryDirectory() as d:
+        js = Path(d) / "r.json"
+        subprocess.run([CM, "--observer-cost", "full", "-o", str(js), *args, "--", *cmd],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=300)
+        return json.loads(js.read_text())
+
+
+def prog(r, name):
+    for p in r["observer"]["programs"]:
+        if p["name"] == name:
+            return p
+    return {"avg_ns": 0, "run_cnt": 0}
+
+
+def walk(r):
+    for p in r["processes"]:
+        w = p.get("python", {}).get("walker")
+        if w and w.get("stacks"):
+            return w["avg_walk_ns"], w["frames"] / w["stacks"], w["stacks"]
+    return 0, 0, 0
+
+
+def med(xs):
+    return int(statistics.median(xs)) if xs else 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    rows = []
+    for name, exe in PYS:
+        if not os.access(exe, os.X_OK):
+            print(f"{name}: not installed ({exe}), left out", file=sys.stderr)
+            continue
+        for what, args, cmd in (
+                ("on-CPU, 5 frames", ["--stacks", "oncpu"], ["--spin", "1", "--sleeps", "0"]),
+                ("on-CPU, 24 frames", ["--stacks", "oncpu"], ["--spin", "1", "--sleeps", "0", "--depth", "19"]),
+                ("off-CPU, 5 frames", ["--stacks", "offcpu", "--min-block", "1000"],
+                 ["--spin", "0", "--sleeps", "100", "--sleep-ms", "5"])):
+            res = [run(args, [str(exe), CHAINS, *cmd]) for _ in range(a.reps)]
+            ws = [walk(r) for r in res]
+            rows.append((name, what, med([w[0] for w in ws]), round(statistics.median(w[1] for w in ws), 1),
+                         med([w[2] for w in ws])))
+    print(f"{'CPython':14} {'stacks':18} {'walk ns':>8} {'frames':>7} {'walks':>6}")
+    for r in rows:
+        print(f"{r[0]:14} {r[1]:18} {r[2]:8} {r[3]:7} {r[4]:6}")
+
+    infer = ["/usr/bin/python3", str(REPO / "examples" / "infer.py")]
+    on = [run(["-f", "/dev/null"], infer) for _ in range(a.reps)]
+    off = [run(["-f", "/dev/null", "--no-python"], infer) for _ in range(a.reps)]
+    ws = [walk(r) for r in on]
+    print(f"\nexamples/infer.py (3.11, PyTorch): walk {med([w[0] for w in ws])} ns over "
+          f"{statistics.median(w[1] for w in ws):.1f} frames ({med([w[2] for w in ws])} walks); "
+          f"cpu_sample {med([prog(r, 'cpu_sample')['avg_ns'] for r in on])} ns vs "
+          f"{med([prog(r, 'cpu_sample')['avg_ns'] for r in off])} with --no-python; "
+          f"sys_exit {med([prog(r, 'sys_exit_btf')['avg_ns'] for r in on])} vs "
+          f"{med([prog(r, 'sys_exit_btf')['avg_ns'] for r in off])} ns")
+    wl = [str(REPO / ".output" / "tests" / "stackwl"), str(REPO / ".output" / "tests" / "libstackwl.so")]
+    c_on = [run(["-f", "/dev/null"], wl) for _ in range(a.reps)]
+    c_off = [run(["-f", "/dev/null", "--no-python"], wl) for _ in range(a.reps)]
+    print(f"stackwl (C): cpu_sample {med([prog(r, 'cpu_sample')['avg_ns'] for r in c_on])} ns vs "
+          f"{med([prog(r, 'cpu_sample')['avg_ns'] for r in c_off])} with --no-python; sys_exit "
+          f"{med([prog(r, 'sys_exit_btf')['avg_ns'] for r in c_on])} vs "
+          f"{med([prog(r, 'sys_exit_btf')['avg_ns'] for r in c_off])} ns; sched_switch "
+          f"{med([prog(r, 'sched_switch_btf')['avg_ns'] for r in c_on])} vs "
+          f"{med([prog(r, 'sched_switch_btf')['avg_ns'] for r in c_off])} ns")
+
+
+if __name__ == "__main__":
+    main()
