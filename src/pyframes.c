@@ -14,8 +14,11 @@
 #include "sym.h"
 
 /* A cached code object is trusted this long before its header is read again
- * (a code object freed and another allocated at its address changes it). */
-#define REVALIDATE_NS 500000000ull
+ * (a code object freed and another allocated at its address changes it;
+ * imports free and make many in a burst) ... */
+#define REVALIDATE_NS 100000000ull
+/* ... and at once when a position does not fit it, unless just read */
+#define RECHECK_NS 1000000ull
 #define MAX_NAME 400		/* bytes of a qualname or file name kept */
 #define MAX_LINETABLE (1u << 20)
 
@@ -421,6 +424,13 @@ static uint64_t frame_id(struct cm_python *py, struct py_proc *pp, const struct 
 	int addr, line;
 	uint64_t id;
 
+	/* not a readable code object when last read: maybe one now */
+	if (c && !c->ok && py_now_ns() - c->checked_ns > RECHECK_NS) {
+		uint8_t hdr[CODE_HDR];
+
+		if (py_read(pp->pid, c->addr, hdr, sizeof(hdr)))
+			code_fill(py, pp, c, hdr);
+	}
 	if (!c || !c->ok) {
 		pp->frames_unknown++;
 		id = intern(py, "[unknown]");
@@ -435,10 +445,22 @@ static uint64_t frame_id(struct cm_python *py, struct py_proc *pp, const struct 
 
 		addr = units < 0 || units > (1 << 28) ? -1 : (int)units * 2;
 	}
-	/* a position past the code is another code object's, made at the
-	 * address of the one the walk saw after it was freed (e.g. a module's
-	 * body, once imported): not this one */
+	/* a position past the code is another code object's: the one cached
+	 * was freed and this one made at its address since (read it now), or
+	 * this one was (e.g. a module's body, once imported): not nameable */
+	if (c->code_bytes && addr >= 0 && (uint64_t)addr >= c->code_bytes &&
+	    py_now_ns() - c->checked_ns > RECHECK_NS) {
+		uint8_t hdr[CODE_HDR];
+
+		if (py_read(pp->pid, c->addr, hdr, sizeof(hdr))) {
+			py->code_replaced++;
+			code_fill(py, pp, c, hdr);
+			if (!c->ok)
+				goto unknown;
+		}
+	}
 	if (c->code_bytes && addr >= 0 && (uint64_t)addr >= c->code_bytes) {
+unknown:
 		py->code_gone++;
 		pp->frames_unknown++;
 		id = intern(py, "[unknown]");

@@ -690,6 +690,8 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 		J_INT(st, "offcpu_skipped_ns", s->counters.offcpu_skipped_ns);
 		json_object_object_add(r, "stacks", st);
 	}
+	if (tr->py)
+		json_object_object_add(r, "python", cm_python_summary_json(tr->py));
 	json_object_object_add(r, "processes", procs);
 	json_object_object_add(r, "totals", ledger_json(&total, tcauses));
 	json_object_object_add(r, "contact_map", cmap_json(&tmap));
