@@ -252,3 +252,57 @@ def test_no_python_flag(request, tmp_path):
 def test_bad_fold_pid_usage(tmp_path):
     cp = run_cm(["--fold-pid=x", "--", "true"])
     assert cp.returncode == 2 and cp.stderr.startswith("contactmap: error: "), cp.stderr
+
+
+def test_attach_running_python(request, tmp_path):
+    """contactmap -p on a Python process already running: found at attach, its
+    frames named."""
+    exe = interpreter(request, "3.11-debian")
+    proc = subprocess.Popen([exe, str(CHAINS), "--spin", "4", "--sleeps", "0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        import time
+        time.sleep(0.8)
+        out, js = tmp_path / "s.folded", tmp_path / "r.json"
+        cp = run_cm(["-p", proc.pid, "-d", "1.5", "-f", out, "-o", js])
+        assert cp.returncode == 0, cp.stderr[-2000:]
+    finally:
+        truth = json.loads(proc.communicate(timeout=30)[0].strip().splitlines()[-1])
+    r = json.loads(js.read_text())
+    p = find_proc(r, pid=proc.pid)
+    assert p["python"]["layout_check"] == "ok" and p["python"]["walker"]["stacks"] > 0
+    st = {l.rsplit(" ", 1)[0]: int(l.rsplit(" ", 1)[1]) for l in out.read_text().splitlines()}
+    chain = [py("outer", truth, "CALL_MIDDLE"), py("middle", truth, "CALL_LEAF"),
+             {py("leaf", truth, "LEAF_LOOP"), py("leaf", truth, "LEAF_BODY")}]
+    samples = sum(w for k, w in st.items() if "[off-cpu:" not in k)
+    assert weight(st, chain) >= 0.8 * samples > 0
+
+
+def test_report_text_python(request, tmp_path):
+    """The text map of a saved report shows the python section and the GIL row."""
+    exe = interpreter(request, "3.11-debian")
+    r, t, _ = traced(tmp_path, [exe, str(GIL), "--mode", "spin", "--threads", "2", "--seconds", "1"])
+    cp = subprocess.run([contactmap_bin(), "report", str(tmp_path / "r.json")], capture_output=True,
+                        text=True, timeout=30)
+    assert cp.returncode == 0, cp.stderr
+    assert "Python GIL" in cp.stdout
+    assert re.search(r"^  python  CPython 3\.11\.\d+ \(/usr/bin/python3\.11\)$", cp.stdout, re.M), cp.stdout
+    assert re.search(r"^          GIL held by tid \d+", cp.stdout, re.M), cp.stdout
+    assert re.search(r"^            py:spin \(gil\.py:\d+\) +\S+ m?s gil", cp.stdout, re.M), cp.stdout
+
+
+def test_pool_workers_are_children(request, tmp_path):
+    """multiprocessing workers (forked, as DataLoader's): each is described
+    to the walker from its fork, its stacks rooted at comm-PID with its own
+    Python frames, and its python section names its parent."""
+    exe = interpreter(request, "3.11-debian")
+    r, t, st = traced(tmp_path, [exe, str(REPO / "tests" / "python" / "pool.py"), "--seconds", "1"],
+                      extra=["--fold-pid"])
+    assert len(t["workers"]) == 2, t
+    for w in t["workers"]:
+        p = find_proc(r, pid=w)
+        assert p["python"]["parent"]["pid"] == t["pid"], p["python"]
+        mine = {k: v for k, v in st.items() if k.split(";")[0] == f"{p['comm']}-{w}"}
+        samples = sum(v for k, v in mine.items() if "[off-cpu:" not in k)
+        spin = weight(mine, [{py("work", t, "WORK_LOOP"), py("work", t, "WORK_BODY")}])
+        assert spin >= 0.7 * samples > 0, sorted(mine.items(), key=lambda x: -x[1])[:3]
