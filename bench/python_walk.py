@@ -10,8 +10,8 @@ sleeps of 5 ms), and reads the walker's own clock (python.walker.walk_ns over
 its walks: a bpf_ktime_get_ns pair around each) and the observer's per-program
 figures (cpu_sample, sys_exit). Then examples/infer.py (PyTorch) with and
 without --no-python, and a C program (stackwl), whose cpu_sample cost must not
-move: a py_procs lookup that misses is all it pays. Prints one table; medians
-over --reps runs.
+move: a py_procs lookup that misses is all it pays (with and without Python
+support alternate). Prints one table; medians over --reps runs.
 """
 import argparse
 import json
@@ -57,6 +57,15 @@ def med(xs):
     return int(statistics.median(xs)) if xs else 0
 
 
+def interleaved(cmd, reps):
+    """Runs with and without Python support, alternating (the machine drifts)."""
+    on, off = [], []
+    for _ in range(reps):
+        on.append(run(["-f", "/dev/null"], cmd))
+        off.append(run(["-f", "/dev/null", "--no-python"], cmd))
+    return on, off
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
@@ -80,8 +89,7 @@ def main():
         print(f"{r[0]:14} {r[1]:18} {r[2]:8} {r[3]:7} {r[4]:6}")
 
     infer = ["/usr/bin/python3", str(REPO / "examples" / "infer.py")]
-    on = [run(["-f", "/dev/null"], infer) for _ in range(a.reps)]
-    off = [run(["-f", "/dev/null", "--no-python"], infer) for _ in range(a.reps)]
+    on, off = interleaved(infer, a.reps)
     ws = [walk(r) for r in on]
     print(f"\nexamples/infer.py (3.11, PyTorch): walk {med([w[0] for w in ws])} ns over "
           f"{statistics.median(w[1] for w in ws):.1f} frames ({med([w[2] for w in ws])} walks); "
@@ -90,8 +98,7 @@ def main():
           f"sys_exit {med([prog(r, 'sys_exit_btf')['avg_ns'] for r in on])} vs "
           f"{med([prog(r, 'sys_exit_btf')['avg_ns'] for r in off])} ns")
     wl = [str(REPO / ".output" / "tests" / "stackwl"), str(REPO / ".output" / "tests" / "libstackwl.so")]
-    c_on = [run(["-f", "/dev/null"], wl) for _ in range(a.reps)]
-    c_off = [run(["-f", "/dev/null", "--no-python"], wl) for _ in range(a.reps)]
+    c_on, c_off = interleaved(wl, 2 * a.reps)
     print(f"stackwl (C): cpu_sample {med([prog(r, 'cpu_sample')['avg_ns'] for r in c_on])} ns vs "
           f"{med([prog(r, 'cpu_sample')['avg_ns'] for r in c_off])} with --no-python; sys_exit "
           f"{med([prog(r, 'sys_exit_btf')['avg_ns'] for r in c_on])} vs "
