@@ -74,6 +74,9 @@ int main(void)
 	F(co_name, offsetof(PyCodeObject, co_name));
 	F(co_firstlineno, offsetof(PyCodeObject, co_firstlineno));
 	F(co_linetable, offsetof(PyCodeObject, co_linetable));
+#if PY_VERSION_HEX < 0x030B0000
+	F(co_code, offsetof(PyCodeObject, co_code));
+#endif
 #if PY_VERSION_HEX >= 0x030B0000
 	F(co_qualname, offsetof(PyCodeObject, co_qualname));
 	F(co_code_adaptive, offsetof(PyCodeObject, co_code_adaptive));

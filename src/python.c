@@ -914,6 +914,11 @@ json_object *cm_python_process_json(struct cm_python *py, uint32_t pid, struct c
 	return o;
 }
 
+uint64_t cm_python_lost(const struct cm_python *py)
+{
+	return py ? py->map_full : 0;
+}
+
 json_object *cm_python_summary_json(struct cm_python *py)
 {
 	json_object *o;

@@ -71,6 +71,8 @@ const char *cm_python_frame_name(const struct cm_python *py, uint64_t id);
 json_object *cm_python_process_json(struct cm_python *py, uint32_t pid, struct cm_stacks *stacks);
 /* Run-wide figures ("python" at the top level), NULL when none was seen. */
 json_object *cm_python_summary_json(struct cm_python *py);
+/* Python processes that could not be described to the walker (map full). */
+uint64_t cm_python_lost(const struct cm_python *py);
 /* The text of a process's "python" object (render.c). */
 void cm_python_render(json_object *python, FILE *out);
 

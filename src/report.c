@@ -564,7 +564,7 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	J_INT(o, "kernel_stack_missing", s->counters.kstack_missing);
 	J_INT(o, "user_stack_missing", s->counters.ustack_missing);
 	if (tr->py)
-		J_INT(o, "python_procs_full", s->py_procs_full);
+		J_INT(o, "python_procs_full", s->py_procs_full + cm_python_lost(tr->py));
 	if (tr->timeline) {
 		J_INT(o, "timeline_ringbuf_full", s->counters.trace_ringbuf_full);
 		J_INT(o, "timeline_rate_limited", s->counters.trace_rate_limited);
