@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
-/* Internals shared by python.c (processes, layouts, report) and pyframes.c
+/* Internals shared by python.c (processes, layouts), pyreport.c and pyframes.c
  * (code objects, line tables, names, splicing). */
 #ifndef CM_PYTHON_INT_H
 #define CM_PYTHON_INT_H
