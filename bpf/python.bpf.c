@@ -7,9 +7,10 @@
  * The thread state comes from the thread itself, as PyGILState_GetThisThreadState
  * finds it: _PyRuntime's autoTSSkey is a pthread key, and glibc keeps the
  * values of the first 32 keys in struct pthread, which sits at the thread's
- * fs base. It must name this thread (its thread_id is pthread_self(), the fs
- * base), or the walk stops. Then one read per frame, of a window that holds
- * every field the version's layout needs, in a bpf_loop.
+ * fs base. One not seen on the thread before must name this thread (its
+ * thread_id is pthread_self(), the fs base), or the walk stops. Then the
+ * frames, in a bpf_loop, each from a window that holds every field the
+ * version's layout needs (read in chunks since 3.11, below).
  *
  * A global function: the verifier checks it once per calling program, not
  * once per call site, and the stack paths call it with a ring-buffer record.
@@ -17,19 +18,19 @@
 #include "common.bpf.h"
 
 /*
- * A read costs some 100 ns here when the memory is hot, more when it is not
- * (a 2-vCPU VM): one per frame made a 5-frame stack cost 2.5 us. Since 3.11
- * the frames of a thread's calls lie one below the other in its data stack,
- * innermost highest: frames are read CHUNK bytes at a time, from the current
- * one down, and only a frame that is not just below the last chunk (a
- * generator's, one in an older data-stack chunk, any of 3.10's heap frames)
- * is read on its own.
+ * A read costs some 100 ns here when the memory is hot and 250-500 ns when it
+ * is not (a 2-vCPU VM; bench/NOTES.md). Since 3.11 the frames of a thread's
+ * calls lie one below the other in its data stack, innermost highest: they
+ * are read up to CHUNK bytes at a time, from the current one down, never
+ * below a frame's own page; only a frame that is not just below the last
+ * chunk (a generator's, one in an older data-stack chunk, any of 3.10's heap
+ * frames) is read on its own.
  */
 #define CHUNK 2048
 #define WIN_MASK 0x7f
 
 struct py_scratch {
-	__u8 win[256 + 8];	/* one frame, or the thread state */
+	__u8 win[WIN_MASK + 1 + 8];	/* one frame */
 	__u8 blk[CHUNK + WIN_MASK + 1 + 8];
 };
 

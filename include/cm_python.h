@@ -16,9 +16,6 @@
 #define CM_PY_MAX_PROCS 4096	/* Python processes described at once */
 /* one read per frame: this many bytes of it, from fr_win */
 #define CM_PY_FRAME_WIN 80
-/* one read of the thread state: this many bytes from ts_win (its frame
- * pointer and its thread id) */
-#define CM_PY_TS_WIN 168
 
 /* How the frame chain is linked (CPython's own layouts by minor version). */
 /* Stack events that wake user space at once, so that it reads their code
@@ -54,8 +51,7 @@ struct cm_py_proc {
 	__u32 tcb_tid;
 	__u32 rt_tsskey;	/* _PyRuntime's autoTSSkey: {int initialized; pthread_key_t key} */
 	__u32 tss_key;		/* the key, + 1 once read (0: not yet) */
-	/* PyThreadState, read as CM_PY_TS_WIN bytes from ts_win */
-	__u32 ts_win;
+	/* PyThreadState */
 	__u32 ts_frame;		/* frame (3.10), current_frame (3.13) or cframe (3.11, 3.12) */
 	__u32 cf_current_frame;	/* in the cframe (3.11, 3.12) */
 	__u32 ts_thread_id;	/* pthread_self() of its thread: the fs base */
@@ -67,7 +63,6 @@ struct cm_py_proc {
 	__u32 fr_instr;
 	__u32 fr_owner;		/* 3.11+ */
 	__u32 fr_is_entry;	/* 3.11 */
-	__u32 pad;
 	/* written by BPF (atomically): what the walks found */
 	__u64 walks;		/* stacks walked with a thread state found */
 	__u64 frames;		/* Python frames recorded */

@@ -399,7 +399,7 @@ static bool describe(struct cm_python *py, struct py_proc *pp)
 {
 	const struct cm_py_layout *L = &pp->mod->lay;
 	struct cm_py_proc *d = &pp->desc;
-	unsigned ts_lo, ts_hi, fr_lo, fr_hi;
+	unsigned fr_lo, fr_hi;
 	uint64_t gil;
 
 	memset(d, 0, sizeof(*d));
@@ -418,9 +418,6 @@ static bool describe(struct cm_python *py, struct py_proc *pp)
 	d->cf_current_frame = L->cf_current_frame;
 	d->ts_thread_id = L->ts_thread_id;
 	d->ts_native_thread_id = pp->mod->minor >= 11 ? L->ts_native_thread_id : 0;
-	ts_lo = d->ts_frame < d->ts_thread_id ? d->ts_frame : d->ts_thread_id;
-	ts_hi = (d->ts_frame > d->ts_thread_id ? d->ts_frame : d->ts_thread_id) + 8;
-	d->ts_win = ts_lo;
 	d->fr_previous = L->fr_previous;
 	d->fr_code = L->fr_code;
 	d->fr_instr = L->fr_instr;
@@ -436,8 +433,8 @@ static bool describe(struct cm_python *py, struct py_proc *pp)
 		fr_hi = own > fr_hi ? own : fr_hi;
 	}
 	d->fr_win = fr_lo;
-	/* each window is one read: the fields must fit it */
-	if (ts_hi - ts_lo > CM_PY_TS_WIN || fr_hi - fr_lo > CM_PY_FRAME_WIN || !py->tcb_ok) {
+	/* a frame's window is one read: the fields must fit it */
+	if (fr_hi - fr_lo > CM_PY_FRAME_WIN || !py->tcb_ok) {
 		snprintf(pp->check_msg, sizeof(pp->check_msg), "%s",
 			 !py->tcb_ok ? "glibc's thread-specific data not found"
 				     : "the layout does not fit the walker's reads");
