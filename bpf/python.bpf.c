@@ -195,8 +195,8 @@ __noinline int cm_py_walk(struct cm_py_stack *out, struct cm_thread *t, __u32 sl
 		return 0;
 	pid = t->pid;
 	pp = bpf_map_lookup_elem(&py_procs, &pid);
-	if (!pp)
-		return 0;
+	if (!pp || !pp->model)
+		return 0;	/* not Python, or only its GIL is known */
 	out->gil_holder = t->gil_holder;
 	slot &= 1;
 	w.sc = bpf_map_lookup_elem(&py_scratch, &slot);

@@ -395,7 +395,7 @@ static int read_ppid(int pid)
 }
 
 /* What the BPF side reads, from the module's layout placed in this process. */
-static bool describe(struct cm_python *py, struct py_proc *pp)
+static void describe(struct cm_python *py, struct py_proc *pp)
 {
 	const struct cm_py_layout *L = &pp->mod->lay;
 	struct cm_py_proc *d = &pp->desc;
@@ -433,14 +433,15 @@ static bool describe(struct cm_python *py, struct py_proc *pp)
 		fr_hi = own > fr_hi ? own : fr_hi;
 	}
 	d->fr_win = fr_lo;
-	/* a frame's window is one read: the fields must fit it */
+	/* a frame's window is one read: the fields must fit it; without them,
+	 * or without the thread-specific data, no walks (model 0), but the GIL
+	 * is still told apart */
 	if (fr_hi - fr_lo > CM_PY_FRAME_WIN || !py->tcb_ok) {
-		snprintf(pp->check_msg, sizeof(pp->check_msg), "%s",
+		snprintf(pp->check_msg, sizeof(pp->check_msg), "%s; no Python frames",
 			 !py->tcb_ok ? "glibc's thread-specific data not found"
 				     : "the layout does not fit the walker's reads");
-		return false;
+		d->model = 0;
 	}
-	return true;
 }
 
 struct map_line {
@@ -530,10 +531,7 @@ static void probe(struct cm_python *py, struct py_proc *pp)
 		read_comm(pp->ppid, pp->pcomm, sizeof(pp->pcomm));
 	pp->check = 0;
 	pp->check_msg[0] = '\0';
-	if (!describe(py, pp)) {
-		pp->check = -1;
-		return;
-	}
+	describe(py, pp);
 	struct cm_py_proc cur;
 	uint32_t key = (uint32_t)pp->pid;
 
