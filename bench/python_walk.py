@@ -32,10 +32,27 @@ PYS = [("3.11 (Debian)", "/usr/bin/python3.11"), ("3.10", PYENV / "3.10.13/bin/p
 
 def run(args, cmd):
     with tempfile.TemporaryDirectory() as d:
-        js = Path(d) / "r.json"
+        js, fold = Path(d) / "r.json", Path(d) / "s.folded"
+        args = [str(fold) if a == "FOLDED" else a for a in args]
         subprocess.run([CM, "--observer-cost", "full", "-o", str(js), *args, "--", *cmd],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=300)
-        return json.loads(js.read_text())
+        r = json.loads(js.read_text())
+        r["_share"] = python_share(fold) if fold.exists() else None
+        return r
+
+
+def python_share(folded):
+    """Shares of on-CPU samples and of off-CPU weight whose stack names a
+    Python function."""
+    on, off = [0, 0], [0, 0]
+    for l in folded.read_text().splitlines():
+        frames, w = l.rsplit(" ", 1)
+        f = frames.split(";")
+        acc = off if f[-1].startswith("[off-cpu:") else on
+        acc[1] += int(w)
+        if any(x.startswith("py:") and not x.startswith("py::") for x in f):
+            acc[0] += int(w)
+    return on[0] / max(on[1], 1), off[0] / max(off[1], 1)
 
 
 def prog(r, name):
@@ -61,8 +78,8 @@ def interleaved(cmd, reps):
     """Runs with and without Python support, alternating (the machine drifts)."""
     on, off = [], []
     for _ in range(reps):
-        on.append(run(["-f", "/dev/null"], cmd))
-        off.append(run(["-f", "/dev/null", "--no-python"], cmd))
+        on.append(run(["-f", "FOLDED"], cmd))
+        off.append(run(["-f", "FOLDED", "--no-python"], cmd))
     return on, off
 
 
@@ -97,6 +114,11 @@ def main():
           f"{med([prog(r, 'cpu_sample')['avg_ns'] for r in off])} with --no-python; "
           f"sys_exit {med([prog(r, 'sys_exit_btf')['avg_ns'] for r in on])} vs "
           f"{med([prog(r, 'sys_exit_btf')['avg_ns'] for r in off])} ns")
+    on_cpu = ", ".join(f"{100 * r['_share'][0]:.1f}%" for r in on)
+    off_cpu = ", ".join(f"{100 * r['_share'][1]:.1f}%" for r in on)
+    print(f"  stacks naming a Python function: on-CPU {on_cpu} of samples, off-CPU {off_cpu} "
+          f"of weight (with --no-python: {max(100 * r['_share'][0] for r in off):.1f}%, "
+          f"{max(100 * r['_share'][1] for r in off):.1f}%)")
     wl = [str(REPO / ".output" / "tests" / "stackwl"), str(REPO / ".output" / "tests" / "libstackwl.so")]
     c_on, c_off = interleaved(wl, 2 * a.reps)
     print(f"stackwl (C): cpu_sample {med([prog(r, 'cpu_sample')['avg_ns'] for r in c_on])} ns vs "
