@@ -523,7 +523,8 @@ json_object *cm_stacks_summary_json(struct cm_stacks *s)
 		} else if (a->type == CM_EV_ONCPU) {
 			dwarf_total += a->weight;
 			for (int k = a->nuser - 1; k >= 0 && k >= a->nuser - 3; k--) {
-				if (is_root_frame(cm_sym_user_frame(s->sym, (int)a->pid, a->ips[k], k > 0, buf, sizeof(buf)))) {
+				if (!cm_python_is_frame(a->ips[k]) &&
+				    is_root_frame(cm_sym_user_frame(s->sym, (int)a->pid, a->ips[k], k > 0, buf, sizeof(buf)))) {
 					dwarf_root += a->weight;
 					break;
 				}
