@@ -150,6 +150,8 @@ CM_EXTERN const volatile __u64 cfg_trace_max_per_sec;	/* per CPU */
 CM_EXTERN const volatile bool cfg_oncpu_stacks;
 CM_EXTERN const volatile bool cfg_offcpu_stacks;
 CM_EXTERN const volatile __u64 cfg_min_block_ns;
+/* Set before load: Python frames and the GIL cause (python.bpf.h) */
+CM_EXTERN const volatile bool cfg_python;
 
 /* Zeroed templates: the values are larger than the 512-byte BPF stack. */
 CM_EXTERN const volatile struct cm_thread zero_thread;
@@ -308,13 +310,16 @@ static __always_inline bool retire(struct cm_thread *t, __u32 tid)
 	return true;
 }
 
+#include "python.bpf.h"
+
 /* An off-CPU stack event: the thread blocked for d ns (called in its context). */
 static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 nr, __u64 d,
 				       bool dwarf)
 {
 	struct cm_stack_event *e;
+	bool py;
 
-	e = bpf_ringbuf_reserve(&stack_events, sizeof(*e), 0);
+	e = py_reserve(t, dwarf, &py);	/* room for Python frames if it is Python */
 	if (!e) {
 		__sync_fetch_and_add(&counters.ringbuf_full, 1);
 		return;
@@ -332,7 +337,7 @@ static __always_inline void emit_offcpu(struct cm_thread *t, __u32 cause, __u32 
 	e->snap_len = 0;
 	if (dwarf)
 		snap_user(e, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
-	bpf_ringbuf_submit(e, lazy_wakeup(&stack_events));
+	py_submit(e, py, t, 0, d);
 }
 
 /* One timeline slice; dropped (and counted) past the per-CPU rate or when
@@ -382,7 +387,7 @@ static __always_inline void emit_maps(struct cm_thread *t)
 {
 	struct cm_stack_event *e;
 
-	if (!cfg_oncpu_stacks && !cfg_offcpu_stacks)
+	if (!cfg_oncpu_stacks && !cfg_offcpu_stacks && !cfg_python)
 		return;
 	/* a short record: user space looks at type before the rest */
 	e = bpf_ringbuf_reserve(&stack_events, 16, 0);
@@ -413,8 +418,10 @@ static __always_inline void trace_slice(struct cm_thread *t, __u16 kind, __u64 s
  * current, so frame-pointer stacks only); a syscall's at its sys_exit. */
 static __always_inline void offcpu_nonsyscall(struct cm_thread *t, __u64 d)
 {
-	/* a held command's wait is contactmap's (see start_command, sched.bpf.c) */
-	if (!cfg_offcpu_stacks || (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) ||
+	/* a held command's wait is contactmap's (see start_command, sched.bpf.c);
+	 * a GIL wait is a futex call's: its stack comes at sys_exit */
+	if (!cfg_offcpu_stacks ||
+	    ((t->blk_cause == CM_CAUSE_SYSCALL || t->blk_cause == CM_CAUSE_GIL) && t->sc_nr1) ||
 	    (t->flags & CM_TF_HELD))
 		return;
 	if (d >= cfg_min_block_ns) {

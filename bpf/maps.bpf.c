@@ -16,6 +16,10 @@ const volatile bool cfg_trace = false;
 const volatile __u64 cfg_trace_sys_min_ns = 100000;
 const volatile __u64 cfg_trace_max_per_sec = 100000;
 
+const volatile bool cfg_python = false;
+const volatile __u32 cfg_futex_nr = 202;	/* x86_64 */
+__u64 py_procs_full = 0;
+
 struct cm_counters counters = {};
 __s64 live_threads = 0;
 __u32 next_gen = 0;

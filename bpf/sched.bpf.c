@@ -73,6 +73,7 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 				t->blk_cause = CM_CAUSE_FAULT;
 			else
 				t->blk_cause = CM_CAUSE_OTHER;
+			py_block_cause(t);	/* a futex wait on the GIL */
 			if (cfg_offcpu_stacks) {
 				/* current is still prev: these are its stacks */
 				t->out_kstack = bpf_get_stackid(ctx, &stacks, 0);
@@ -185,8 +186,10 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	t->last_cpu = (__u32)-1;
 	t->out_kstack = t->out_ustack = -1;
 	/* a new process: its mappings now (its stacks reach user space later) */
-	if (pid != pt->pid)
+	if (pid != pt->pid) {
+		py_on_fork(pt->pid, pid);
 		emit_maps(t);
+	}
 	__sync_fetch_and_add(&live_threads, 1);
 	return 0;
 }
@@ -263,6 +266,7 @@ static __always_inline int on_exec(struct task_struct *p)
 	if (t) {
 		t->flags |= CM_TF_EXECED;
 		bpf_get_current_comm(&t->comm, sizeof(t->comm));
+		py_on_exec(t->pid);
 		emit_maps(t);
 	}
 	return 0;

@@ -13,6 +13,7 @@ int cpu_sample(struct bpf_perf_event_data *ctx)
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct cm_stack_event *e;
 	struct cm_thread *t;
+	bool py;
 
 	if (!tid)
 		return 0;
@@ -20,7 +21,8 @@ int cpu_sample(struct bpf_perf_event_data *ctx)
 	if (!t || (t->flags & CM_TF_HELD))
 		return 0;	/* held: contactmap's own child before the command's exec */
 	__sync_fetch_and_add(&counters.samples, 1);
-	e = bpf_ringbuf_reserve(&stack_events, sizeof(*e), 0);
+	/* room for Python frames if it is Python (kernel threads have none) */
+	e = py_reserve(t, bpf_get_current_task_btf()->mm != NULL, &py);
 	if (!e) {
 		__sync_fetch_and_add(&counters.ringbuf_full, 1);
 		return 0;
@@ -50,7 +52,7 @@ int cpu_sample(struct bpf_perf_event_data *ctx)
 		snap_user(e, (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()));
 	else
 		e->snap_len = 0;
-	bpf_ringbuf_submit(e, lazy_wakeup(&stack_events));
+	py_submit(e, py, t, 1, 0);
 	return 0;
 }
 

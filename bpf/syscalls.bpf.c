@@ -74,7 +74,8 @@ static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 	t->sc_offcpu = 0;
 	t->sc_iowait = 0;
 	t->sc_exec_map = 0;
-	if ((cfg_oncpu_stacks || cfg_offcpu_stacks) && (id == NR_MMAP || id == NR_MPROTECT))
+	py_sys_enter(t, regs, id);
+	if ((cfg_oncpu_stacks || cfg_offcpu_stacks || cfg_python) && (id == NR_MMAP || id == NR_MPROTECT))
 		t->sc_exec_map = (BPF_CORE_READ(regs, dx) & PROT_EXEC_) != 0;
 	return 0;
 }
@@ -110,6 +111,7 @@ static __always_inline int on_sys_exit(long ret)
 			__sync_fetch_and_add(&counters.offcpu_skipped_ns, t->sc_offcpu);
 		}
 	}
+	py_sys_exit(t, nr);
 	if (t->sc_exec_map && ret >= 0)
 		emit_maps(t);
 	if (cfg_trace && !t->sc_partial && now - t->sc_enter_ts >= cfg_trace_sys_min_ns)

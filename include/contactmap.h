@@ -27,6 +27,7 @@ enum cm_subsys {
 	CM_SS_PROCESS,
 	CM_SS_OTHER,
 	CM_SS_GPU,		/* GPU wait (synchronize calls) and GPU driver ioctls */
+	CM_SS_GIL,		/* Python threads waiting for their interpreter's GIL */
 	CM_SS_UNATTRIBUTED,
 	CM_SS_COUNT
 };
@@ -34,6 +35,8 @@ enum cm_subsys {
 /* Slots of a thread's cumulative on-CPU time by subsystem (the critical path). */
 #define CM_SS_SLOTS 16
 _Static_assert(CM_SS_COUNT <= CM_SS_SLOTS, "a slot per subsystem");
+
+#include "cm_python.h"
 
 #define CM_COMM_LEN 16
 /* log2 buckets: slot i holds [2^i, 2^(i+1)) ns; slot 39 is ~550 s and up. */
@@ -54,6 +57,7 @@ enum cm_state {
 #define CM_CAUSE_FAULT 1
 #define CM_CAUSE_OTHER 2
 #define CM_CAUSE_GPU_SYNC 3	/* inside a CUDA synchronize call (bpf/gpu.bpf.c) */
+#define CM_CAUSE_GIL 4		/* a futex wait on its interpreter's GIL (bpf/python.bpf.c) */
 
 /*
  * ioctl on a GPU driver file (/dev/nvidia*) is kept apart under this pseudo
@@ -180,6 +184,19 @@ struct cm_thread {
 	__u64 oncpu_ss[CM_SS_SLOTS];	/* on-CPU so far, by subsystem (as cm_account_oncpu charges it) */
 
 	__u64 probe_ts;		/* in a uprobe trampoline's syscall since (observer work) */
+
+	/*
+	 * Python (bpf/python.bpf.c): a futex wait whose word lies in the
+	 * interpreter's GIL state is blocked time of cause CM_CAUSE_GIL; the
+	 * futex call keeps its count and latency but not that time.
+	 */
+	__u64 sc_futex;		/* the futex word of the futex call in flight */
+	__u64 gil_ns;		/* blocked waiting for the GIL */
+	__u64 sc_gil_ns;	/* the part of it in the syscall in flight */
+	__u64 gil_waits;	/* blocks on the GIL */
+	__u32 gil_holder;	/* tid holding the GIL when the last wait began */
+	__u32 gil_pad;
+	__u64 py_tstate;	/* its PyThreadState, as the last walk found it */
 };
 
 #define CM_TF_SEEDED 1		/* existed before tracing began */
@@ -276,6 +293,7 @@ struct cm_stack_event {
 	char comm[CM_COMM_LEN];
 	struct cm_regs regs;
 	__u8 stack[CM_STACK_SNAP];
+	struct cm_py_stack py;	/* Python frames (py.nframes 0: none) */
 };
 
 /* ---- thread life ---------------------------------------------------------------- */
@@ -432,6 +450,9 @@ static inline __attribute__((always_inline)) void cm_account_blocked(struct cm_t
 {
 	if (t->blk_cause == CM_CAUSE_GPU_SYNC) {
 		t->gpu_blocked_ns += d;	/* io-wait or not: waiting for the GPU */
+	} else if (t->blk_cause == CM_CAUSE_GIL) {
+		t->gil_ns += d;
+		t->sc_gil_ns += d;
 	} else if (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) {
 		t->sc_offcpu += d;
 		t->sys_offcpu_ns += d;

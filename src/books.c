@@ -79,12 +79,14 @@ void cm_tl_from_thread(struct cm_tl *l, const struct cm_thread *t, uint64_t end)
 	l->off_fault = t->off_fault_ns;
 	l->off_other = t->off_other_ns;
 	l->gpu_blocked = t->gpu_blocked_ns;
+	l->gil = t->gil_ns;
+	l->gil_waits = t->gil_waits;
 	l->sys_iowait = t->sys_iowait_ns;
 	l->fault_iowait = t->off_fault_iowait_ns;
 	l->other_iowait = t->off_other_iowait_ns;
 	attributed = l->oncpu_user + l->oncpu_sys + l->oncpu_kfault + l->oncpu_kother + l->gpu_spin +
 		     l->runq_wake + l->runq_preempt + l->off_sys + l->off_fault + l->off_other +
-		     l->gpu_blocked;
+		     l->gpu_blocked + l->gil;
 	/* the state machine charges every interval once, so the remainder is
 	 * what BPF itself could not classify (t->unattributed_ns) */
 	l->unattributed = l->wall > attributed ? l->wall - attributed : 0;

@@ -23,12 +23,13 @@ struct cm_tl {
 	uint64_t wall;
 	uint64_t oncpu_user, oncpu_sys, oncpu_kfault, oncpu_kother, gpu_spin;
 	uint64_t runq_wake, runq_preempt;
-	uint64_t off_sys, off_fault, off_other, gpu_blocked;
+	uint64_t off_sys, off_fault, off_other, gpu_blocked, gil;
 	uint64_t sys_iowait, fault_iowait, other_iowait;
 	uint64_t unattributed;
 	uint64_t vol, invol, migr, wakeups, runq_waits;
 	uint64_t minflt, majflt, user_faults;
 	uint64_t gpu_syncs, gpu_sync_ns;
+	uint64_t gil_waits;
 	uint64_t nthreads;
 	uint64_t runq_hist[CM_HIST_SLOTS];
 };

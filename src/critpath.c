@@ -256,6 +256,8 @@ static uint32_t leaf_of(const struct rec *r)
 		return CM_SS_MEMORY;
 	case CM_CAUSE_GPU_SYNC:
 		return CM_SS_GPU;
+	case CM_CAUSE_GIL:
+		return CM_SS_GIL;
 	default:
 		return CM_SS_OTHER;
 	}

@@ -53,6 +53,8 @@ static const char usage[] =
 "                         estimated), full, or off\n"
 "      --no-observer-cost the same as --observer-cost off\n"
 "      --no-critical-path no wake-up graph, critical path or request markers\n"
+"      --fold-pid         root each folded stack at comm-PID, not comm\n"
+"      --no-python        no Python frames in stacks and no 'gil' cause\n"
 "      --marker-lib PATH  the libcontactmap-mark.so to probe for request markers\n"
 "                         (default: the one next to contactmap and in PREFIX/lib)\n"
 "      --max-threads N    threads alive at once that can be traced (default 65536;\n"
@@ -169,7 +171,7 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 	enum { OPT_MAX_THREADS = 256, OPT_MAX_ROWS, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
 	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_NO_CRITPATH,
-	       OPT_MARKER_LIB, OPT_TEXT };
+	       OPT_MARKER_LIB, OPT_TEXT, OPT_FOLD_PID, OPT_NO_PYTHON };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -195,6 +197,8 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		{ "no-observer-cost", no_argument, NULL, OPT_NO_OBSERVER },
 		{ "no-critical-path", no_argument, NULL, OPT_NO_CRITPATH },
 		{ "marker-lib", required_argument, NULL, OPT_MARKER_LIB },
+		{ "fold-pid", no_argument, NULL, OPT_FOLD_PID },
+		{ "no-python", no_argument, NULL, OPT_NO_PYTHON },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -254,6 +258,12 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 			break;
 		case OPT_MARKER_LIB:
 			o->tr.marker_lib = optarg;
+			break;
+		case OPT_FOLD_PID:
+			o->fold_pid = true;
+			break;
+		case OPT_NO_PYTHON:
+			o->tr.python = false;
 			break;
 		case 'i':
 			o->interval = secs_opt("-i", optarg, 0.01, 1e6);
@@ -448,6 +458,7 @@ int main(int argc, char **argv)
 {
 	struct cm_run_opts o = { .tr = { .max_threads = 65536, .max_syscall_rows = 262144,
 				  .keep_threads = 64, .keep_procs = 1024, .critpath = true,
+				  .python = true,
 				  .min_block_ns = 200000, .trace_sys_min_ns = 100000,
 				  .trace_max_per_sec = 100000, .trace_max_bytes = 256ULL << 20 } };
 	int rc;

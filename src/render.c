@@ -15,6 +15,7 @@
 #include "cm.h"
 #include "render_cp.h"
 #include "render_threads.h"
+#include "python.h"
 
 #define DEF_WIDTH 80
 #define MAX_PROCS 20		/* processes shown in full, the heaviest */
@@ -653,6 +654,7 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 	render_sched_faults(p, o->width, out);
 	render_block(arr(p, "block_io"), out);
 	render_gpu(obj(p, "gpu"), o->width, out);
+	cm_python_render(obj(p, "python"), out);
 	if (o->threads)
 		cm_render_threads(p, o->width, o->thread_rows, out);
 }

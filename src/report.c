@@ -18,6 +18,7 @@
 #include "stacks.h"
 #include "critpath.h"
 #include "requests.h"
+#include "python.h"
 
 #define J_INT(o, k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))
 
@@ -54,7 +55,7 @@ static json_object *ledger_json(const struct cm_tl *l, json_object *causes)
 	J_INT(o, "runq_ns", runq);
 	J_INT(o, "runq_wakeup_ns", l->runq_wake);
 	J_INT(o, "runq_preempt_ns", l->runq_preempt);
-	J_INT(o, "offcpu_ns", l->off_sys + l->off_fault + l->off_other + l->gpu_blocked);
+	J_INT(o, "offcpu_ns", l->off_sys + l->off_fault + l->off_other + l->gpu_blocked + l->gil);
 	json_object_object_add(o, "offcpu_by_cause", causes);
 	J_INT(o, "iowait_ns", l->sys_iowait + l->fault_iowait + l->other_iowait);
 	J_INT(o, "unattributed_ns", l->unattributed);
@@ -95,6 +96,7 @@ static void causes_other(json_object *causes, const struct cm_tl *l)
 	causes_add(causes, "page_fault", l->off_fault);
 	causes_add(causes, "other", l->off_other);
 	causes_add(causes, "gpu:sync", l->gpu_blocked);
+	causes_add(causes, "gil", l->gil);
 }
 
 static json_object *trow_causes(const struct cm_trow *r)
@@ -212,6 +214,8 @@ static void proc_cmap(const struct cm_proc *p, struct cmap *m)
 	m->time[CM_SS_OTHER] += l->off_other - l->other_iowait;
 	m->time[CM_SS_BLOCK_IO] += l->fault_iowait + l->other_iowait;
 	m->time[CM_SS_UNATTRIBUTED] += l->unattributed;
+	m->time[CM_SS_GIL] += l->gil;
+	m->count[CM_SS_GIL] += l->gil_waits;
 	/* GPU wait: everything inside synchronize calls, spin and blocked */
 	m->time[CM_SS_GPU] += l->gpu_spin + l->gpu_blocked;
 	m->oncpu[CM_SS_GPU] += l->gpu_spin;
@@ -500,6 +504,8 @@ static json_object *lost_json(const struct cm_tracer *tr, const struct cm_snapsh
 	J_INT(o, "user_stack_missing", s->counters.ustack_missing);
 	if (tr->cp)
 		J_INT(o, "critical_path_ringbuf_full", s->counters.cp_ringbuf_full);
+	if (tr->py)
+		J_INT(o, "python_procs_full", s->py_procs_full + cm_python_lost(tr->py));
 	if (tr->timeline) {
 		J_INT(o, "timeline_ringbuf_full", s->counters.trace_ringbuf_full);
 		J_INT(o, "timeline_rate_limited", s->counters.trace_rate_limited);
@@ -598,6 +604,12 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 			if (!pass && tr->stacks)
 				json_object_object_add(pj, "stacks",
 						       cm_stacks_process_json(tr->stacks, p->pid, 5));
+			if (!pass && tr->py) {
+				json_object *py = cm_python_process_json(tr->py, p->pid, tr->stacks);
+
+				if (py)
+					json_object_object_add(pj, "python", py);
+			}
 			json_object_array_add(pass ? folded : procs, pj);
 			cm_tl_add(&total, &p->tot);
 			cmap_add(&tmap, &pmap);
@@ -626,6 +638,8 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 		J_INT(st, "offcpu_skipped_ns", s->counters.offcpu_skipped_ns);
 		json_object_object_add(r, "stacks", st);
 	}
+	if (tr->py)
+		json_object_object_add(r, "python", cm_python_summary_json(tr->py));
 	json_object_object_add(r, "processes", procs);
 	json_object_object_add(r, "folded_processes", folded);
 	json_object_object_add(r, "totals", ledger_json(&total, tcauses));

@@ -28,6 +28,7 @@
 #include "life.h"
 #include "critpath.h"
 #include "requests.h"
+#include "python.h"
 #include "contactmap.skel.h"
 #include "stacks.h"
 #include "sym.h"
@@ -38,7 +39,10 @@
 
 static int on_stack_event(void *ctx, void *data, size_t len)
 {
-	return cm_stacks_event(ctx, data, len);
+	struct cm_tracer *tr = ctx;
+
+	cm_python_event(tr->py, data, len);	/* first: a new process may be Python */
+	return tr->stacks ? cm_stacks_event(tr->stacks, data, len) : 0;
 }
 
 /* One cpu-clock event per CPU, sampling at hz, each running cpu_sample. */
@@ -95,7 +99,7 @@ static int start_stacks(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		cm_err("out of memory for stacks");
 		return -1;
 	}
-	if (cm_tracer_add_ring(tr, tr->skel->maps.stack_events, on_stack_event, tr->stacks)) {
+	if (cm_tracer_add_ring(tr, tr->skel->maps.stack_events, on_stack_event, tr)) {
 		cm_err("cannot open the stack ring buffer: %s", strerror(errno));
 		return -1;
 	}
@@ -160,6 +164,24 @@ static void poll_critpath(struct cm_tracer *tr)
 	cm_critpath_poll(tr->cp, now, cm_requests_keep_from(tr->requests, now));
 }
 
+/* Python (python.c): names frames with the stacks' symbolizer, and reads the
+ * maps events from the stack ring buffer, which it opens when stacks are off. */
+static int start_python(struct cm_tracer *tr)
+{
+	tr->py = cm_python_new(bpf_map__fd(tr->skel->maps.py_procs), tr->sym);
+	if (!tr->py) {
+		cm_err("out of memory for Python support");
+		return -1;
+	}
+	if (tr->stacks)
+		cm_stacks_set_python(tr->stacks, tr->py);
+	else if (cm_tracer_add_ring(tr, tr->skel->maps.stack_events, on_stack_event, tr)) {
+		cm_err("cannot open the stack ring buffer: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static int on_slice_event(void *ctx, void *data, size_t len)
 {
 	return cm_timeline_event(ctx, data, len);
@@ -214,6 +236,8 @@ static void session_close(struct cm_tracer *tr)
 	tr->perf_fds = NULL;
 	cm_timeline_abort(tr->timeline);	/* never finished: its output is dropped */
 	tr->timeline = NULL;
+	cm_python_free(tr->py);
+	tr->py = NULL;
 	cm_stacks_free(tr->stacks);
 	tr->stacks = NULL;
 	cm_sym_free(tr->sym);
@@ -239,6 +263,8 @@ static int session_start(struct cm_tracer *tr, const struct cm_run_opts *ro)
 	if (o->critpath && start_critpath(tr, o))
 		goto fail;
 	if ((o->sample_hz || o->offcpu_stacks) && start_stacks(tr, o))
+		goto fail;
+	if (o->python && start_python(tr))
 		goto fail;
 	if (ro->trace_out && start_timeline(tr, ro))
 		goto fail;
@@ -433,7 +459,8 @@ static int emit(struct cm_tracer *tr, struct cm_run_opts *o, json_object *target
 		rc = -1;
 	o->json_out = NULL;
 	if (o->folded_out) {
-		if (!tr->stacks || cm_stacks_write_folded(tr->stacks, cm_out_fp(o->folded_out), o->fold_which)) {
+		if (!tr->stacks || cm_stacks_write_folded(tr->stacks, cm_out_fp(o->folded_out),
+						   o->fold_which | (o->fold_pid ? CM_FOLD_PID : 0))) {
 			cm_out_abort(o->folded_out);
 			rc = -1;
 		} else if (cm_out_commit(o->folded_out)) {
@@ -691,6 +718,7 @@ int cm_run_wrap(struct cm_run_opts *o)
 		if (pfd[1].revents & POLLIN)
 			cm_gpu_poll(&tr);
 		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
+		cm_python_poll(tr.py);
 		cm_life_sweep(&tr);
 		poll_critpath(&tr);
 		if (pfd[0].revents & POLLIN) {
@@ -785,8 +813,11 @@ int cm_run_attach(struct cm_run_opts *o)
 			return 1;
 		}
 	}
-	for (int i = 0; i < o->npids; i++)
+	for (int i = 0; i < o->npids; i++) {
 		cm_gpu_watch_pid(&tr, o->pids[i]);
+		/* a running interpreter is described now (a new one at its exec) */
+		cm_python_add_process(tr.py, o->pids[i]);
+	}
 	deadline = o->duration > 0 ? tr.start_ns + (uint64_t)(o->duration * 1e9) : 0;
 	uint64_t next_tick = 0;
 	if (!deadline)
@@ -817,6 +848,7 @@ int cm_run_attach(struct cm_run_opts *o)
 				stop_sig = si.ssi_signo;
 		}
 		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
+		cm_python_poll(tr.py);
 		cm_life_sweep(&tr);
 		poll_critpath(&tr);
 		cm_gpu_poll(&tr);

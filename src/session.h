@@ -18,6 +18,7 @@ struct cm_run_opts {
 	const char *json_path;
 	const char *folded_path;
 	int fold_which;		/* CM_FOLD_* for -f */
+	bool fold_pid;		/* --fold-pid */
 	double interval;	/* -i seconds */
 	const char *jsonl_path;
 	struct cm_interval *iv;

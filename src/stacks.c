@@ -5,12 +5,14 @@
  * distinct stack at the end, when every process's mappings are known.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include "cm.h"
 #include "contactmap.h"
+#include "python.h"
 #include "stacks.h"
 #include "sym.h"
 
@@ -36,7 +38,13 @@ struct cm_stacks {
 	/* run-wide figures */
 	uint64_t events[3], dwarf, fp, mixed, truncated, no_user, unwind_failed;
 	uint64_t kstack_lookup_failed;
+	struct cm_python *py;	/* Python frames in place of the interpreter's (python.c) */
 };
+
+void cm_stacks_set_python(struct cm_stacks *s, struct cm_python *py)
+{
+	s->py = py;
+}
 
 struct cm_stacks *cm_stacks_new(struct cm_sym *sym, int stackmap_fd)
 {
@@ -150,6 +158,20 @@ static void know_pid(struct cm_stacks *s, uint32_t pid, bool refresh)
 	cm_sym_add_process(s->sym, (int)pid);
 }
 
+static bool is_root_frame(const char *name);
+
+/* Whether the native user stack reaches the program's or thread's entry
+ * (one of its three outermost frames): the walk was not cut short. */
+static bool reached_entry(struct cm_stacks *s, uint32_t pid, const uint64_t *ips, int n)
+{
+	char buf[128];
+
+	for (int k = n - 1; k >= 0 && k >= n - 3; k--)
+		if (is_root_frame(cm_sym_user_frame(s->sym, (int)pid, ips[k], k > 0, buf, sizeof(buf))))
+			return true;
+	return false;
+}
+
 static int stack_from_map(struct cm_stacks *s, int id, uint64_t *out, int max)
 {
 	uint64_t ips[CM_STACK_DEPTH];
@@ -165,7 +187,7 @@ static int stack_from_map(struct cm_stacks *s, int id, uint64_t *out, int max)
 int cm_stacks_event(struct cm_stacks *s, const void *data, size_t len)
 {
 	const struct cm_stack_event *e = data;
-	uint64_t ips[2 * CM_STACK_DEPTH + 2];
+	uint64_t ips[2 * CM_STACK_DEPTH + CM_PY_MAX_FRAMES + 2];
 	struct agg key = { 0 };
 	int nu = 0, nk;
 
@@ -175,7 +197,8 @@ int cm_stacks_event(struct cm_stacks *s, const void *data, size_t len)
 		know_pid(s, e->pid, true);
 		return 0;
 	}
-	if (len < sizeof(*e) || (e->type != CM_EV_ONCPU && e->type != CM_EV_OFFCPU))
+	/* records of non-Python processes end before their Python frames */
+	if (len < offsetof(struct cm_stack_event, py) || (e->type != CM_EV_ONCPU && e->type != CM_EV_OFFCPU))
 		return 0;
 	s->events[e->type]++;
 	know_pid(s, e->pid, false);
@@ -206,6 +229,9 @@ int cm_stacks_event(struct cm_stacks *s, const void *data, size_t len)
 		else
 			nu = 0, s->no_user++;
 	}
+	if (s->py && len >= sizeof(*e) && e->py.nframes)
+		nu = cm_python_splice(s->py, (int)e->pid, &e->py, ips, nu, CM_STACK_DEPTH + CM_PY_MAX_FRAMES,
+				      !reached_entry(s, e->pid, ips, nu));
 	/* the frame-pointer stack's outermost frame, for "reached main" figures */
 	if (e->type == CM_EV_ONCPU) {
 		uint64_t fp[CM_STACK_DEPTH];
@@ -245,6 +271,8 @@ static void cause_name(const struct agg *a, char *buf, size_t sz)
 		snprintf(buf, sz, "page_fault");
 	else if (a->cause == CM_CAUSE_GPU_SYNC)
 		snprintf(buf, sz, "gpu_sync");
+	else if (a->cause == CM_CAUSE_GIL)
+		snprintf(buf, sz, "gil");
 	else
 		snprintf(buf, sz, "other");
 }
@@ -258,6 +286,7 @@ static json_object *frames_of(struct cm_stacks *s, const struct agg *a)
 	/* all frames but the leaf are return addresses: name the call before them */
 	for (int i = a->nuser - 1; i >= 0; i--)
 		json_object_array_add(arr, json_object_new_string(
+			cm_python_is_frame(a->ips[i]) ? cm_python_frame_name(s->py, a->ips[i]) :
 			cm_sym_user_frame(s->sym, (int)a->pid, a->ips[i], i > 0, buf, sizeof(buf))));
 	for (int i = a->nkern - 1; i >= 0; i--) {
 		const char *name = cm_sym_kernel(s->sym, a->ips[a->nuser + i] - (i > 0 ? 1 : 0),
@@ -330,6 +359,10 @@ int cm_stacks_write_folded(struct cm_stacks *s, FILE *fp, int which)
 			if (*c == ';' || *c == ' ')
 				*c = '_';
 		append(&buf, &len, &cap, *comm ? comm : "[unknown]");
+		if (which & CM_FOLD_PID) {
+			snprintf(tmp, sizeof(tmp), "-%u", a->pid);
+			append(&buf, &len, &cap, tmp);
+		}
 		fr = frames_of(s, a);
 		for (size_t k = 0; k < json_object_array_length(fr); k++) {
 			append(&buf, &len, &cap, ";");
@@ -429,6 +462,22 @@ json_object *cm_stacks_process_json(struct cm_stacks *s, uint32_t pid, int top)
 	return o;
 }
 
+void cm_stacks_foreach(struct cm_stacks *s, uint32_t pid, cm_stacks_visit_fn fn, void *arg)
+{
+	char cause[96];
+
+	for (size_t i = 0; s && i < s->cap; i++) {
+		const struct agg *a = &s->tab[i];
+
+		if (!a->ips || a->pid != pid || (a->type != CM_EV_ONCPU && a->type != CM_EV_OFFCPU))
+			continue;
+		cause[0] = '\0';
+		if (a->type == CM_EV_OFFCPU)
+			cause_name(a, cause, sizeof(cause));
+		fn(arg, (int)a->type, cause, a->weight, a->ips, a->nuser);
+	}
+}
+
 static bool is_root_frame(const char *name)
 {
 	static const char *roots[] = { "main", "_start", "__libc_start_main", "__libc_start_call_main",
@@ -459,7 +508,8 @@ json_object *cm_stacks_summary_json(struct cm_stacks *s)
 		} else if (a->type == CM_EV_ONCPU) {
 			dwarf_total += a->weight;
 			for (int k = a->nuser - 1; k >= 0 && k >= a->nuser - 3; k--) {
-				if (is_root_frame(cm_sym_user_frame(s->sym, (int)a->pid, a->ips[k], k > 0, buf, sizeof(buf)))) {
+				if (!cm_python_is_frame(a->ips[k]) &&
+				    is_root_frame(cm_sym_user_frame(s->sym, (int)a->pid, a->ips[k], k > 0, buf, sizeof(buf)))) {
 					dwarf_root += a->weight;
 					break;
 				}

@@ -14,6 +14,9 @@ struct cm_sym;
 
 #define CM_FOLD_ONCPU 1
 #define CM_FOLD_OFFCPU 2
+#define CM_FOLD_PID 4		/* root each stack at comm-PID, not comm */
+
+struct cm_python;
 
 struct cm_stacks *cm_stacks_new(struct cm_sym *sym, int stackmap_fd);
 void cm_stacks_free(struct cm_stacks *s);
@@ -24,6 +27,13 @@ int cm_stacks_event(struct cm_stacks *s, const void *data, size_t len);
 int cm_stacks_write_folded(struct cm_stacks *s, FILE *fp, int which);
 /* Per process: the heaviest stacks on-CPU and behind each off-CPU cause. */
 json_object *cm_stacks_process_json(struct cm_stacks *s, uint32_t pid, int top);
+/* Python frames in place of the interpreter's from now on (python.c). */
+void cm_stacks_set_python(struct cm_stacks *s, struct cm_python *py);
+/* Every aggregated stack of pid: its type (CM_EV_ONCPU/OFFCPU), cause name
+ * ("" on-CPU), weight (samples or ns) and user frames, innermost first. */
+typedef void (*cm_stacks_visit_fn)(void *arg, int type, const char *cause, uint64_t weight,
+				   const uint64_t *ips, int nuser);
+void cm_stacks_foreach(struct cm_stacks *s, uint32_t pid, cm_stacks_visit_fn fn, void *arg);
 /* Run-wide figures: methods, truncation, how many reached main. */
 json_object *cm_stacks_summary_json(struct cm_stacks *s);
 

@@ -59,6 +59,15 @@ struct cm_perfmap_ent {
 
 struct cm_unwind_ctx;
 
+/* An arena of CPython perf trampolines (unwind.c): a mapping filled with
+ * copies of one thunk. */
+struct cm_tramp_arena {
+	uint64_t lo, hi;
+	int kind;		/* 1 + index in unwind.c's thunks, 0: unused */
+	int stride;		/* bytes from one copy to the next */
+};
+#define CM_TRAMP_ARENAS 4
+
 struct cm_proc {
 	struct cm_proc *next;
 	int pid;
@@ -77,6 +86,8 @@ struct cm_proc {
 	size_t njit;
 	int64_t jit_mtime_ns;
 	int64_t jit_size;
+	struct cm_tramp_arena tramp[CM_TRAMP_ARENAS];
+	unsigned ntramp;
 };
 
 #define CM_FILE_BUCKETS 1024

@@ -22,6 +22,7 @@ static const struct {
 	[CM_SS_PROCESS] = { "process", "process mgmt" },
 	[CM_SS_OTHER] = { "other", "other" },
 	[CM_SS_GPU] = { "gpu", "GPU wait" },
+	[CM_SS_GIL] = { "gil", "Python GIL" },
 	[CM_SS_UNATTRIBUTED] = { "unattributed", "unattributed" },
 };
 

@@ -173,6 +173,8 @@ static const char *cause_of(const struct cm_slice_event *e, char *buf, size_t sz
 		snprintf(buf, sz, "page_fault");
 	else if (e->cause == CM_CAUSE_GPU_SYNC)
 		snprintf(buf, sz, "gpu_sync");
+	else if (e->cause == CM_CAUSE_GIL)
+		snprintf(buf, sz, "gil");
 	else
 		snprintf(buf, sz, "other");
 	return buf;

@@ -340,7 +340,12 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const s
 		/* a record carries a 16 KiB stack snapshot: room for ~1000 */
 		bpf_map__set_max_entries(skel->maps.stack_events, 16 << 20);
 		bpf_map__set_max_entries(skel->maps.stacks, 16384);
+	} else if (o->python) {
+		bpf_map__set_max_entries(skel->maps.stack_events, 256 << 10);	/* maps events only */
 	}
+	skel->rodata->cfg_python = o->python;
+	if (cm_syscall_nr("futex") >= 0)
+		skel->rodata->cfg_futex_nr = (uint32_t)cm_syscall_nr("futex");
 	skel->rodata->probe_nr[0] = (uint32_t)cm_syscall_nr("uretprobe");
 	skel->rodata->probe_nr[1] = (uint32_t)cm_syscall_nr("uprobe");
 	if (o->gpu_mode != CM_GPU_OFF && ioctl_nr >= 0) {
@@ -651,6 +656,7 @@ int cm_tracer_read(struct cm_tracer *tr, struct cm_snapshot *s)
 
 	memset(s, 0, sizeof(*s));
 	s->counters = tr->skel->bss->counters;
+	s->py_procs_full = tr->skel->bss->py_procs_full;
 
 	fd = bpf_map__fd(tr->skel->maps.threads);
 	cap = 0;

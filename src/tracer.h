@@ -51,6 +51,7 @@ struct cm_tracer_opts {
 	enum cm_gpu_mode gpu_mode;
 	bool critpath;			/* wake-ups, switch-in records, request markers */
 	const char *marker_lib;		/* --marker-lib: libcontactmap-mark.so to probe */
+	bool python;			/* Python frames and the GIL cause (python.c) */
 };
 
 /* Features found on this kernel, and the choices made. */
@@ -109,6 +110,7 @@ struct cm_tracer {
 	struct cm_features feat;
 	uint64_t start_ns, end_ns;
 	unsigned seeded;
+	struct cm_python *py;		/* python.c; NULL with --no-python */
 };
 
 /* Everything read back from the maps after detaching. */
@@ -151,6 +153,7 @@ struct cm_snapshot {
 	uint32_t *gproc_pids;
 	struct cm_gpu_proc *gproc;
 	size_t ngproc;
+	uint64_t py_procs_full;		/* Python processes the walker could not be told about */
 };
 
 /* What a process's threads say about GPU waits (summed by report.c). */

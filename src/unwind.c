@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <dwarf.h>
 #include "cm.h"
 #include "sym_int.h"
@@ -26,6 +27,10 @@ struct cm_unwind_ctx {
 	bool overran;		/* a read above the snapshot since the last frame */
 	uint64_t last_pc, last_sp;
 	bool step_cfi[MAX_FRAMES];	/* step from frame i used CFI */
+	/* a CPython perf trampoline stepped by hand: the walk starts again at
+	 * its caller, with these registers */
+	bool restart;
+	struct cm_user_regs restart_regs;
 };
 
 /* ---- memory ----------------------------------------------------------------- */
@@ -70,6 +75,106 @@ static bool memory_read(Dwfl *dwfl, Dwarf_Addr addr, Dwarf_Word *result, void *a
 		return false;
 	}
 	return read_file_backed(u->proc, addr, result);
+}
+
+/* ---- CPython perf trampolines -------------------------------------------------- */
+
+/*
+ * python -X perf (3.12+) runs each Python call through a copy of
+ * Python/asm_trampoline.S in anonymous memory, without CFI or a frame
+ * pointer of its own, so libdw's fallback (the rbp chain) loses the caller
+ * there. The thunk is tiny and fixed, so its caller follows from where pc is
+ * in it. Two forms exist on x86_64 (3.12/3.13, and later ones that keep a
+ * frame pointer, with or without endbr64):
+ *   A: sub $8,%rsp; call *%rcx; add $8,%rsp; ret
+ *   B: [endbr64;] push %rbp; mov %rsp,%rbp; call *%rcx; pop %rbp; ret
+ * Each step: at pc's offset in the thunk, the return address is at sp + ra
+ * and the caller's sp is sp + ra + 8; in B after the push, rbp was saved at sp.
+ */
+struct thunk {
+	const unsigned char *code;
+	int len;
+	struct { int off, ra, rbp; } at[6];	/* rbp: -1 unchanged, else its slot */
+};
+
+static const unsigned char thunk_a[] = { 0x48, 0x83, 0xec, 0x08, 0xff, 0xd1, 0x48, 0x83, 0xc4, 0x08, 0xc3 };
+static const unsigned char thunk_b[] = { 0x55, 0x48, 0x89, 0xe5, 0xff, 0xd1, 0x5d, 0xc3 };
+static const unsigned char thunk_be[] = { 0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0xff, 0xd1,
+					  0x5d, 0xc3 };
+static const struct thunk thunks[] = {
+	{ thunk_a, sizeof(thunk_a), { { 0, 0, -1 }, { 4, 8, -1 }, { 6, 8, -1 }, { 10, 0, -1 }, { -1, 0, 0 } } },
+	{ thunk_b, sizeof(thunk_b), { { 0, 0, -1 }, { 1, 8, 0 }, { 4, 8, 0 }, { 6, 8, 0 }, { 7, 0, -1 }, { -1, 0, 0 } } },
+	{ thunk_be, sizeof(thunk_be), { { 0, 0, -1 }, { 4, 0, -1 }, { 5, 8, 0 }, { 8, 8, 0 }, { 10, 8, 0 },
+					{ 11, 0, -1 } } },
+};
+/* return addresses into a thunk: just after its call */
+static const int thunk_ret[] = { 6, 6, 10 };
+
+static bool proc_read(int pid, uint64_t addr, void *buf, size_t len)
+{
+	struct iovec l = { buf, len }, r = { (void *)(uintptr_t)addr, len };
+
+	return pid > 0 && process_vm_readv(pid, &l, 1, &r, 1, 0) == (ssize_t)len;
+}
+
+/*
+ * Whether thunk t starts at addr. CPython fills a whole arena (one anonymous
+ * mapping) with copies of the thunk when it makes it, one every `stride`
+ * bytes (its size in 3.12, rounded up to 16 in 3.13): once the arena's
+ * first copies were read, the others are known by their place, which also
+ * serves samples read after the process exited.
+ */
+static bool thunk_at(struct cm_proc *p, const struct cm_map *m, size_t t, uint64_t addr, unsigned char *code)
+{
+	const struct thunk *k = &thunks[t];
+	const int strides[] = { k->len, 16, 32 };
+	unsigned char head[64 + 16];
+
+	for (int i = 0; i < CM_TRAMP_ARENAS; i++)
+		if (p->tramp[i].lo == m->start && p->tramp[i].hi == m->end && p->tramp[i].kind == (int)t + 1)
+			return addr >= m->start && (addr - m->start) % p->tramp[i].stride == 0;
+	if (!proc_read(p->pid, addr, code, k->len) || memcmp(code, k->code, k->len))
+		return false;
+	if (m->end - m->start >= sizeof(head) && proc_read(p->pid, m->start, head, sizeof(head)))
+		for (int i = 0; i < 3; i++)
+			if (!memcmp(head, k->code, k->len) && !memcmp(head + strides[i], k->code, k->len)) {
+				p->tramp[p->ntramp++ % CM_TRAMP_ARENAS] =
+					(struct cm_tramp_arena){ m->start, m->end, (int)t + 1, strides[i] };
+				break;
+			}
+	return true;
+}
+
+/* Whether pc is in a trampoline; fills *ra_off / *rbp_slot for its step. */
+static bool trampoline_step(struct cm_proc *p, uint64_t pc, bool activation, int *ra_off, int *rbp_slot)
+{
+	const struct cm_map *m = cm_sym_find_map(p, activation ? pc : pc - 1);
+	unsigned char code[32];
+
+	if (!m || m->file || !(m->prot & PROT_EXEC) || m->name[0])
+		return false;	/* only anonymous code: the JIT's */
+	for (size_t t = 0; t < sizeof(thunks) / sizeof(thunks[0]); t++) {
+		const struct thunk *k = &thunks[t];
+
+		for (int i = 0; i < 6 && k->at[i].off >= 0; i++) {
+			int off = activation ? k->at[i].off : thunk_ret[t];
+
+			if ((!activation && i) || pc < m->start + (uint64_t)off ||
+			    pc - off + k->len > m->end)
+				continue;
+			if (!thunk_at(p, m, t, pc - off, code))
+				continue;
+			if (!activation) {
+				*ra_off = 8;
+				*rbp_slot = t ? 0 : -1;
+			} else {
+				*ra_off = k->at[i].ra;
+				*rbp_slot = k->at[i].rbp;
+			}
+			return true;
+		}
+	}
+	return false;
 }
 
 /* ---- thread callbacks: one thread, the sample's ------------------------------ */
@@ -259,6 +364,38 @@ static int frame_cb(Dwfl_Frame *state, void *arg)
 	u->n++;
 	u->last_pc = pc;
 	u->last_sp = sp;
+	int ra_off, rbp_slot;
+	if (!u->step_cfi[u->n - 1] && trampoline_step(u->proc, pc, activation, &ra_off, &rbp_slot)) {
+		struct cm_user_regs *r = &u->restart_regs;
+		Dwarf_Word v, ra, bp;
+
+		memset(r, 0, sizeof(*r));
+		/* the thunk keeps every callee-saved register but rsp (and rbp, B) */
+		if (dwfl_frame_reg(state, 3, &v) == 0)
+			r->bx = v;
+		if (dwfl_frame_reg(state, 6, &v) == 0)
+			r->bp = v;
+		if (dwfl_frame_reg(state, 12, &v) == 0)
+			r->r12 = v;
+		if (dwfl_frame_reg(state, 13, &v) == 0)
+			r->r13 = v;
+		if (dwfl_frame_reg(state, 14, &v) == 0)
+			r->r14 = v;
+		if (dwfl_frame_reg(state, 15, &v) == 0)
+			r->r15 = v;
+		if (!memory_read(NULL, sp + ra_off, &ra, u->proc) || !ra)
+			return DWARF_CB_ABORT;
+		if (rbp_slot >= 0) {
+			if (!memory_read(NULL, sp + rbp_slot, &bp, u->proc))
+				return DWARF_CB_ABORT;
+			r->bp = bp;
+		}
+		r->ip = ra;
+		r->sp = sp + ra_off + 8;
+		u->step_cfi[u->n - 1] = true;	/* an exact rule, as good as CFI */
+		u->restart = true;
+		return DWARF_CB_ABORT;
+	}
 	return DWARF_CB_OK;
 }
 
@@ -335,6 +472,14 @@ int cm_sym_unwind(struct cm_sym *s, int pid, const struct cm_user_regs *regs,
 	u->max = max;
 	p->uctx = u;
 	dwfl_getthread_frames(p->dwfl, pid > 0 ? pid : 1, frame_cb, u);
+	/* past each perf trampoline, a new walk from its caller */
+	for (int k = 0; u->restart && k < MAX_FRAMES && u->n < max; k++) {
+		u->restart = false;
+		u->overran = false;
+		u->regs = &u->restart_regs;
+		dwfl_getthread_frames(p->dwfl, pid > 0 ? pid : 1, frame_cb, u);
+	}
+	u->restart = false;
 	p->uctx = NULL;
 	n = u->n;
 	if (!n) {	/* libdw gave nothing, not even the first frame */

@@ -335,7 +335,7 @@ LEDGER_KEYS = ("wall_ns", "oncpu_ns", "oncpu_user_ns", "oncpu_syscall_ns", "oncp
 LEDGER_INT_KEYS = tuple(k for k in LEDGER_KEYS if k != "offcpu_by_cause") + ("oncpu_gpu_wait_ns",)
 SUBSYSTEMS = {"cpu_user", "cpu_kernel", "runq", "memory", "sync", "file_io", "network",
               "block_io", "sleep", "poll", "child_wait", "process", "other", "unattributed",
-              "gpu"}
+              "gpu", "gil"}
 
 # "unattributed_ns ... must stay under 1% of wall_ns for any thread traced from
 # its start to its end" (SPEC.md).

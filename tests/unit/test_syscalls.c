@@ -69,7 +69,7 @@ int main(void)
 
 	static const char *const keys[CM_SS_COUNT] = {
 		"cpu_user", "cpu_kernel", "runq", "memory", "sync", "file_io", "network",
-		"block_io", "sleep", "poll", "child_wait", "process", "other", "gpu", "unattributed",
+		"block_io", "sleep", "poll", "child_wait", "process", "other", "gpu", "gil", "unattributed",
 	};
 	for (int s = 0; s < CM_SS_COUNT; s++) {
 		CHECK_STR(cm_subsys_key(s), keys[s], "key");
@@ -80,6 +80,7 @@ int main(void)
 	CHECK_STR(cm_subsys_label(CM_SS_FILE_IO), "file I/O", "file_io label");
 	CHECK_STR(cm_subsys_label(CM_SS_BLOCK_IO), "block I/O wait", "block_io label");
 	CHECK_STR(cm_subsys_label(CM_SS_GPU), "GPU wait", "gpu label");
+	CHECK_STR(cm_subsys_label(CM_SS_GIL), "Python GIL", "gil label");
 	/* ioctl on a GPU driver file: its own pseudo number, in the gpu group */
 	CHECK_STR(cm_syscall_name(CM_SYS_GPU_IOCTL), "ioctl:gpu", "gpu ioctl name");
 	CHECK(cm_syscall_group(CM_SYS_GPU_IOCTL) == CM_SS_GPU, "gpu ioctl is gpu");
