@@ -171,9 +171,13 @@ int cm_interval_emit(struct cm_interval *iv, json_object *report)
 	}
 
 	FILE *fp = cm_out_fp(iv->out);
+	int werr;
 
+	/* a line longer than stdio's buffer is written (and fails) right here */
+	errno = 0;
 	fprintf(fp, "%s\n", json_object_to_json_string_ext(line, JSON_C_TO_STRING_PLAIN |
 							     JSON_C_TO_STRING_NOSLASHESCAPE));
+	werr = errno;
 	json_object_put(line);
 	json_object_put(iv->prev);
 	iv->prev = json_object_get(report);
@@ -182,7 +186,7 @@ int cm_interval_emit(struct cm_interval *iv, json_object *report)
 	if (fflush(fp) == EOF || ferror(fp)) {
 		cm_err("cannot write the interval stream to %s (--jsonl): %s",
 		       cm_out_is_stdout(iv->out) ? "stdout" : cm_out_path(iv->out),
-		       strerror(errno ? errno : EIO));
+		       strerror(werr ? werr : errno ? errno : EIO));
 		iv->failed = true;
 		return -1;
 	}
