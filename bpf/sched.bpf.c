@@ -125,11 +125,12 @@ static __always_inline int on_waking(bool btf, struct task_struct *p)
 {
 	struct cm_thread *t, *w;
 
-	if (!cfg_critpath)
-		return 0;
 	t = thread_of(TASK_PID(btf, p));
 	if (!t || (t->state != CM_BLOCKED && t->state != CM_UNKNOWN))
 		return 0;
+	/* with the critical path on, this program stamps the wake-up too (and
+	 * sched_wakeup is not loaded): one program per wake-up, not two */
+	t->wake_ts = bpf_ktime_get_ns();
 	t->waker_gen = 0;
 	if (in_interrupt_now())
 		return 0;

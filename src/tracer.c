@@ -211,6 +211,11 @@ static void select_programs(struct contactmap_bpf *skel, const char *suffix,
 		/* the critical path: who woke whom, interrupts, request markers */
 		if (!strncmp(name, "req_", 4))
 			on = skel->rodata->cfg_critpath;
+		/* sched_waking stamps the wake-up and its waker; sched_wakeup alone
+		 * without the critical path (sched_wakeup_new either way) */
+		if (skel->rodata->cfg_critpath && !strncmp(name, "sched_wakeup_", 13) &&
+		    strncmp(name, "sched_wakeup_new", 16))
+			on = false;
 		if (!skel->rodata->cfg_critpath &&
 		    (!strncmp(name, "sched_waking", 12) || !strncmp(name, "irq_handler", 11) ||
 		     !strncmp(name, "softirq_", 8) || !strncmp(name, "hrtimer_expire", 14)))
