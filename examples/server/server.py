@@ -34,6 +34,7 @@ import asyncio
 import collections
 import concurrent.futures
 import ctypes
+import itertools
 import json
 import multiprocessing
 import os
@@ -45,7 +46,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
 import models  # noqa: E402
+import contactmap_mark  # noqa: E402  (request markers: no-ops unless contactmap traces us)
+
+REQUEST_IDS = itertools.count(1)     # next() is atomic under the GIL
 
 MAX_HEAD = 16 << 10
 MAX_BODY = 4 << 20
@@ -237,6 +242,11 @@ def read_request(conn):
 
 
 def serve_conn(conn, stats, run_infer, limit):
+    with contactmap_mark.request(next(REQUEST_IDS)):
+        serve_conn_marked(conn, stats, run_infer, limit)
+
+
+def serve_conn_marked(conn, stats, run_infer, limit):
     t0 = time.monotonic_ns()
     res = None
     try:
@@ -464,6 +474,15 @@ def run_asyncio(args, stats, ready):
     stop = asyncio.Event()
 
     async def handle(reader, writer):
+        # the requests overlap on the loop's thread: begin and end by id
+        rid = next(REQUEST_IDS)
+        contactmap_mark.begin(rid)
+        try:
+            await handle_marked(reader, writer)
+        finally:
+            contactmap_mark.end(rid)
+
+    async def handle_marked(reader, writer):
         t0 = time.monotonic_ns()
         res, kind, name = None, "bad", None
         try:

@@ -692,6 +692,38 @@ def write_doc(args, cases, doc, plot_paths, diffs, diff_note, plot_note, facts, 
              "by completed requests.")
     L.append("")
 
+    # the markers' requests: the critical path at the median and in the tail
+    L.append(f"## The critical path of a request at p50 and p99 ({hi:g} requests/s)")
+    L.append("")
+    L.append("Each request is marked (`contactmap_mark.request`) on the thread that serves it; "
+             "its critical path is that thread's time, where every wait that another traced "
+             "thread ended (a worker answering, the event loop's executor) is replaced by what "
+             "that thread did meanwhile, recursively (README, \"Requests and the critical "
+             "path\"). Shares of the band's critical-path time, for the requests in the band "
+             "p0-p50 and p99-p100; the latency is contactmap's, from the markers.")
+    L.append("")
+    rows = []
+    for mode in MODES:
+        c = by.get((mode, hi))
+        rq = c and c["report"].get("requests")
+        if not rq or not rq.get("count"):
+            continue
+        for band in rq["bands"]:
+            if band["band"] not in ("p0-p50", "p99-p100") or not band["count"]:
+                continue
+            cp = band["critical_path"]
+            tot = sum(r["time_ns"] for r in cp) or 1
+            top = ", ".join(f"{r['label']} {100 * r['time_ns'] / tot:.0f}%" for r in cp[:4])
+            rows.append([mode, band["band"], str(band["count"]),
+                         f"{band['latency_ns']['from'] / 1e6:.2f}-{band['latency_ns']['to'] / 1e6:.2f}",
+                         f"{tot / band['count'] / 1e6:.2f}", top])
+    if rows:
+        L.append(md_table(["mode", "band", "requests", "latency ms", "critical path ms/req",
+                           "critical path, largest shares"], rows))
+    else:
+        L.append("(no marked requests in these reports)")
+    L.append("")
+
     # roles
     L.append(f"## Where each kind of thread spends its serving time ({hi:g} requests/s)")
     L.append("")
