@@ -370,13 +370,16 @@ static void ledger_row(FILE *out, const char *label, uint64_t ns, uint64_t wall)
 	fprintf(out, "  %-14s %8s %6.1f%%", label, T(ns), pct(ns, wall));
 }
 
-static void render_ledger(json_object *l, FILE *out)
+/* summed: a process's ledger over several threads, its wall their thread time */
+static void render_ledger(json_object *l, bool summed, FILE *out)
 {
 	uint64_t wall = num(l, "wall_ns");
 	struct cause *c;
 	size_t n;
 
-	ledger_row(out, "wall", wall, wall);
+	ledger_row(out, summed ? "thread time" : "wall", wall, wall);
+	if (summed)
+		fputs("  (its threads' wall times added up)", out);
 	fputc('\n', out);
 	ledger_row(out, "on-CPU", num(l, "oncpu_ns"), wall);
 	fprintf(out, "  user %s, in syscalls %s", T(num(l, "oncpu_user_ns")),
@@ -649,7 +652,7 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 	wrap_end(&w);
 
 	if (obj(p, "ledger"))
-		render_ledger(obj(p, "ledger"), out);
+		render_ledger(obj(p, "ledger"), cm_thread_count(p) > 1, out);
 	render_syscalls(arr(p, "syscalls"), top, out);
 	render_sched_faults(p, o->width, out);
 	render_block(arr(p, "block_io"), out);
