@@ -27,6 +27,7 @@ static const char usage[] =
 "Options:\n"
 "  -o, --json FILE        write the JSON report (contactmap/1) to FILE ('-' = stdout)\n"
 "  -f, --folded FILE      write folded stacks, on-CPU and off-CPU in one file\n"
+"      --pprof FILE       write the same stacks as a gzipped pprof profile\n"
 "  -F, --freq HZ          on-CPU samples per second with stacks (default 99)\n"
 "      --stacks WHICH     collect stacks: oncpu, offcpu or both (implied by -f)\n"
 "      --min-block USEC   off-CPU stacks only for blocks this long (default 200)\n"
@@ -106,10 +107,11 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
-	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM };
+	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_PPROF };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
+		{ "pprof", required_argument, NULL, OPT_PPROF },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "pid", required_argument, NULL, 'p' },
 		{ "threads", no_argument, NULL, 't' },
@@ -145,6 +147,9 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 			break;
 		case 'f':
 			o->folded_path = optarg;
+			break;
+		case OPT_PPROF:
+			o->pprof_path = optarg;
 			break;
 		case 'd':
 			errno = 0;
@@ -270,7 +275,7 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 	}
 	if (o->jsonl_path && !o->interval)
 		bad_usage("%s", "--jsonl needs -i SECONDS");
-	if (o->folded_path && !o->fold_which)
+	if ((o->folded_path || o->pprof_path) && !o->fold_which)
 		o->fold_which = CM_FOLD_ONCPU | CM_FOLD_OFFCPU;
 	if (o->fold_which & CM_FOLD_ONCPU) {
 		if (!o->tr.sample_hz)
@@ -391,6 +396,8 @@ int main(int argc, char **argv)
 	if (o.json_path && cm_check_writable(o.json_path))
 		return 1;
 	if (o.folded_path && cm_check_writable(o.folded_path))
+		return 1;
+	if (o.pprof_path && cm_check_writable(o.pprof_path))
 		return 1;
 	if (o.tr.trace_path && cm_check_writable(o.tr.trace_path))
 		return 1;

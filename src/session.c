@@ -26,6 +26,7 @@
 #include "observer.h"
 #include "contactmap.skel.h"
 #include "stacks.h"
+#include "pprof.h"
 #include "sym.h"
 #include "timeline.h"
 #include "interval.h"
@@ -316,6 +317,12 @@ static int emit(struct cm_tracer *tr, const struct cm_run_opts *o, json_object *
 		rc = -1;
 	if (o->folded_path && tr->stacks &&
 	    cm_stacks_write_folded(tr->stacks, o->folded_path, o->fold_which))
+		rc = -1;
+	if (o->pprof_path && tr->stacks &&
+	    cm_pprof_write(tr->stacks, o->pprof_path, &(struct cm_pprof_info){
+		    .sample_hz = o->tr.sample_hz, .start_ns = tr->start_ns,
+		    .duration_ns = tr->end_ns - tr->start_ns, .min_block_ns = tr->min_block_ns,
+		    .which = o->fold_which }))
 		rc = -1;
 	if (cm_render_text(report, &ro, text_to_stderr || (o->json_path && !strcmp(o->json_path, "-"))
 					     ? stderr : stdout))

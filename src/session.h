@@ -28,6 +28,7 @@ struct cm_run_opts {
 	int npids;
 	char **argv;		/* wrap mode command */
 	struct cm_tracer_opts tr;
+	const char *pprof_path;	/* --pprof: the stacks as a gzipped profile.proto */
 };
 
 /* Traces argv until it exits; returns its exit status (128+signal), or
