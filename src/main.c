@@ -12,6 +12,7 @@
 #include "gpu.h"
 #include "stacks.h"
 #include "interval.h"
+#include "exporter.h"
 
 
 static const char usage[] =
@@ -20,6 +21,7 @@ static const char usage[] =
 "       contactmap report [-t] REPORT.json         print a saved report\n"
 "       contactmap diff BEFORE.json... [--] AFTER.json...  compare reports\n"
 "       contactmap check                           kernel features and fallbacks\n"
+"       contactmap metrics REPORT.json             a saved report as Prometheus metrics\n"
 "\n"
 "Where does a program's wall time go? contactmap prints a ledger per process and\n"
 "thread (on-CPU, run-queue wait, blocked time by cause) and the OS contact map.\n"
@@ -38,6 +40,8 @@ static const char usage[] =
 "      --trace-rate N     timeline events per second per CPU at most (default 100000)\n"
 "      --trace-max-mb MB  cap the timeline file (default 256)\n"
 "  -d, --duration SECS    stop tracing after SECS seconds\n"
+"      --serve [HOST:]PORT  serve /metrics (Prometheus) while tracing, until\n"
+"                         stopped; HOST is 127.0.0.1 unless given, PORT 0 picks one\n"
 "  -p, --pid PID[,PID]    attach to these processes (all threads, and children)\n"
 "  -t, --threads          per-thread rows in the text map\n"
 "      --observer-cost MODE  contactmap's own cost, from BPF run-time statistics\n"
@@ -107,11 +111,12 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
-	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_PPROF };
+	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_PPROF, OPT_SERVE };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
 		{ "pprof", required_argument, NULL, OPT_PPROF },
+		{ "serve", required_argument, NULL, OPT_SERVE },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "pid", required_argument, NULL, 'p' },
 		{ "threads", no_argument, NULL, 't' },
@@ -150,6 +155,9 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 			break;
 		case OPT_PPROF:
 			o->pprof_path = optarg;
+			break;
+		case OPT_SERVE:
+			o->serve = optarg;
 			break;
 		case 'd':
 			errno = 0;
@@ -390,6 +398,8 @@ int main(int argc, char **argv)
 		return cmd_check();
 	if (argc > 1 && !strcmp(argv[1], "diff"))
 		return cm_diff_main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "metrics"))
+		return cm_metrics_main(argc - 1, argv + 1);
 	parse_args(argc, argv, &o);
 	if (check_privileges())
 		return 1;
@@ -403,7 +413,11 @@ int main(int argc, char **argv)
 		return 1;
 	if (o.jsonl_path && !(o.iv = cm_interval_open(o.jsonl_path)))
 		return 1;
+	/* before tracing starts: a port in use fails at once */
+	if (o.serve && !(o.exp = cm_exporter_open(o.serve)))
+		return 1;
 	rc = o.argv ? cm_run_wrap(&o) : cm_run_attach(&o);
+	cm_exporter_close(o.exp);
 	cm_interval_close(o.iv);
 	free(o.pids);
 	return rc;

@@ -30,6 +30,7 @@
 #include "sym.h"
 #include "timeline.h"
 #include "interval.h"
+#include "exporter.h"
 
 static int on_stack_event(void *ctx, void *data, size_t len)
 {
@@ -250,8 +251,8 @@ static int signal_fd(sigset_t *old)
 	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
-/* One interval line: a cumulative report as of now, without the costly parts. */
-static void interval_tick(struct cm_tracer *tr, struct cm_run_opts *o)
+/* A cumulative report as of now, without the costly parts; NULL on error. */
+static json_object *peek_report(struct cm_tracer *tr, json_object *target)
 {
 	struct cm_tracer view = *tr;
 	struct cm_snapshot snap;
@@ -259,10 +260,43 @@ static void interval_tick(struct cm_tracer *tr, struct cm_run_opts *o)
 
 	view.stacks = NULL;
 	view.timeline = NULL;
-	if (session_peek(&view, &snap))
-		return;
-	r = cm_build_report(&view, &snap, NULL, NULL);
+	if (session_peek(&view, &snap)) {
+		json_object_put(target);
+		return NULL;
+	}
+	r = cm_build_report(&view, &snap, target, NULL);
 	session_snapshot_free(&snap);
+	return r;
+}
+
+/* --serve: /metrics from a report of every second (at most a second old). */
+static int serve_due(struct cm_tracer *tr, struct cm_run_opts *o, const char *mode, uint64_t *next)
+{
+	uint64_t now = cm_now_ns();
+
+	if (!o->exp)
+		return -1;
+	if (now >= *next) {
+		json_object *target = json_object_new_object();
+		json_object *r;
+
+		json_object_object_add(target, "mode", json_object_new_string(mode));
+		r = peek_report(tr, target);
+		if (r)
+			cm_exporter_publish(o->exp, r);
+		json_object_put(r);
+		*next = now + 1000000000ULL;
+	}
+	return (int)((*next - now) / 1000000) + 1;
+}
+
+/* One interval line: a cumulative report as of now, without the costly parts. */
+static void interval_tick(struct cm_tracer *tr, struct cm_run_opts *o)
+{
+	json_object *r = peek_report(tr, NULL);
+
+	if (!r)
+		return;
 	if (cm_interval_emit(o->iv, r))
 		cm_warn("could not write an interval line: %s", strerror(errno));
 	json_object_put(r);
@@ -424,7 +458,7 @@ int cm_run_wrap(struct cm_run_opts *o)
 
 	int pidfd = syscall(SYS_pidfd_open, child, 0);
 	uint64_t deadline = o->duration > 0 ? cm_now_ns() + (uint64_t)(o->duration * 1e9) : 0;
-	uint64_t next_tick = 0;
+	uint64_t next_tick = 0, next_pub = 0;
 	int stop_sig = 0;
 
 	int gpufd = cm_gpu_poll_fd(&tr);
@@ -447,6 +481,9 @@ int cm_run_wrap(struct cm_run_opts *o)
 		if (pidfd < 0 && (timeout < 0 || timeout > 100))
 			timeout = 100;	/* no pidfd: poll for the exit */
 		int tick = interval_due(&tr, o, &next_tick);
+		if (tick >= 0 && (timeout < 0 || tick < timeout))
+			timeout = tick;
+		tick = serve_due(&tr, o, "wrap", &next_pub);
 		if (tick >= 0 && (timeout < 0 || tick < timeout))
 			timeout = tick;
 		int rb_ms = cm_tracer_poll_ms(&tr);
@@ -558,7 +595,7 @@ int cm_run_attach(struct cm_run_opts *o)
 	for (int i = 0; i < o->npids; i++)
 		cm_gpu_watch_pid(&tr, o->pids[i]);
 	deadline = o->duration > 0 ? tr.start_ns + (uint64_t)(o->duration * 1e9) : 0;
-	uint64_t next_tick = 0;
+	uint64_t next_tick = 0, next_pub = 0;
 	if (!deadline)
 		cm_info("tracing %d process(es); Ctrl-C to stop", o->npids);
 	while (!stop_sig) {
@@ -567,7 +604,8 @@ int cm_run_attach(struct cm_run_opts *o)
 		uint64_t now = cm_now_ns();
 		int timeout = 100;
 
-		if (cm_tracer_live_threads(&tr) <= 0)
+		/* a server keeps serving what its targets did after they are gone */
+		if (!o->exp && cm_tracer_live_threads(&tr) <= 0)
 			break;
 		if (deadline) {
 			if (now >= deadline)
@@ -576,6 +614,9 @@ int cm_run_attach(struct cm_run_opts *o)
 				timeout = (int)((deadline - now) / 1000000) + 1;
 		}
 		int tick = interval_due(&tr, o, &next_tick);
+		if (tick >= 0 && tick < timeout)
+			timeout = tick;
+		tick = serve_due(&tr, o, "attach", &next_pub);
 		if (tick >= 0 && tick < timeout)
 			timeout = tick;
 		if (cm_tracer_poll_ms(&tr) >= 0 && cm_tracer_poll_ms(&tr) < timeout)

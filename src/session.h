@@ -29,6 +29,8 @@ struct cm_run_opts {
 	char **argv;		/* wrap mode command */
 	struct cm_tracer_opts tr;
 	const char *pprof_path;	/* --pprof: the stacks as a gzipped profile.proto */
+	const char *serve;	/* --serve ADDR:PORT */
+	struct cm_exporter *exp;	/* its server (exporter.h): traces until stopped */
 };
 
 /* Traces argv until it exits; returns its exit status (128+signal), or
