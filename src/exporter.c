@@ -152,8 +152,9 @@ static const struct famdef {
 	[F_GPUKERNSEC] = { "contactmap_gpu_kernel_seconds_total", "counter", "GPU kernel device time by device (CUPTI tier only)" },
 	[F_GPUCOPY] = { "contactmap_gpu_copies_total", "counter", "GPU copies by direction and host memory kind" },
 	[F_GPUCOPYB] = { "contactmap_gpu_copy_bytes_total", "counter", "Bytes of GPU copies by direction and host memory kind" },
-	[F_REQS] = { "contactmap_requests_total", "counter", "Requests marked with contactmap_request_begin/end, completed" },
-	[F_REQLAT] = { "contactmap_request_latency_seconds", "gauge", "Request latency quantiles over the whole run so far (quantile 1 is the maximum)" },
+	[F_REQS] = { "contactmap_request_latency_seconds", "summary",
+		     "Latency of the requests marked with contactmap_request_begin/end, quantiles over the whole run so far" },
+	[F_REQLAT] = { "contactmap_request_latency_max_seconds", "gauge", "The slowest request so far" },
 	[F_LOST] = { "contactmap_lost_events_total", "counter", "Events contactmap could not record, by reason (all 0 when nothing was lost)" },
 	[F_ANOM] = { "contactmap_anomalies_total", "counter", "Kernel events out of the expected order, counted and handled (nothing lost)" },
 	[F_OBS] = { "contactmap_observer_cpu_seconds_total", "counter", "CPU time of contactmap's own BPF programs on the whole machine (estimated when sampled)" },
@@ -552,13 +553,16 @@ static char *metrics_text(struct mstate *m, json_object *r, size_t *lenp)
 		process(&o, m, json_object_array_get_idx(procs, i));
 	if (req) {
 		json_object *lat = cm_json_get(req, "latency_ns");
-		static const char *const q[][2] = { { "0.5", "p50" }, { "0.9", "p90" }, { "0.99", "p99" },
-						    { "1", "max" } };
+		static const char *const q[][2] = { { "0.5", "p50" }, { "0.9", "p90" }, { "0.99", "p99" } };
 
-		fprintf(F(&o, F_REQS), "contactmap_requests_total %" PRIu64 "\n", u64(req, "count"));
+		/* the report has no latency sum: the summary has quantiles and a count */
 		for (size_t i = 0; lat && i < sizeof(q) / sizeof(q[0]); i++)
-			fprintf(F(&o, F_REQLAT), "contactmap_request_latency_seconds{quantile=\"%s\"} %s\n",
+			fprintf(F(&o, F_REQS), "contactmap_request_latency_seconds{quantile=\"%s\"} %s\n",
 				q[i][0], secs(u64(lat, q[i][1]), b, sizeof(b)));
+		fprintf(F(&o, F_REQS), "contactmap_request_latency_seconds_count %" PRIu64 "\n", u64(req, "count"));
+		if (lat)
+			fprintf(F(&o, F_REQLAT), "contactmap_request_latency_max_seconds %s\n",
+				secs(u64(lat, "max"), b, sizeof(b)));
 	}
 	counters(F(&o, F_LOST), "contactmap_lost_events_total", "reason", cm_json_get(r, "lost"));
 	counters(F(&o, F_ANOM), "contactmap_anomalies_total", "kind", cm_json_get(r, "anomalies"));
