@@ -54,7 +54,7 @@ contactmap: $(OUTPUT)/contactmap
 $(OUTPUT) $(OUTPUT)/bpf $(OUTPUT)/tests $(OUTPUT)/gpu_fakes $(OUTPUT)/microbenches:
 	$(Q)mkdir -p $@
 
-$(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c bpf/common.bpf.h include/contactmap.h include/contactmap_gpu.h | $(OUTPUT)/bpf
+$(OUTPUT)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.bpf.h) include/contactmap.h include/contactmap_gpu.h | $(OUTPUT)/bpf
 	$(call msg,BPF,$@)
 	$(Q)$(CLANG) $(BPF_CFLAGS) $(CLANG_BPF_SYS_INCLUDES) -c $< -o $@
 

@@ -6,6 +6,7 @@
  * Bodies use BPF_CORE_READ so the same code serves both.
  */
 #include "common.bpf.h"
+#include "cgroup.bpf.h"
 
 /*
  * tp_btf arguments are trusted pointers the verifier lets us load from
@@ -102,7 +103,8 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	struct cm_thread *pt, *t;
 
 	pt = thread_of(ptid);
-	if (!pt)
+	/* --cgroup: an untraced parent's child that starts inside the cgroup */
+	if (!pt && !(cfg_cgroup_id && cm_in_cgroup(child)))
 		return 0;
 	if (bpf_map_update_elem(&threads, &tid, (void *)&zero_thread, BPF_NOEXIST)) {
 		__sync_fetch_and_add(&counters.threads_full, 1);
@@ -114,7 +116,7 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	tid_mark(tid, true);
 	t->tid = tid;
 	t->pid = pid;
-	t->ppid = pid != pt->pid ? pt->pid : pt->ppid;
+	t->ppid = !pt ? BPF_CORE_READ(parent, tgid) : pid != pt->pid ? pt->pid : pt->ppid;
 	BPF_CORE_READ_STR_INTO(&t->comm, child, comm);
 	t->start_ns = bpf_ktime_get_ns();
 	/* from fork to its first run it is being set up and then runnable */
@@ -123,7 +125,7 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	t->last_cpu = (__u32)-1;
 	t->out_kstack = t->out_ustack = -1;
 	/* a new process: its mappings now (its stacks reach user space later) */
-	if (pid != pt->pid)
+	if (!pt || pid != pt->pid)
 		emit_maps(t);
 	__sync_fetch_and_add(&live_threads, 1);
 	return 0;

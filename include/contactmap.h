@@ -233,6 +233,16 @@ struct cm_slice_event {
 	__u64 bytes;		/* BLOCK_IO */
 };
 
+/* --cgroup: a task moved into the traced cgroup (bpf/cgroup.bpf.c). */
+#define CM_EV_CGROUP_JOIN 5
+
+struct cm_cgroup_event {
+	__u32 type;		/* CM_EV_CGROUP_JOIN */
+	__u32 pid;
+	__u32 tid;
+	__u32 pad;
+};
+
 /* Drop and anomaly counters, kept in .bss and reported under "lost". */
 struct cm_counters {
 	__u64 threads_full;	/* a traced thread could not get a map entry */
@@ -251,6 +261,7 @@ struct cm_counters {
 	__u64 samples;		/* cpu-clock samples of traced threads */
 	__u64 trace_ringbuf_full;	/* timeline events dropped: ring buffer full */
 	__u64 trace_rate_limited;	/* timeline events dropped by the rate limit */
+	__u64 cgroup_events_full;	/* --cgroup: a task that joined went unreported */
 };
 
 /*

@@ -13,11 +13,13 @@
 #include "stacks.h"
 #include "interval.h"
 #include "exporter.h"
+#include "cgroup.h"
 
 
 static const char usage[] =
 "Usage: contactmap [OPTIONS] -- COMMAND [ARG...]   trace COMMAND and what it starts\n"
 "       contactmap [OPTIONS] -p PID[,PID...]       attach to running processes\n"
+"       contactmap [OPTIONS] --cgroup PATH         every process of a cgroup v2 subtree\n"
 "       contactmap report [-t] REPORT.json         print a saved report\n"
 "       contactmap diff BEFORE.json... [--] AFTER.json...  compare reports\n"
 "       contactmap check                           kernel features and fallbacks\n"
@@ -43,6 +45,9 @@ static const char usage[] =
 "      --serve [HOST:]PORT  serve /metrics (Prometheus) while tracing, until\n"
 "                         stopped; HOST is 127.0.0.1 unless given, PORT 0 picks one\n"
 "  -p, --pid PID[,PID]    attach to these processes (all threads, and children)\n"
+"      --cgroup PATH      trace every process in this cgroup v2 directory and below,\n"
+"                         those that join later too, until Ctrl-C or -d (PATH is\n"
+"                         absolute, or relative to the cgroup2 mount)\n"
 "  -t, --threads          per-thread rows in the text map\n"
 "      --observer-cost MODE  contactmap's own cost, from BPF run-time statistics\n"
 "                         (two clock reads per BPF program run on every CPU while\n"
@@ -111,12 +116,13 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
-	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_PPROF, OPT_SERVE };
+	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_PPROF, OPT_SERVE, OPT_CGROUP };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
 		{ "pprof", required_argument, NULL, OPT_PPROF },
 		{ "serve", required_argument, NULL, OPT_SERVE },
+		{ "cgroup", required_argument, NULL, OPT_CGROUP },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "pid", required_argument, NULL, 'p' },
 		{ "threads", no_argument, NULL, 't' },
@@ -158,6 +164,9 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 			break;
 		case OPT_SERVE:
 			o->serve = optarg;
+			break;
+		case OPT_CGROUP:
+			o->cgroup_path = optarg;	/* resolved in main() */
 			break;
 		case 'd':
 			errno = 0;
@@ -274,8 +283,10 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		o->argv = &argv[optind];
 	if (o->argv && o->npids)
 		bad_usage("%s", "give either -p PID or -- COMMAND, not both");
-	if (!o->argv && !o->npids)
-		bad_usage("%s", "nothing to trace: give -- COMMAND or -p PID");
+	if (o->argv && o->cgroup_path)
+		bad_usage("%s", "give either --cgroup PATH or -- COMMAND, not both");
+	if (!o->argv && !o->npids && !o->cgroup_path)
+		bad_usage("%s", "nothing to trace: give -- COMMAND, -p PID or --cgroup PATH");
 	if (o->interval && !o->jsonl_path) {
 		if (o->argv)
 			bad_usage("%s", "-i with a command needs --jsonl FILE: stdout is the command's");
@@ -388,6 +399,7 @@ int main(int argc, char **argv)
 	struct cm_run_opts o = { .tr = { .max_threads = 4096, .max_syscall_rows = 8192,
 				  .min_block_ns = 200000, .trace_sys_min_ns = 100000,
 				  .trace_max_per_sec = 100000, .trace_max_bytes = 256ULL << 20 } };
+	char cgroup[PATH_MAX];
 	int rc;
 
 	/* report output and pipes: a closed reader must not kill us mid-write */
@@ -403,6 +415,11 @@ int main(int argc, char **argv)
 	parse_args(argc, argv, &o);
 	if (check_privileges())
 		return 1;
+	if (o.cgroup_path) {
+		if (cm_cgroup_resolve(o.cgroup_path, cgroup, sizeof(cgroup), &o.tr.cgroup_id))
+			return 1;
+		o.cgroup_path = cgroup;
+	}
 	if (o.json_path && cm_check_writable(o.json_path))
 		return 1;
 	if (o.folded_path && cm_check_writable(o.folded_path))

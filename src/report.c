@@ -559,6 +559,7 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	J_INT(o, "stack_ringbuf_full", s->counters.ringbuf_full);
 	J_INT(o, "kernel_stack_missing", s->counters.kstack_missing);
 	J_INT(o, "user_stack_missing", s->counters.ustack_missing);
+	J_INT(o, "cgroup_events_full", s->counters.cgroup_events_full);
 	if (tr->timeline) {
 		J_INT(o, "timeline_ringbuf_full", s->counters.trace_ringbuf_full);
 		J_INT(o, "timeline_rate_limited", s->counters.trace_rate_limited);

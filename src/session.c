@@ -31,6 +31,7 @@
 #include "timeline.h"
 #include "interval.h"
 #include "exporter.h"
+#include "cgroup.h"
 
 static int on_stack_event(void *ctx, void *data, size_t len)
 {
@@ -577,7 +578,9 @@ int cm_run_attach(struct cm_run_opts *o)
 		o->pids[i] = tgid_of(o->pids[i]);
 	}
 	/* while the target certainly lives: an exited one's environ is empty */
-	json_object *tenv = cm_target_env(o->pids[0]);
+	json_object *tenv = o->npids ? cm_target_env(o->pids[0]) : NULL;
+	pid_t *cg_pids = NULL;
+	int ncg = 0;
 
 	if (session_start(&tr, &o->tr)) {
 		json_object_put(tenv);
@@ -592,12 +595,21 @@ int cm_run_attach(struct cm_run_opts *o)
 			return 1;
 		}
 	}
+	if (o->cgroup_path && cm_cgroup_start(&tr, o->cgroup_path, &cg_pids, &ncg)) {
+		json_object_put(tenv);
+		session_close(&tr);
+		return 1;
+	}
+	if (!tenv)
+		tenv = ncg ? cm_target_env(cg_pids[0]) : json_object_new_object();
 	for (int i = 0; i < o->npids; i++)
 		cm_gpu_watch_pid(&tr, o->pids[i]);
+	for (int i = 0; i < ncg; i++)
+		cm_gpu_watch_pid(&tr, cg_pids[i]);
 	deadline = o->duration > 0 ? tr.start_ns + (uint64_t)(o->duration * 1e9) : 0;
 	uint64_t next_tick = 0, next_pub = 0;
 	if (!deadline)
-		cm_info("tracing %d process(es); Ctrl-C to stop", o->npids);
+		cm_info("tracing %d process(es); Ctrl-C to stop", o->npids + ncg);
 	while (!stop_sig) {
 		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN },
 					 { .fd = cm_tracer_event_fd(&tr), .events = POLLIN } };
@@ -605,7 +617,7 @@ int cm_run_attach(struct cm_run_opts *o)
 		int timeout = 100;
 
 		/* a server keeps serving what its targets did after they are gone */
-		if (!o->exp && cm_tracer_live_threads(&tr) <= 0)
+		if (!o->exp && !o->cgroup_path && cm_tracer_live_threads(&tr) <= 0)
 			break;
 		if (deadline) {
 			if (now >= deadline)
@@ -616,7 +628,7 @@ int cm_run_attach(struct cm_run_opts *o)
 		int tick = interval_due(&tr, o, &next_tick);
 		if (tick >= 0 && tick < timeout)
 			timeout = tick;
-		tick = serve_due(&tr, o, "attach", &next_pub);
+		tick = serve_due(&tr, o, o->cgroup_path ? "cgroup" : "attach", &next_pub);
 		if (tick >= 0 && tick < timeout)
 			timeout = tick;
 		if (cm_tracer_poll_ms(&tr) >= 0 && cm_tracer_poll_ms(&tr) < timeout)
@@ -633,10 +645,16 @@ int cm_run_attach(struct cm_run_opts *o)
 
 	json_object *target = json_object_new_object(), *pids = json_object_new_array();
 
-	json_object_object_add(target, "mode", json_object_new_string("attach"));
+	json_object_object_add(target, "mode", json_object_new_string(o->cgroup_path ? "cgroup" : "attach"));
 	for (int i = 0; i < o->npids; i++)
 		json_object_array_add(pids, json_object_new_int(o->pids[i]));
+	/* the cgroup's processes at the start; those that joined are in processes */
+	for (int i = 0; i < ncg; i++)
+		json_object_array_add(pids, json_object_new_int(cg_pids[i]));
+	free(cg_pids);
 	json_object_object_add(target, "pids", pids);
+	if (o->cgroup_path)
+		json_object_object_add(target, "cgroup", json_object_new_string(o->cgroup_path));
 	json_object_object_add(target, "environment", tenv);
 	int rc = emit(&tr, o, target, NULL, false) ? 1 : 0;
 

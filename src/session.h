@@ -31,12 +31,14 @@ struct cm_run_opts {
 	const char *pprof_path;	/* --pprof: the stacks as a gzipped profile.proto */
 	const char *serve;	/* --serve ADDR:PORT */
 	struct cm_exporter *exp;	/* its server (exporter.h): traces until stopped */
+	const char *cgroup_path;	/* --cgroup, resolved (cgroup.h); its id is in tr */
 };
 
 /* Traces argv until it exits; returns its exit status (128+signal), or
  * contactmap's own failure status. */
 int cm_run_wrap(struct cm_run_opts *o);
-/* Traces the running processes o->pids until Ctrl-C, -d or they all exit. */
+/* Traces the running processes o->pids until Ctrl-C, -d or they all exit;
+ * with --cgroup, also every process of the cgroup, until Ctrl-C or -d. */
 int cm_run_attach(struct cm_run_opts *o);
 
 #endif /* CM_SESSION_H */

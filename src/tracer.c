@@ -190,6 +190,8 @@ static void select_programs(struct contactmap_bpf *skel, const char *suffix,
 			on = false;
 		if (!strcmp(name, "cpu_sample"))
 			on = skel->rodata->cfg_oncpu_stacks;
+		if (!strncmp(name, "cgroup_", 7) && !skel->rodata->cfg_cgroup_id)
+			on = false;
 		bpf_program__set_autoload(p, on);
 		/*
 		 * Closing a perf-event uprobe waits for an RCU grace period (some
@@ -268,6 +270,7 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 	skel->rodata->cfg_oncpu_stacks = o->sample_hz > 0;
 	skel->rodata->cfg_offcpu_stacks = o->offcpu_stacks;
 	skel->rodata->cfg_min_block_ns = o->min_block_ns;
+	skel->rodata->cfg_cgroup_id = o->cgroup_id;
 	skel->rodata->cfg_trace = o->trace_path != NULL;
 	skel->rodata->cfg_trace_sys_min_ns = o->trace_sys_min_ns;
 	skel->rodata->cfg_trace_max_per_sec = o->trace_max_per_sec;

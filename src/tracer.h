@@ -47,6 +47,7 @@ struct cm_tracer_opts {
 	uint64_t trace_sys_min_ns;
 	uint64_t trace_max_per_sec;
 	enum cm_gpu_mode gpu_mode;
+	uint64_t cgroup_id;		/* --cgroup: kernfs id of the target (cgroup.c); 0 = none */
 };
 
 /* Features found on this kernel, and the choices made. */
