@@ -282,7 +282,8 @@ static json_object *frames_of(struct cm_stacks *s, const struct agg *a)
 
 struct line {
 	char *text;
-	uint64_t weight;
+	uint64_t weight;	/* samples, or blocked ns (the text says which) */
+	bool offcpu;
 };
 
 static int cmp_line_text(const void *x, const void *y)
@@ -356,11 +357,7 @@ static int fold_row(const struct cm_stack_row *r, void *ctx)
 	struct fold_ctx *f = ctx;
 	char *buf = NULL, comm[4 * CM_COMM_LEN + 1], tmp[128];
 	size_t len = 0, cap = 0;
-	/* off-CPU time in microseconds, so it can share a graph with samples */
-	uint64_t w = r->oncpu ? r->weight : (r->weight + 500) / 1000;
 
-	if (!w)
-		return 0;
 	snprintf(comm, sizeof(comm), "%s", r->comm);
 	for (char *c = comm; *c; c++)
 		if (*c == ';' || *c == ' ')
@@ -377,7 +374,8 @@ static int fold_row(const struct cm_stack_row *r, void *ctx)
 	if (!buf)
 		return 0;
 	f->lines[f->nl].text = buf;
-	f->lines[f->nl++].weight = w;
+	f->lines[f->nl].offcpu = !r->oncpu;
+	f->lines[f->nl++].weight = r->weight;
 	return 0;
 }
 
@@ -411,7 +409,11 @@ int cm_stacks_write_folded(struct cm_stacks *s, const char *path, int which)
 			free(lines[i].text);
 			w += lines[++i].weight;
 		}
-		if (fp)
+		/* off-CPU time in microseconds, so it can share a graph with samples;
+		 * rounded once per line, so a line is its stacks' time, to the us */
+		if (lines[i].offcpu)
+			w = (w + 500) / 1000;
+		if (fp && w)
 			fprintf(fp, "%s %llu\n", lines[i].text, (unsigned long long)w);
 		free(lines[i].text);
 	}
