@@ -18,7 +18,9 @@ CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -
 # --pprof's profile.proto (zlib gzips it); -lmicrohttpd: --serve's /metrics
 LDLIBS += -lbpf -ldw -lelf -lz -ljson-c -lm -lstdc++ -pthread -lprotobuf-c -lmicrohttpd
 PROTOC_C ?= protoc-c
-BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Ivmlinux/$(ARCH) -Iinclude \
+# -mcpu=v3: atomics that return the old value (thread generation numbers);
+# kernels 5.12 and up, below the 5.18 contactmap needs anyway
+BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -Ivmlinux/$(ARCH) -Iinclude \
 	-Wall -Wno-unused-function -Wno-compare-distinct-pointer-types
 # clang's own system includes for the BPF target (libbpf-bootstrap's trick)
 CLANG_BPF_SYS_INCLUDES := $(shell $(CLANG) -v -E - </dev/null 2>&1 \

@@ -33,8 +33,9 @@ static __always_inline int claim(struct request *rq, bool fresh)
 	if (!fresh && bpf_map_lookup_elem(&blk_inflight, &key))
 		return 0;	/* claimed at insert; keep the earlier time */
 	st.ts = bpf_ktime_get_ns();
-	st.key.pid = t->pid;
+	st.key.pgen = t->pgen;
 	st.tid = t->tid;
+	st.pid = t->pid;
 	disk = BPF_CORE_READ(rq, q, disk);
 	if (disk)
 		st.key.dev = (BPF_CORE_READ(disk, major) << 20) | BPF_CORE_READ(disk, first_minor);
@@ -46,8 +47,11 @@ static __always_inline int claim(struct request *rq, bool fresh)
 		return 0;
 	}
 	s = lookup_or_init(&blkstats, &st.key, (void *)&zero_blk, &counters.blk_full);
-	if (s)
+	if (s) {
 		__sync_fetch_and_add(&s->submitted, 1);
+		/* counted here: a completion the kernel never reports keeps its bytes */
+		__sync_fetch_and_add(&s->bytes, st.bytes);
+	}
 	return 0;
 }
 
@@ -69,14 +73,17 @@ static __always_inline int complete(struct request *rq)
 	s = lookup_or_init(&blkstats, &st->key, (void *)&zero_blk, &counters.blk_full);
 	if (s) {
 		s->count++;
-		s->bytes += bytes;
+		s->completed_bytes += bytes;
+		/* bios merged into the request after its claim */
+		if (bytes > st->bytes)
+			s->bytes += bytes - st->bytes;
 		s->total_ns += d;
 		if (d > s->max_ns)
 			s->max_ns = d;
 		hist_add(s->hist, d);
 	}
 	if (cfg_trace)
-		emit_slice(st->key.pid, st->tid, NULL, CM_SL_BLOCK_IO, 0, st->key.op,
+		emit_slice(st->pid, st->tid, NULL, CM_SL_BLOCK_IO, 0, st->key.op,
 			   st->ts, st->ts + d, bytes);
 	bpf_map_delete_elem(&blk_inflight, &key);
 	return 0;

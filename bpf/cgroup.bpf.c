@@ -29,13 +29,17 @@ static __always_inline void adopt(struct task_struct *task, __u32 tid)
 {
 	struct cm_thread *t;
 
+	/* taken (a full map, or an ended thread's entry under a reused id): the
+	 * user-space seeding that the event asks for settles it and counts it */
 	if (bpf_map_update_elem(&threads, &tid, (void *)&zero_thread, BPF_NOEXIST))
-		return;		/* a full map is counted when the user-space seeding fails */
+		return;
 	t = bpf_map_lookup_elem(&threads, &tid);
 	if (!t)
 		return;
 	t->tid = tid;
 	t->pid = BPF_CORE_READ(task, tgid);
+	t->gen = __sync_fetch_and_add(&next_gen, 1) + 1;
+	t->pgen = t->gen;	/* its process is new to us: numbered by this thread */
 	t->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	t->flags = CM_TF_SEEDED;
 	BPF_CORE_READ_STR_INTO(&t->comm, task, comm);

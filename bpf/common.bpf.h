@@ -20,9 +20,16 @@
 #define CM_EXTERN extern
 #endif
 
-/* Sizes are set from user space with bpf_map__set_max_entries(). */
+/*
+ * Sizes are set from user space with bpf_map__set_max_entries(). The threads
+ * and syscall tables hold what is alive now (entries are freed when their
+ * thread ends), and are not preallocated where the kernel allows it (6.1+,
+ * bpf_mem_alloc): their memory follows the live set, and the bound is only a
+ * ceiling. User space turns preallocation back on for older kernels.
+ */
 CM_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 8192);
 	__type(key, __u32);
 	__type(value, struct cm_thread);
@@ -46,17 +53,26 @@ CM_EXTERN struct {
 
 CM_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 16384);
 	__type(key, struct cm_sys_key);
 	__type(value, struct cm_sys_stat);
 } sysstats SEC(".maps");
 
+/* Requests in flight. LRU: an entry whose completion the kernel never
+ * reports (this VM drops a few) is the oldest, and goes first. */
 CM_EXTERN struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, struct cm_blk_start);
 } blk_inflight SEC(".maps");
+
+/* Exit records of traced threads (struct cm_life_event). */
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, CM_LIFE_RING_BYTES);
+} life_events SEC(".maps");
 
 CM_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -107,6 +123,8 @@ CM_EXTERN const volatile struct cm_blk_stat zero_blk;
 
 CM_EXTERN struct cm_counters counters;
 CM_EXTERN __s64 live_threads;
+CM_EXTERN __u32 next_gen;	/* user space takes numbers from it too, atomically */
+CM_EXTERN const volatile __u32 read_nr;	/* the read syscall (the held command's) */
 
 #define TASK_RUNNING_STATE 0
 #define TASK_DEAD_STATE 0x80
@@ -175,6 +193,13 @@ static __always_inline struct cm_thread *thread_of(__u32 tid)
 	return bpf_map_lookup_elem(&threads, &tid);
 }
 
+/* task->stime of the current task (ns of system ticks), for cm_account_oncpu. */
+static __always_inline __u64 cur_stime(void)
+{
+	return bpf_get_current_task_btf()->stime;
+}
+
+
 
 /* Copies the user stack from sp up in 1 KiB chunks, then 128-byte ones: a
  * read that crosses the end of the stack mapping fails whole. */
@@ -221,6 +246,32 @@ static __always_inline __u64 lazy_wakeup(void *rb)
 {
 	return bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) >= bpf_ringbuf_query(rb, BPF_RB_RING_SIZE) / 4
 		       ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+/*
+ * The thread is gone: its final figures go to user space and its entry is
+ * freed, so the tables hold the live set only. Where the ring is full the
+ * entry stays (marked dead by the caller) and user space collects it from the
+ * map instead: late, not lost.
+ */
+static __always_inline bool retire(struct cm_thread *t, __u32 tid)
+{
+	struct cm_life_event *e = bpf_ringbuf_reserve(&life_events, sizeof(*e), 0);
+
+	if (!e) {
+		__sync_fetch_and_add(&counters.exit_ringbuf_full, 1);
+		return false;
+	}
+	e->type = CM_EV_THREAD_EXIT;
+	e->pad = 0;
+	if (bpf_probe_read_kernel(&e->t, sizeof(e->t), t)) {
+		bpf_ringbuf_discard(e, 0);
+		return false;
+	}
+	bpf_ringbuf_submit(e, lazy_wakeup(&life_events));
+	__sync_fetch_and_add(&counters.retired, 1);
+	bpf_map_delete_elem(&threads, &tid);
+	return true;
 }
 
 /* An off-CPU stack event: the thread blocked for d ns (called in its context). */
@@ -419,7 +470,7 @@ static __always_inline void settle_off_cpu(struct cm_thread *t, __u64 end, bool 
  * subprogram checked at every call site, it made start-up 18 ms slower.
  */
 #ifdef CM_DEFINE
-__noinline int cm_resync(struct cm_thread *t, __u64 d)
+__noinline int cm_resync(struct cm_thread *t, __u64 d, __u64 stime)
 {
 	struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
 	__u64 ran;
@@ -434,24 +485,49 @@ __noinline int cm_resync(struct cm_thread *t, __u64 d)
 	/* for the timeline: it has been running for the last `ran` ns */
 	t->run_ts = t->state_ts + d - ran;
 	t->run_est = 1;
-	cm_account_oncpu(t, ran);
+	cm_account_oncpu(t, ran, stime, false);
 	return 0;
 }
 #else
-int cm_resync(struct cm_thread *t, __u64 d);
+int cm_resync(struct cm_thread *t, __u64 d, __u64 stime);
 #endif
+
+/*
+ * The row of the syscall in flight, created (and marked in the thread's
+ * sc_used, so that user space can drain it when the thread ends) if missing;
+ * NULL when the map is full (counted).
+ */
+static __always_inline struct cm_sys_stat *sys_row(struct cm_thread *t, struct cm_sys_key *key)
+{
+	struct cm_sys_stat *s = bpf_map_lookup_elem(&sysstats, key);
+	__u32 bit;
+
+	if (s)
+		return s;
+	bpf_map_update_elem(&sysstats, key, (void *)&zero_sys, BPF_NOEXIST);
+	s = bpf_map_lookup_elem(&sysstats, key);
+	if (!s) {
+		__sync_fetch_and_add(&counters.sysstats_full, 1);
+		return NULL;
+	}
+	bit = key->nr == CM_SYS_GPU_IOCTL ? CM_SYS_USED_GPU : key->nr;
+	if (bit < CM_SYS_USED_WORDS * 64)
+		t->sc_used[bit / 64] |= 1ULL << (bit % 64);
+	return s;
+}
 
 /*
  * The syscall in flight ends at `now` (sys_exit, or exit/exit_group, which
  * never return): its row takes the call, unless it began before tracing
  * (then only its time), and `error` says whether it failed. Returns the row;
- * NULL when the map is full (counted).
+ * NULL when the map is full (counted: the thread's own sums keep its time).
  */
-static __always_inline struct cm_sys_stat *close_syscall(struct cm_thread *t, struct cm_sys_key *key,
+static __always_inline struct cm_sys_stat *close_syscall(struct cm_thread *t, __u32 nr,
 							 __u64 now, bool error)
 {
-	struct cm_sys_stat *s = lookup_or_init(&sysstats, key, (void *)&zero_sys,
-					       &counters.sysstats_full);
+	struct cm_sys_key key = { .gen = t->gen, .nr = cm_sys_used_bit(nr) == CM_SYS_USED_OTHER ?
+							CM_SYS_USED_OTHER : nr };
+	struct cm_sys_stat *s = sys_row(t, &key);
 	__u64 total = now - t->sc_enter_ts;
 
 	if (!s)
@@ -471,15 +547,18 @@ static __always_inline struct cm_sys_stat *close_syscall(struct cm_thread *t, st
 	return s;
 }
 
-/* On-CPU time since the last boundary ends now (see cm_account_oncpu). */
-static __always_inline void account_oncpu(struct cm_thread *t, __u64 now)
+/* On-CPU time since the last boundary ends now (see cm_account_oncpu);
+ * stime: the thread's task->stime now. */
+static __always_inline void account_oncpu(struct cm_thread *t, __u64 now, __u64 stime)
 {
 	__u64 d = now - t->state_ts;
 
+	if (t->state == CM_UNKNOWN)
+		t->stime_at = stime;	/* seeded while running: its ticks so far are not ours */
 	if (t->state != CM_RUNNING && t->state != CM_UNKNOWN)
-		cm_resync(t, d);
+		cm_resync(t, d, stime);
 	else
-		cm_account_oncpu(t, d);
+		cm_account_oncpu(t, d, stime, t->fault_seg == t->state_ts);
 	t->state = CM_RUNNING;
 	t->state_ts = now;
 }

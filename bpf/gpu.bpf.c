@@ -82,7 +82,7 @@ static __always_inline struct cm_gpu_proc *proc_of(__u32 pid)
 /* A synchronize call starts: time so far is ordinary, from now on GPU wait. */
 static __always_inline void sync_begin(struct cm_thread *t, __u64 now)
 {
-	account_oncpu(t, now);
+	account_oncpu(t, now, cur_stime());
 	t->gpu_sync = 1;
 	t->gpu_ts = now;
 }
@@ -91,7 +91,7 @@ static __always_inline void sync_end(struct cm_thread *t, __u64 now)
 {
 	if (!t->gpu_sync)
 		return;
-	account_oncpu(t, now);
+	account_oncpu(t, now, cur_stime());
 	t->gpu_sync = 0;
 	t->gpu_syncs++;
 	t->gpu_sync_ns += now - t->gpu_ts;

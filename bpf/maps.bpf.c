@@ -17,5 +17,7 @@ const volatile __u64 cfg_trace_max_per_sec = 100000;
 
 struct cm_counters counters = {};
 __s64 live_threads = 0;
+__u32 next_gen = 0;
+const volatile __u32 read_nr = 0;	/* x86_64; set from the syscall table */
 
 char LICENSE[] SEC("license") = "GPL";

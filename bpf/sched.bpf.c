@@ -14,6 +14,7 @@
  * constant so each keeps only its own kind of read.
  */
 #define TASK_PID(btf, p) ((btf) ? (p)->pid : BPF_CORE_READ((p), pid))
+#define TASK_STIME(btf, p) ((btf) ? (p)->stime : BPF_CORE_READ((p), stime))
 
 static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct task_struct *prev,
 				     struct task_struct *next, unsigned int prev_state)
@@ -25,7 +26,7 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 	if (t) {
 		__u64 seg = t->state_ts;
 
-		account_oncpu(t, now);
+		account_oncpu(t, now, TASK_STIME(btf, prev));
 		t->exec_at_out = btf ? prev->se.sum_exec_runtime : BPF_CORE_READ(prev, se.sum_exec_runtime);
 		if (cfg_trace && t->run_ts)
 			emit_slice(t->pid, t->tid, &t->trace_seq,
@@ -36,8 +37,13 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 		if ((prev_state & TASK_DEAD_STATE) && (t->flags & CM_TF_EXITED)) {
 			t->state = CM_DEAD;
 			t->end_ns = now;
+			/* the kernel counts its last switch as voluntary (nvcsw), and
+			 * a parent's wait4 rusage includes it */
+			t->vol_switches++;
 			/* its last switch: a new thread that reuses the id is not this one */
 			tid_mark(t->tid, false);
+			retire(t, t->tid);
+			t = NULL;
 		} else if (preempt || prev_state == TASK_RUNNING_STATE) {
 			/* still runnable: preempted, or yielded */
 			t->state = CM_RUNQ_PREEMPT;
@@ -70,6 +76,8 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 		__u32 cpu = bpf_get_smp_processor_id();
 
 		settle_off_cpu(t, now, false);
+		/* off CPU no ticks are counted: its next segment starts here */
+		t->stime_at = TASK_STIME(btf, next);
 		if (t->last_cpu != cpu && t->last_cpu != (__u32)-1)
 			t->migrations++;
 		t->last_cpu = cpu;
@@ -95,6 +103,23 @@ static __always_inline int on_wakeup(bool btf, struct task_struct *p)
 	return 0;
 }
 
+/* A new thread's entry; an entry still under its id is a thread that has
+ * certainly ended (its id is being reused), whose record is sent first. */
+static __always_inline struct cm_thread *new_thread(__u32 tid)
+{
+	struct cm_thread *old;
+
+	if (!bpf_map_update_elem(&threads, &tid, (void *)&zero_thread, BPF_NOEXIST))
+		return bpf_map_lookup_elem(&threads, &tid);
+	old = bpf_map_lookup_elem(&threads, &tid);
+	if (!old || !retire(old, tid) ||
+	    bpf_map_update_elem(&threads, &tid, (void *)&zero_thread, BPF_NOEXIST)) {
+		__sync_fetch_and_add(&counters.threads_full, 1);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&threads, &tid);
+}
+
 static __always_inline int on_fork(struct task_struct *parent, struct task_struct *child)
 {
 	__u32 ptid = BPF_CORE_READ(parent, pid);
@@ -106,16 +131,15 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	/* --cgroup: an untraced parent's child that starts inside the cgroup */
 	if (!pt && !(cfg_cgroup_id && cm_in_cgroup(child)))
 		return 0;
-	if (bpf_map_update_elem(&threads, &tid, (void *)&zero_thread, BPF_NOEXIST)) {
-		__sync_fetch_and_add(&counters.threads_full, 1);
-		return 0;
-	}
-	t = bpf_map_lookup_elem(&threads, &tid);
+	t = new_thread(tid);
 	if (!t)
 		return 0;
 	tid_mark(tid, true);
 	t->tid = tid;
 	t->pid = pid;
+	t->gen = __sync_fetch_and_add(&next_gen, 1) + 1;
+	/* a new process is numbered by its first thread (an adopted one by itself) */
+	t->pgen = !pt || pid != pt->pid ? t->gen : pt->pgen;
 	t->ppid = !pt ? BPF_CORE_READ(parent, tgid) : pid != pt->pid ? pt->pid : pt->ppid;
 	BPF_CORE_READ_STR_INTO(&t->comm, child, comm);
 	t->start_ns = bpf_ktime_get_ns();
@@ -143,18 +167,21 @@ static __always_inline int on_exit(struct task_struct *p)
 	cur = (struct task_struct *)bpf_get_current_task();
 	now = bpf_ktime_get_ns();
 	t->flags |= CM_TF_EXITED;
+	t->exit_ts = now;
 	t->exit_code = BPF_CORE_READ(cur, exit_code);
 	t->min_flt = BPF_CORE_READ(cur, min_flt);
 	t->maj_flt = BPF_CORE_READ(cur, maj_flt);
+	/* the last of its process (signal->live drops before this tracepoint) */
+	if (BPF_CORE_READ(cur, signal, live.counter) == 0)
+		t->flags |= CM_TF_GROUP_DEAD;
 	bpf_get_current_comm(&t->comm, sizeof(t->comm));
 	/* exit and exit_group never return: close them as completed calls */
 	if (t->sc_nr1) {
-		struct cm_sys_key key = { .tid = tid, .nr = t->sc_nr1 - 1 };
-
-		account_oncpu(t, now);
-		close_syscall(t, &key, now, false);
+		account_oncpu(t, now, cur_stime());
+		close_syscall(t, t->sc_nr1 - 1, now, false);
 		t->sc_nr1 = 0;
 	}
+	__sync_fetch_and_add(&counters.exits, 1);
 	__sync_fetch_and_add(&live_threads, -1);
 	return 0;
 }

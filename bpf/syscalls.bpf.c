@@ -46,7 +46,7 @@ static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 	if (!t)
 		return 0;
 	now = bpf_ktime_get_ns();
-	account_oncpu(t, now);
+	account_oncpu(t, now, cur_stime());
 	t->sc_nr1 = (__u32)id + 1;
 	if (gpu_dev_nmajors && id == ioctl_nr && gpu_dev_fd(regs))
 		t->sc_nr1 = CM_SYS_GPU_IOCTL + 1;
@@ -61,27 +61,56 @@ static __always_inline int on_sys_enter(struct pt_regs *regs, long id)
 	return 0;
 }
 
+/*
+ * The wrapped command, held by contactmap until every program was attached,
+ * returns from the read() it was held in: its own life starts here. What came
+ * before (the wait, contactmap's code in the child) is contactmap's, not the
+ * command's: the ledger starts afresh, and so do the fault counters.
+ */
+static __noinline void start_command(struct cm_thread *t, __u64 now)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	__u32 cpu = t->last_cpu;
+
+	/* everything after the identity (tid ... comm) from the zero template */
+	bpf_probe_read_kernel(&t->start_ns, sizeof(*t) - offsetof(struct cm_thread, start_ns),
+			      (void *)&zero_thread.start_ns);
+	t->flags &= ~CM_TF_HELD;
+	t->last_cpu = cpu;
+	t->out_kstack = t->out_ustack = -1;
+	t->start_ns = now;
+	t->state = CM_RUNNING;
+	t->state_ts = now;
+	t->run_ts = now;
+	t->stime_at = cur->stime;
+	t->min_flt_base = cur->min_flt;
+	t->maj_flt_base = cur->maj_flt;
+}
+
 static __always_inline int on_sys_exit(long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct cm_thread *t = thread_of(tid);
-	struct cm_sys_key key;
 	__u64 now;
+	__u32 nr;
 
 	if (!t)
 		return 0;
 	now = bpf_ktime_get_ns();
-	account_oncpu(t, now);
+	if ((t->flags & CM_TF_HELD) && (!t->sc_nr1 || t->sc_nr1 - 1 == read_nr)) {
+		start_command(t, now);
+		return 0;
+	}
+	account_oncpu(t, now, cur_stime());
 	if (!t->sc_nr1)
 		return 0;	/* entered before we attached and not seeded */
-	key.tid = tid;
-	key.nr = t->sc_nr1 - 1;
+	nr = t->sc_nr1 - 1;
 	t->sc_nr1 = 0;
-	if (!close_syscall(t, &key, now, ret < 0 && ret >= -4095))
+	if (!close_syscall(t, nr, now, ret < 0 && ret >= -4095))
 		return 0;
 	if (cfg_offcpu_stacks && t->sc_offcpu && !t->sc_partial) {
 		if (t->sc_offcpu >= cfg_min_block_ns) {
-			emit_offcpu(t, CM_CAUSE_SYSCALL, key.nr, t->sc_offcpu, true);
+			emit_offcpu(t, CM_CAUSE_SYSCALL, nr, t->sc_offcpu, true);
 		} else {
 			__sync_fetch_and_add(&counters.offcpu_skipped, 1);
 			__sync_fetch_and_add(&counters.offcpu_skipped_ns, t->sc_offcpu);
@@ -90,7 +119,7 @@ static __always_inline int on_sys_exit(long ret)
 	if (t->sc_exec_map && ret >= 0)
 		emit_maps(t);
 	if (cfg_trace && !t->sc_partial && now - t->sc_enter_ts >= cfg_trace_sys_min_ns)
-		emit_slice(t->pid, tid, &t->trace_seq, CM_SL_SYSCALL, 0, key.nr, t->sc_enter_ts, now, 0);
+		emit_slice(t->pid, tid, &t->trace_seq, CM_SL_SYSCALL, 0, nr, t->sc_enter_ts, now, 0);
 	return 0;
 }
 

@@ -23,6 +23,7 @@ void cm_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));	/* -v
 /* Subsystems of the contact map, in display order. */
 enum cm_subsys {
 	CM_SS_CPU_USER,
+	CM_SS_CPU_KERNEL,	/* kernel time outside syscalls that is not a fault's */
 	CM_SS_RUNQ,
 	CM_SS_MEMORY,
 	CM_SS_SYNC,

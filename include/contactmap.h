@@ -7,6 +7,7 @@
 #define CONTACTMAP_H
 
 #ifndef __VMLINUX_H__	/* BPF side gets the types from vmlinux.h */
+#include <stdbool.h>
 #include <linux/types.h>
 #endif
 
@@ -37,12 +38,25 @@ enum cm_state {
 #define CM_SYS_GPU_IOCTL 4000
 #define CM_GPU_DEV_MAJORS 4	/* char-device majors of GPU driver files */
 
+/*
+ * Syscall rows of a thread are keyed by its generation, not its tid: a row
+ * outlives nothing, and a new thread that reuses a tid never meets an old
+ * thread's rows. Bit i of sc_used says row nr i exists (nr >= CM_SYS_USED_OTHER
+ * is kept under CM_SYS_USED_OTHER, and the GPU ioctl pseudo-syscall under its
+ * own bit), so user space can drain them when the thread ends.
+ */
+#define CM_SYS_USED_WORDS 8
+#define CM_SYS_USED_OTHER 510	/* row of syscalls numbered 510 and up */
+#define CM_SYS_USED_GPU 511	/* bit of the CM_SYS_GPU_IOCTL row */
+
 /* Per-thread ledger and state, one entry of the `threads` hash map. */
 struct cm_thread {
 	__u32 tid;
 	__u32 pid;		/* tgid */
 	__u32 ppid;		/* tgid of the parent process, for a new process */
 	__u32 flags;		/* CM_TF_* */
+	__u32 gen;		/* unique per traced thread over the run: its syscall rows' key */
+	__u32 pgen;		/* unique per traced process (its first thread's gen) */
 	char comm[CM_COMM_LEN];
 
 	__u64 start_ns;		/* start of its traced window */
@@ -74,9 +88,23 @@ struct cm_thread {
 	__u64 sc_offcpu;
 	__u64 sc_iowait;
 
+	/*
+	 * Kernel time outside syscalls (page faults, interrupts) by the kernel's
+	 * own tick accounting: task->stime at the last boundary, and the system
+	 * ticks that fell in user segments (between syscalls) not yet charged, by
+	 * whether the segment took a page fault (see cm_account_oncpu).
+	 */
+	__u64 stime_at;
+	__u64 kcarry_fault;
+	__u64 kcarry_other;
+
 	/* the ledger */
 	__u64 oncpu_user_ns;
 	__u64 oncpu_sys_ns;
+	__u64 oncpu_kfault_ns;	/* kernel, outside syscalls, in segments that faulted */
+	__u64 oncpu_kother_ns;	/* kernel, outside syscalls, otherwise (interrupts) */
+	__u64 sys_offcpu_ns;	/* blocked in syscalls, summed over its rows: the ledger */
+	__u64 sys_iowait_ns;	/* closes even if a row could not be stored */
 	__u64 runq_wake_ns;
 	__u64 runq_preempt_ns;
 	__u64 off_fault_ns;	/* blocked in a page fault outside syscalls */
@@ -118,17 +146,28 @@ struct cm_thread {
 	__u64 gpu_blocked_ns;	/* blocked inside synchronize calls */
 	__u64 gpu_syncs;	/* synchronize calls completed */
 	__u64 gpu_sync_ns;	/* their wall time */
+
+	__u64 exit_ts;		/* sched_process_exit */
+	__u64 sc_used[CM_SYS_USED_WORDS];	/* syscall rows that exist (see above) */
 };
 
 #define CM_TF_SEEDED 1		/* existed before tracing began */
 #define CM_TF_EXITED 2		/* sched_process_exit seen */
 #define CM_TF_EXECED 4
 #define CM_TF_OBSERVER 8	/* contactmap's own thread in the target (the CUPTI agent's) */
+#define CM_TF_HELD 16		/* the wrapped command before exec, held by contactmap */
+#define CM_TF_GROUP_DEAD 32	/* no thread of its process was alive when it exited */
+
+/* The row of syscall nr in a thread's sc_used bitmap. */
+static inline __attribute__((always_inline)) __u32 cm_sys_used_bit(__u32 nr)
+{
+	return nr == 4000 ? CM_SYS_USED_GPU : nr < CM_SYS_USED_OTHER ? nr : CM_SYS_USED_OTHER;
+}
 
 /* Per-thread, per-syscall statistics: key of the `sysstats` map. */
 struct cm_sys_key {
-	__u32 tid;
-	__u32 nr;
+	__u32 gen;		/* the thread's cm_thread.gen */
+	__u32 nr;		/* as cm_sys_used_bit keeps it */
 };
 
 struct cm_sys_stat {
@@ -144,7 +183,7 @@ struct cm_sys_stat {
 
 /* Block I/O, per submitting process, device and operation. */
 struct cm_blk_key {
-	__u32 pid;
+	__u32 pgen;		/* the process's cm_thread.pgen */
 	__u32 dev;		/* MKDEV as the kernel's dev_t: major << 20 | minor */
 	__u32 op;		/* CM_BLK_* */
 	__u32 pad;
@@ -158,8 +197,9 @@ struct cm_blk_key {
 
 struct cm_blk_stat {
 	__u64 submitted;	/* claimed for a traced submitter */
-	__u64 count;		/* completions seen (bytes, times and hist are theirs) */
-	__u64 bytes;
+	__u64 count;		/* completions seen (times and hist are theirs) */
+	__u64 bytes;		/* at the claim, grown by what merged in before completion */
+	__u64 completed_bytes;	/* of the completions seen */
 	__u64 total_ns;
 	__u64 max_ns;
 	__u64 hist[CM_HIST_SLOTS];
@@ -170,7 +210,7 @@ struct cm_blk_start {
 	struct cm_blk_key key;
 	__u64 bytes;
 	__u32 tid;		/* the submitter, for the timeline */
-	__u32 pad;
+	__u32 pid;
 };
 
 /* ---- stacks ------------------------------------------------------------------ */
@@ -205,6 +245,22 @@ struct cm_stack_event {
 	char comm[CM_COMM_LEN];
 	struct cm_regs regs;
 	__u8 stack[CM_STACK_SNAP];
+};
+
+/* ---- thread life ---------------------------------------------------------------- */
+/*
+ * A traced thread's final figures, sent at its last switch-out; its map entry
+ * is then freed and user space folds the record (and drains its syscall rows)
+ * into its process's books. Where the ring is full the entry stays, marked
+ * CM_DEAD, and user space collects it from the map.
+ */
+#define CM_EV_THREAD_EXIT 8
+#define CM_LIFE_RING_BYTES (4 << 20)
+
+struct cm_life_event {
+	__u32 type;		/* CM_EV_THREAD_EXIT */
+	__u32 pad;
+	struct cm_thread t;
 };
 
 /* ---- timeline ------------------------------------------------------------------- */
@@ -261,6 +317,9 @@ struct cm_counters {
 	__u64 samples;		/* cpu-clock samples of traced threads */
 	__u64 trace_ringbuf_full;	/* timeline events dropped: ring buffer full */
 	__u64 trace_rate_limited;	/* timeline events dropped by the rate limit */
+	__u64 exit_ringbuf_full;	/* exit records that waited in the map (not lost) */
+	__u64 exits;		/* traced threads that reached sched_process_exit */
+	__u64 retired;		/* exit records sent */
 	__u64 cgroup_events_full;	/* --cgroup: a task that joined went unreported */
 };
 
@@ -268,18 +327,37 @@ struct cm_counters {
  * On-CPU time d ends at a boundary: it goes to user or syscall time or, inside
  * a CUDA synchronize call, to GPU wait (spin): the syscalls such a call makes
  * keep their count and latency but not this time, so nothing is counted twice.
- * One definition for the BPF programs and for user space closing the intervals
- * still open at the end.
+ * `stime` is the thread's task->stime now: the system ticks the kernel counted
+ * in a user segment are kernel time outside syscalls (a fault's or an
+ * interrupt's), and are charged to it, carried over to later user segments
+ * where a tick (4 ms at HZ=250) is longer than the segment it fell in. One
+ * definition for the BPF programs and for user space closing the intervals
+ * still open at the end (with stime = t->stime_at: no new ticks).
  */
-static inline __attribute__((always_inline)) void cm_account_oncpu(struct cm_thread *t, __u64 d)
+static inline __attribute__((always_inline)) void cm_account_oncpu(struct cm_thread *t, __u64 d,
+								   __u64 stime, bool faulted)
 {
+	__u64 ticks = stime > t->stime_at ? stime - t->stime_at : 0, c;
+
+	t->stime_at = stime;
 	if (t->gpu_sync) {
 		t->gpu_spin_ns += d;
 	} else if (t->sc_nr1) {
 		t->oncpu_sys_ns += d;
 		t->sc_oncpu += d;
 	} else {
-		t->oncpu_user_ns += d;
+		if (faulted)
+			t->kcarry_fault += ticks;
+		else
+			t->kcarry_other += ticks;
+		c = t->kcarry_fault < d ? t->kcarry_fault : d;
+		t->kcarry_fault -= c;
+		t->oncpu_kfault_ns += c;
+		d -= c;
+		c = t->kcarry_other < d ? t->kcarry_other : d;
+		t->kcarry_other -= c;
+		t->oncpu_kother_ns += c;
+		t->oncpu_user_ns += d - c;
 	}
 }
 
@@ -294,8 +372,11 @@ static inline __attribute__((always_inline)) void cm_account_blocked(struct cm_t
 		t->gpu_blocked_ns += d;	/* io-wait or not: waiting for the GPU */
 	} else if (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) {
 		t->sc_offcpu += d;
-		if (t->blk_iowait)
+		t->sys_offcpu_ns += d;
+		if (t->blk_iowait) {
 			t->sc_iowait += d;
+			t->sys_iowait_ns += d;
+		}
 	} else if (t->blk_cause == CM_CAUSE_FAULT) {
 		t->off_fault_ns += d;
 		if (t->blk_iowait)

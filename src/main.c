@@ -54,7 +54,8 @@ static const char usage[] =
 "                         on): sampled (default: on 50 ms of every second;\n"
 "                         estimated), full, or off\n"
 "      --no-observer-cost the same as --observer-cost off\n"
-"      --max-threads N    traced-thread map size (default 4096)\n"
+"      --max-threads N    threads alive at once that can be traced (default 65536;\n"
+"                         entries are freed at exit and not preallocated)\n"
 "      --attach-type T    force tp_btf or raw_tp (default: best available)\n"
 "      --block-claim insert_issue  claim block requests at insert/issue, as\n"
 "                         on kernels before 6.5 (default: block_io_start)\n"
@@ -396,7 +397,8 @@ static int cmd_check(void)
 
 int main(int argc, char **argv)
 {
-	struct cm_run_opts o = { .tr = { .max_threads = 4096, .max_syscall_rows = 8192,
+	struct cm_run_opts o = { .tr = { .max_threads = 65536, .max_syscall_rows = 262144,
+				  .keep_threads = 64, .keep_procs = 1024,
 				  .min_block_ns = 200000, .trace_sys_min_ns = 100000,
 				  .trace_max_per_sec = 100000, .trace_max_bytes = 256ULL << 20 } };
 	char cgroup[PATH_MAX];

@@ -24,6 +24,8 @@
 #include "session.h"
 #include "gpu.h"
 #include "observer.h"
+#include "books.h"
+#include "life.h"
 #include "contactmap.skel.h"
 #include "stacks.h"
 #include "pprof.h"
@@ -106,6 +108,14 @@ static int on_slice_event(void *ctx, void *data, size_t len)
 	return cm_timeline_event(ctx, data, len);
 }
 
+/* An ended thread's last sequence number: drops after its last event are
+ * marked as a gap on its track. */
+static void timeline_thread_exit(void *ctx, const struct cm_thread *t)
+{
+	cm_timeline_final_seq(ctx, t->pid, t->tid, t->trace_seq, t->end_ns ? t->end_ns : t->exit_ts,
+			      t->comm);
+}
+
 static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 {
 	tr->timeline = cm_timeline_open(o->trace_path, cm_now_ns(), o->trace_max_bytes);
@@ -115,6 +125,7 @@ static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		cm_err("cannot open the timeline ring buffer: %s", strerror(errno));
 		return -1;
 	}
+	cm_life_on_exit(tr, timeline_thread_exit, tr->timeline);
 	return 0;
 }
 
@@ -122,6 +133,9 @@ static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 static void session_close(struct cm_tracer *tr)
 {
 	cm_observer_free(tr);
+	cm_life_free(tr);
+	cm_books_free(tr->books);
+	tr->books = NULL;
 	stop_sampling(tr);
 	free(tr->perf_links);
 	free(tr->perf_fds);
@@ -142,6 +156,13 @@ static int session_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 {
 	if (cm_tracer_start(tr, o))
 		return -1;
+	tr->books = cm_books_new(o->keep_threads, o->keep_procs);
+	if (!tr->books) {
+		cm_err("out of memory");
+		goto fail;
+	}
+	if (cm_life_start(tr, tr->books))
+		goto fail;
 	if ((o->sample_hz || o->offcpu_stacks) && start_stacks(tr, o))
 		goto fail;
 	if (o->trace_path && start_timeline(tr, o))
@@ -164,6 +185,8 @@ fail:
 static void session_open_window(struct cm_tracer *tr)
 {
 	tr->start_ns = cm_now_ns();
+	/* the timeline's zero is the report's window start */
+	cm_timeline_set_base(tr->timeline, tr->start_ns);
 	cm_observer_window(tr);
 }
 
@@ -187,9 +210,11 @@ static int session_read(struct cm_tracer *tr, struct cm_snapshot *s)
 	return 0;
 }
 
-/* Reads while tracing goes on (an interval line). */
+/* Reads while tracing goes on (an interval line): the exit records that
+ * wait in the ring first, as their threads are no longer in the map. */
 static int session_peek(struct cm_tracer *tr, struct cm_snapshot *s)
 {
+	cm_tracer_consume(tr);
 	tr->end_ns = cm_now_ns();
 	return session_read(tr, s);
 }
@@ -204,6 +229,7 @@ static int session_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 	cm_observer_stop(tr);
 	/* what the programs wrote before they were detached */
 	cm_tracer_consume(tr);
+	cm_life_final(tr);
 	return session_read(tr, s);
 }
 
@@ -340,7 +366,7 @@ static int emit(struct cm_tracer *tr, const struct cm_run_opts *o, json_object *
 		const struct cm_thread *t = &snap.threads[i];
 
 		cm_timeline_final_seq(tr->timeline, t->pid, t->tid, t->trace_seq,
-				      t->end_ns ? t->end_ns : tr->end_ns);
+				      t->end_ns ? t->end_ns : tr->end_ns, NULL);
 	}
 	if (tr->timeline &&
 	    cm_timeline_close(tr->timeline, report,
@@ -497,6 +523,7 @@ int cm_run_wrap(struct cm_run_opts *o)
 		if (pfd[1].revents & POLLIN)
 			cm_gpu_poll(&tr);
 		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
+		cm_life_sweep(&tr);
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
 
@@ -640,6 +667,7 @@ int cm_run_attach(struct cm_run_opts *o)
 				stop_sig = si.ssi_signo;
 		}
 		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
+		cm_life_sweep(&tr);
 		cm_gpu_poll(&tr);
 	}
 

@@ -9,6 +9,7 @@ static const struct {
 	const char *key, *label;
 } subsys[CM_SS_COUNT] = {
 	[CM_SS_CPU_USER] = { "cpu_user", "CPU (user)" },
+	[CM_SS_CPU_KERNEL] = { "cpu_kernel", "CPU (kernel: irq, other)" },
 	[CM_SS_RUNQ] = { "runq", "run queue" },
 	[CM_SS_MEMORY] = { "memory", "memory" },
 	[CM_SS_SYNC] = { "sync", "sync (futex)" },

@@ -27,6 +27,9 @@
 
 struct seqent {
 	uint32_t tid, seq;
+	uint32_t pid, final;	/* the thread's last number, once it has ended */
+	uint64_t final_ts;
+	char comm[CM_COMM_LEN];	/* an ended thread's name, for its track */
 };
 
 struct cm_timeline {
@@ -110,6 +113,26 @@ static struct seqent *seq_slot(struct seqent *tab, size_t cap, uint32_t tid)
 	return &tab[i];
 }
 
+static void emit(struct cm_timeline *tl, const char *fmt, ...);
+static double us(const struct cm_timeline *tl, uint64_t ns);
+static void json_str(FILE *fp, const char *s);
+
+/* An ended thread whose events after the last one that arrived were dropped:
+ * a gap at its track's end. */
+static void settle_final(struct cm_timeline *tl, struct seqent *ent)
+{
+	uint32_t missed;
+
+	if (ent->final > ent->seq) {
+		missed = ent->final - ent->seq;
+		tl->gaps++;
+		tl->gap_events += missed;
+		emit(tl, "{\"name\":\"gap: %u events dropped\",\"cat\":\"gap\",\"ph\":\"i\",\"s\":\"t\","
+		     "\"ts\":%.3f,\"pid\":%u,\"tid\":%u}", missed, us(tl, ent->final_ts), ent->pid, ent->tid);
+	}
+	ent->final = 0;
+}
+
 /* Per-thread sequence numbers: a jump means the kernel dropped events. */
 static uint32_t seq_jump(struct cm_timeline *tl, uint32_t tid, uint32_t seq)
 {
@@ -134,6 +157,12 @@ static uint32_t seq_jump(struct cm_timeline *tl, uint32_t tid, uint32_t seq)
 		ent->tid = tid;
 		ent->seq = seq;
 		tl->nseq++;
+		return 0;
+	}
+	/* numbers start again: a new thread with the ended one's id */
+	if (ent->final && seq <= ent->seq) {
+		settle_final(tl, ent);
+		ent->seq = seq;
 		return 0;
 	}
 	missed = seq > ent->seq + 1 ? seq - ent->seq - 1 : 0;
@@ -248,24 +277,33 @@ int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len)
 	return 0;
 }
 
+void cm_timeline_set_base(struct cm_timeline *tl, uint64_t base_ns)
+{
+	if (tl)
+		tl->base = base_ns;
+}
+
 void cm_timeline_final_seq(struct cm_timeline *tl, uint32_t pid, uint32_t tid, uint32_t seq,
-			   uint64_t ts)
+			   uint64_t ts, const char *comm)
 {
 	struct seqent *ent;
-	uint32_t last, missed;
 
 	if (!tl || !seq)
 		return;
+	/* its last events may still wait in the ring: settled at the next
+	 * thread with its id, or at the close */
+	if (!seq_slot(tl->seqs, tl->seqcap, tid)->tid)
+		seq_jump(tl, tid, 0);
 	ent = seq_slot(tl->seqs, tl->seqcap, tid);
-	last = ent->tid ? ent->seq : 0;
-	if (seq <= last)
+	if (!ent->tid)
 		return;
-	/* dropped after the last event that arrived: a gap at the track's end */
-	missed = seq - last;
-	tl->gaps++;
-	tl->gap_events += missed;
-	emit(tl, "{\"name\":\"gap: %u events dropped\",\"cat\":\"gap\",\"ph\":\"i\",\"s\":\"t\","
-	     "\"ts\":%.3f,\"pid\":%u,\"tid\":%u}", missed, us(tl, ts), pid, tid);
+	if (ent->final)
+		settle_final(tl, ent);
+	ent->pid = pid;
+	ent->final = seq;
+	ent->final_ts = ts;
+	if (comm)
+		memcpy(ent->comm, comm, CM_COMM_LEN);
 }
 
 void cm_timeline_abort(struct cm_timeline *tl)
@@ -299,6 +337,24 @@ int cm_timeline_close(struct cm_timeline *tl, json_object *report, uint64_t kern
 
 	if (!tl)
 		return 0;
+	/* ended threads: drops after their last event, and their tracks' names
+	 * (a thread folded into a row of its comm has no row of its own) */
+	for (size_t k = 0; k < tl->seqcap; k++) {
+		struct seqent *ent = &tl->seqs[k];
+		char comm[4 * CM_COMM_LEN + 1];
+
+		if (!ent->tid)
+			continue;
+		if (ent->final)
+			settle_final(tl, ent);
+		if (!ent->comm[0])
+			continue;
+		cm_sanitize_comm(ent->comm, CM_COMM_LEN, comm, sizeof(comm));
+		fprintf(tl->fp, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%u,\"tid\":%u,\"args\":{\"name\":",
+			ent->pid, ent->tid);
+		json_str(tl->fp, comm);
+		fputs("}}", tl->fp);
+	}
 	/* track names, written whatever the size cap */
 	if (json_object_object_get_ex(report, "processes", &procs)) {
 		for (size_t i = 0; i < json_object_array_length(procs); i++) {
@@ -331,10 +387,11 @@ int cm_timeline_close(struct cm_timeline *tl, json_object *report, uint64_t kern
 		fprintf(tl->fp, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%u,\"tid\":%u,"
 			"\"args\":{\"name\":\"GPU %u stream %u %s\"}}", tl->gpu[i].pid, tl->gpu[i].tid,
 			tl->gpu[i].dev, tl->gpu[i].stream, tl->gpu[i].copy ? "copies" : "kernels");
-	fprintf(tl->fp, "\n],\"otherData\":{\"tool\":\"contactmap %s\",\"events\":%" PRIu64
+	fprintf(tl->fp, "\n],\"otherData\":{\"tool\":\"contactmap %s\",\"zero_ns\":%" PRIu64
+		",\"events\":%" PRIu64
 		",\"dropped_in_kernel\":%" PRIu64 ",\"dropped_size_cap\":%" PRIu64
 		",\"gaps\":%" PRIu64 ",\"gap_events\":%" PRIu64 "}}\n",
-		CM_VERSION, tl->written, kernel_dropped, tl->dropped_cap, tl->gaps, tl->gap_events);
+		CM_VERSION, tl->base, tl->written, kernel_dropped, tl->dropped_cap, tl->gaps, tl->gap_events);
 	if (fflush(tl->fp) || ferror(tl->fp) || fsync(fileno(tl->fp)) || fclose(tl->fp) ||
 	    rename(tl->tmp, tl->path)) {
 		cm_err("cannot write the timeline %s: %s", tl->path, strerror(errno));

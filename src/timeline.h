@@ -9,8 +9,12 @@
 
 struct cm_timeline;
 
-/* Opens PATH.tmp.<pid>; max_bytes caps the file (0 = no cap). NULL on error (printed). */
+/* Opens PATH.tmp.<pid>; max_bytes caps the file (0 = no cap). NULL on error
+ * (printed). base_ns: see cm_timeline_set_base. */
 struct cm_timeline *cm_timeline_open(const char *path, uint64_t base_ns, uint64_t max_bytes);
+/* Times are written relative to base_ns: the report's window.start_ns, set
+ * when the window opens (no event is older: only traced threads have any). */
+void cm_timeline_set_base(struct cm_timeline *tl, uint64_t base_ns);
 /* One ring-buffer record (struct cm_slice_event). */
 int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len);
 /* Writes track names from the report, the drop figures, renames the file into
@@ -20,7 +24,7 @@ int cm_timeline_close(struct cm_timeline *tl, json_object *report, uint64_t kern
 /* A thread's final sequence number: events dropped after its last one
  * that arrived are marked as a gap at ts. */
 void cm_timeline_final_seq(struct cm_timeline *tl, uint32_t pid, uint32_t tid, uint32_t seq,
-			   uint64_t ts);
+			   uint64_t ts, const char *comm);
 /* Removes the unfinished temp file (a run that failed); NULL is fine. */
 void cm_timeline_abort(struct cm_timeline *tl);
 

@@ -142,9 +142,12 @@ void cm_probe_features(struct cm_features *f, bool full)
 					 "btf_trace_block_rq_complete", "btf_trace_block_rq_insert",
 					 "btf_trace_block_io_start", "bpf_uprobe_multi_link",
 					 "btf_trace_block_io_done", "btf_trace_block_rq_merge" }, .n = 8 };
+	/* 6.1: hash maps allocate as they go in tracing programs */
+	struct btf_names q2 = { .name = { "bpf_mem_alloc" }, .n = 1 };
 	struct btf *vmlinux;
 
-	f->btf = btf_scan(&q);
+	f->btf = btf_scan(&q) && btf_scan(&q2);
+	f->mem_alloc = q2.found[0];
 	if (full) {
 		/* contactmap check: the fentry probe needs a function's BTF id */
 		vmlinux = btf__load_vmlinux_btf();
@@ -256,10 +259,10 @@ static int map_traced_tids(struct cm_tracer *tr)
 	return 0;
 }
 
-static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
+static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const struct cm_features *f)
 {
 	struct contactmap_bpf *skel = contactmap_bpf__open();
-	int ioctl_nr = cm_syscall_nr("ioctl");
+	int ioctl_nr = cm_syscall_nr("ioctl"), read_nr = cm_syscall_nr("read");
 
 	if (!skel) {
 		cm_err("cannot open the BPF object: %s", strerror(errno));
@@ -267,6 +270,17 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o)
 	}
 	bpf_map__set_max_entries(skel->maps.threads, o->max_threads);
 	bpf_map__set_max_entries(skel->maps.sysstats, o->max_syscall_rows);
+	if (!f->mem_alloc) {
+		/* before 6.1 tracing programs need preallocated hash maps: the
+		 * whole table is allocated at load, so it gets a tighter bound */
+		bpf_map__set_map_flags(skel->maps.threads, 0);
+		bpf_map__set_map_flags(skel->maps.sysstats, 0);
+		bpf_map__set_max_entries(skel->maps.threads, o->max_threads < 8192 ? o->max_threads : 8192);
+		bpf_map__set_max_entries(skel->maps.sysstats,
+					 o->max_syscall_rows < 65536 ? o->max_syscall_rows : 65536);
+	}
+	if (read_nr >= 0)
+		skel->rodata->read_nr = (uint32_t)read_nr;
 	skel->rodata->cfg_oncpu_stacks = o->sample_hz > 0;
 	skel->rodata->cfg_offcpu_stacks = o->offcpu_stacks;
 	skel->rodata->cfg_min_block_ns = o->min_block_ns;
@@ -326,7 +340,7 @@ static int load_programs(struct cm_tracer *tr, const struct cm_tracer_opts *o, c
 	int err = -EINVAL;
 
 	for (int gpu = o->gpu_mode != CM_GPU_OFF; gpu >= 0; gpu--) {
-		tr->skel = open_sized(o);
+		tr->skel = open_sized(o, f);
 		if (!tr->skel)
 			return -errno;
 		select_programs(tr->skel, suffix, f, gpu);
@@ -458,7 +472,13 @@ static long read_task_syscall(pid_t pid, pid_t tid)
 	return nr;
 }
 
-static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid, bool held)
+/* A number unique over the run, from the counter the BPF side takes from. */
+static uint32_t next_gen(struct cm_tracer *tr)
+{
+	return __atomic_add_fetch(&tr->skel->bss->next_gen, 1, __ATOMIC_RELAXED);
+}
+
+static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid, bool held, uint32_t *pgen)
 {
 	int fd = bpf_map__fd(tr->skel->maps.threads);
 	struct cm_thread t;
@@ -468,8 +488,11 @@ static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid, bool held)
 	int ppid;
 	long nr;
 
-	if (bpf_map_lookup_elem(fd, &key, &t) == 0)
+	if (bpf_map_lookup_elem(fd, &key, &t) == 0) {
+		if (!*pgen)
+			*pgen = t.pgen;	/* the process's number, for threads seeded after it */
 		return 0;	/* already traced (seeded or forked) */
+	}
 	if (cm_task_stat(pid, tid, &state, &ppid, &minflt, &majflt, t.comm, sizeof(t.comm)))
 		return -1;
 	if (state == 'Z' || state == 'X')
@@ -485,7 +508,11 @@ static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid, bool held)
 	t.tid = tid;
 	t.pid = pid;
 	t.ppid = ppid;
-	t.flags = CM_TF_SEEDED;
+	t.gen = next_gen(tr);
+	if (!*pgen)
+		*pgen = t.gen;
+	t.pgen = *pgen;
+	t.flags = CM_TF_SEEDED | (held ? CM_TF_HELD : 0);
 	t.last_cpu = (uint32_t)-1;
 	t.min_flt_base = minflt;
 	t.maj_flt_base = majflt;
@@ -521,6 +548,7 @@ static int seed_thread(struct cm_tracer *tr, pid_t pid, pid_t tid, bool held)
 int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid, bool held)
 {
 	char path[64];
+	uint32_t pgen = 0;
 	int found = 0;
 
 	/* twice: a thread created while we scanned was missed by the fork hook */
@@ -535,7 +563,7 @@ int cm_tracer_seed_process(struct cm_tracer *tr, pid_t pid, bool held)
 		while ((de = readdir(d))) {
 			pid_t tid = atoi(de->d_name);
 
-			if (tid > 0 && seed_thread(tr, pid, tid, held) == 0)
+			if (tid > 0 && seed_thread(tr, pid, tid, held, &pgen) == 0)
 				found++;
 		}
 		closedir(d);

@@ -34,8 +34,10 @@ enum cm_observer_mode {
 };
 
 struct cm_tracer_opts {
-	unsigned max_threads;
-	unsigned max_syscall_rows;
+	unsigned max_threads;		/* live threads at once (a ceiling: not preallocated) */
+	unsigned max_syscall_rows;	/* live (thread, syscall) rows at once */
+	unsigned keep_threads;		/* ended threads kept as rows of their own, per process */
+	unsigned keep_procs;		/* ended processes kept as entries of their own */
 	const char *force_attach;	/* "tp_btf" or "raw_tp"; NULL = best available */
 	bool block_claim_insert;	/* claim block requests at insert/issue even with block_io_start */
 	enum cm_observer_mode observer;
@@ -69,6 +71,7 @@ struct cm_features {
 	char tp_btf_error[128];		/* why tp_btf was not used */
 	bool gpu;			/* GPU programs loaded */
 	bool uprobe_multi;		/* uprobe_multi links (6.6): one per library, fast to detach */
+	bool mem_alloc;			/* bpf_mem_alloc (6.1): tables not preallocated */
 	char gpu_error[128];		/* why not */
 };
 
@@ -79,6 +82,8 @@ struct bpf_map;
 
 struct cm_gpu_state;
 struct cm_observer;
+struct cm_life;
+struct cm_books;
 
 struct cm_tracer {
 	struct contactmap_bpf *skel;
@@ -94,6 +99,8 @@ struct cm_tracer {
 	uint64_t *tid_bits;	/* traced_tids, mapped: seeding sets bits */
 	size_t tid_bits_len;
 	struct cm_observer *obs;	/* observer.c: BPF run-time statistics */
+	struct cm_life *life;		/* life.c: exit records into the books */
+	struct cm_books *books;		/* books.c: what ended threads left */
 	struct cm_features feat;
 	uint64_t start_ns, end_ns;
 	unsigned seeded;

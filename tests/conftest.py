@@ -323,12 +323,12 @@ def block_devices_of(path):
 # --------------------------------------------------------------------------
 # report invariants (each returns a list of problems; empty = fine)
 
-LEDGER_KEYS = ("wall_ns", "oncpu_ns", "oncpu_user_ns", "oncpu_syscall_ns", "runq_ns",
-               "runq_wakeup_ns", "runq_preempt_ns", "offcpu_ns", "offcpu_by_cause",
-               "iowait_ns", "unattributed_ns")
+LEDGER_KEYS = ("wall_ns", "oncpu_ns", "oncpu_user_ns", "oncpu_syscall_ns", "oncpu_kernel_ns",
+               "oncpu_kernel_fault_ns", "runq_ns", "runq_wakeup_ns", "runq_preempt_ns",
+               "offcpu_ns", "offcpu_by_cause", "iowait_ns", "unattributed_ns")
 LEDGER_INT_KEYS = tuple(k for k in LEDGER_KEYS if k != "offcpu_by_cause") + ("oncpu_gpu_wait_ns",)
-SUBSYSTEMS = {"cpu_user", "runq", "memory", "sync", "file_io", "network", "block_io",
-              "sleep", "poll", "process", "other", "unattributed", "gpu"}
+SUBSYSTEMS = {"cpu_user", "cpu_kernel", "runq", "memory", "sync", "file_io", "network",
+              "block_io", "sleep", "poll", "process", "other", "unattributed", "gpu"}
 
 # "unattributed_ns ... must stay under 1% of wall_ns for any thread traced from
 # its start to its end" (SPEC.md).
@@ -481,9 +481,13 @@ def ledger_problems_one(L, where):
                  f"{sum(causes.values())} {causes}")
     # on-CPU inside CUDA synchronize calls is its own part (GPU wait, spin)
     gpu_spin = L.get("oncpu_gpu_wait_ns", 0)
-    if L["oncpu_ns"] != L["oncpu_user_ns"] + L["oncpu_syscall_ns"] + gpu_spin:
+    if L["oncpu_ns"] != L["oncpu_user_ns"] + L["oncpu_syscall_ns"] + L["oncpu_kernel_ns"] + gpu_spin:
         P.append(f"{where}: oncpu_ns {L['oncpu_ns']} != user {L['oncpu_user_ns']} + "
-                 f"syscall {L['oncpu_syscall_ns']} + gpu wait {gpu_spin}")
+                 f"syscall {L['oncpu_syscall_ns']} + kernel {L['oncpu_kernel_ns']} + "
+                 f"gpu wait {gpu_spin}")
+    if L["oncpu_kernel_fault_ns"] > L["oncpu_kernel_ns"]:
+        P.append(f"{where}: oncpu_kernel_fault_ns {L['oncpu_kernel_fault_ns']} > "
+                 f"oncpu_kernel_ns {L['oncpu_kernel_ns']}")
     if L["runq_ns"] != L["runq_wakeup_ns"] + L["runq_preempt_ns"]:
         P.append(f"{where}: runq_ns {L['runq_ns']} != wakeup {L['runq_wakeup_ns']} + "
                  f"preempt {L['runq_preempt_ns']}")
@@ -547,17 +551,33 @@ def ledger_problems(report, from_start_to_end=None):
                         L["unattributed_ns"] >= UNATTRIBUTED_MAX_FRACTION * L["wall_ns"]:
                     P.append(f"{tw}: unattributed_ns {L['unattributed_ns']} is not < 1% of "
                              f"wall_ns {L['wall_ns']} (thread traced from start to end)")
+        for g in p.get("threads_folded", []):
+            gw = f"{where} folded threads {g.get('comm')} x{g.get('count')}"
+            P += ledger_problems_one(g.get("ledger", {}), gw)
+            if not _is_uint(g.get("count")) or g["count"] < 1:
+                P.append(f"{gw}: count is not a positive integer")
         P += ledger_problems_one(p.get("ledger", {}), where + " ledger")
-        d = _ledger_diff(p.get("ledger", {}), _sum_ledgers(t.get("ledger", {})
-                                                            for t in p.get("threads", [])))
+        rows = p.get("threads", []) + p.get("threads_folded", [])
+        d = _ledger_diff(p.get("ledger", {}), _sum_ledgers(t.get("ledger", {}) for t in rows))
         if d:
             P.append(f"{where}: process ledger != sum of its threads' ledgers: {d}")
         if "contact_map" in p:
             P += _contact_map_problems(p["contact_map"], p.get("ledger", {}).get("wall_ns", 0),
                                        where)
+    folded = report.get("folded_processes", [])
+    for p in folded:
+        where = f"folded processes {p.get('comm')} x{p.get('count')}"
+        P += ledger_problems_one(p.get("ledger", {}), where)
+        rows = p.get("threads", []) + p.get("threads_folded", [])
+        d = _ledger_diff(p.get("ledger", {}), _sum_ledgers(t.get("ledger", {}) for t in rows))
+        if d:
+            P.append(f"{where}: ledger != sum of its threads' ledgers: {d}")
+        if "contact_map" in p:
+            P += _contact_map_problems(p["contact_map"], p.get("ledger", {}).get("wall_ns", 0),
+                                       where)
     tot = report.get("totals", {})
     P += ledger_problems_one(tot, "totals")
-    d = _ledger_diff(tot, _sum_ledgers(p.get("ledger", {}) for p in procs))
+    d = _ledger_diff(tot, _sum_ledgers(p.get("ledger", {}) for p in procs + folded))
     if d:
         P.append(f"totals != sum of process ledgers: {d}")
     P += _contact_map_problems(report.get("contact_map", []), tot.get("wall_ns", 0), "report")

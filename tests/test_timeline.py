@@ -58,6 +58,30 @@ def test_sleep_slices(tmp_path):
     assert len(est) == r.report["anomalies"]["ran_while_off_cpu"]
 
 
+# The timeline's clock against the workload's own CLOCK_MONOTONIC readings
+# around each call: its syscall slice must start after the reading before and
+# end before the reading after, within this (the entry/exit paths, a few us).
+CLOCK_TOLERANCE_US = 100
+MARKS, MARK_US = 10, 2000
+
+
+def test_timeline_clock_is_the_reports(tmp_path):
+    r, tl = run(tmp_path, "marks", MARKS, MARK_US)
+    pid = r.truth["pid"]
+    zero = r.report["window"]["start_ns"]
+    assert tl["otherData"]["zero_ns"] == zero
+    sys = sorted((e for e in x_events(tl, pid) if e["cat"] == "syscall"
+                  and e["name"] == "clock_nanosleep"), key=lambda e: e["ts"])
+    assert len(sys) == MARKS, sys
+    for e, b, a in zip(sys, r.truth["before_ns"], r.truth["after_ns"]):
+        start = zero / 1000 + e["ts"]
+        end = start + e["dur"]
+        assert b / 1000 <= start + 1 and start - b / 1000 <= CLOCK_TOLERANCE_US, \
+            f"slice starts {start - b / 1000:.1f} us after the workload's reading: {e}"
+        assert end <= a / 1000 + 1 and a / 1000 - end <= CLOCK_TOLERANCE_US, \
+            f"slice ends {a / 1000 - end:.1f} us before the workload's reading: {e}"
+
+
 @pytest.mark.parametrize("mode", ["trace", "stacks"])
 def test_reader_does_not_preempt_the_traced(tmp_path, mode):
     """With every CPU busy, a sleeper traced with --trace, or with off-CPU

@@ -58,6 +58,7 @@ int main(void)
 			bad_gap += strcmp(cm_syscall_name(i), want) != 0;
 		}
 		if (cm_syscalls[i].group > CM_SS_OTHER || cm_syscalls[i].group == CM_SS_CPU_USER ||
+		    cm_syscalls[i].group == CM_SS_CPU_KERNEL ||
 		    cm_syscalls[i].group == CM_SS_RUNQ || cm_syscalls[i].group == CM_SS_BLOCK_IO)
 			bad_gap++;
 	}
@@ -66,7 +67,7 @@ int main(void)
 	CHECK(bad_gap == 0, "gaps are unnamed \"other\", groups are syscall groups (%u bad)", bad_gap);
 
 	static const char *const keys[CM_SS_COUNT] = {
-		"cpu_user", "runq", "memory", "sync", "file_io", "network",
+		"cpu_user", "cpu_kernel", "runq", "memory", "sync", "file_io", "network",
 		"block_io", "sleep", "poll", "process", "other", "gpu", "unattributed",
 	};
 	for (int s = 0; s < CM_SS_COUNT; s++) {
