@@ -35,7 +35,7 @@ struct choice {
 };
 
 struct pstate {
-	int64_t pid;
+	char key[160];		/* "123", or "folded/COMM" for a group of folded processes */
 	struct choice sys, cause, gpuapi;
 };
 
@@ -79,10 +79,10 @@ static void choice_free(struct choice *c)
 	free(c->names);
 }
 
-static struct pstate *pstate_of(struct mstate *m, int64_t pid)
+static struct pstate *pstate_of(struct mstate *m, const char *key)
 {
 	for (size_t i = 0; i < m->n; i++)
-		if (m->p[i].pid == pid)
+		if (!strcmp(m->p[i].key, key))
 			return &m->p[i];
 	if (m->n == m->cap) {
 		size_t nc = m->cap ? m->cap * 2 : 16;
@@ -93,7 +93,8 @@ static struct pstate *pstate_of(struct mstate *m, int64_t pid)
 		m->p = np;
 		m->cap = nc;
 	}
-	m->p[m->n] = (struct pstate){ .pid = pid };
+	m->p[m->n] = (struct pstate){ 0 };
+	snprintf(m->p[m->n].key, sizeof(m->p[m->n].key), "%s", key);
 	return &m->p[m->n++];
 }
 
@@ -123,8 +124,8 @@ static const struct famdef {
 } famdefs[F_COUNT] = {
 	[F_INFO] = { "contactmap_info", "gauge", "contactmap's version and target mode; always 1" },
 	[F_WINDOW] = { "contactmap_window_seconds_total", "counter", "Time traced so far" },
-	[F_PROCS] = { "contactmap_processes", "gauge", "Processes traced so far (exited ones included)" },
-	[F_THREADS] = { "contactmap_process_threads", "gauge", "Threads of the process traced so far (exited ones included)" },
+	[F_PROCS] = { "contactmap_processes", "gauge", "Processes with series of their own (ended ones included, until folded)" },
+	[F_THREADS] = { "contactmap_process_threads", "gauge", "Threads of the process with rows of their own in the report" },
 	[F_WALL] = { "contactmap_wall_seconds_total", "counter", "Wall time of the process's threads added up (thread-seconds)" },
 	[F_LEDGER] = { "contactmap_ledger_seconds_total", "counter",
 		       "The ledger in thread-seconds by part: oncpu_user, oncpu_syscall, oncpu_gpu_wait, runq_wakeup, runq_preempt, offcpu, unattributed; the parts add up to contactmap_wall_seconds_total" },
@@ -451,20 +452,29 @@ static const char *const ledger_parts[][2] = {
 	{ "unattributed", "unattributed_ns" },
 };
 
-static void process(struct out *o, struct mstate *m, json_object *p)
+/* One process; folded (the report's folded_processes: ended processes the
+ * books folded by comm, past the number kept) with pid="folded". */
+static void process(struct out *o, struct mstate *m, json_object *p, bool folded)
 {
 	int64_t pid = (int64_t)u64(p, "pid");
-	struct pstate *ps = pstate_of(m, pid);
+	char key[160], pidl[24];
+	struct pstate *ps;
 	json_object *L = cm_json_get(p, "ledger"), *cmap = cm_json_get_type(p, "contact_map", json_type_array);
 	json_object *sched = cm_json_get(p, "sched"), *faults = cm_json_get(p, "faults");
 	json_object *blk = cm_json_get_type(p, "block_io", json_type_array);
 	json_object *threads = cm_json_get_type(p, "threads", json_type_array);
 	char comm[128], pl[256], lab[512], b[48];
 
+	esc(comm, sizeof(comm), cm_json_str(p, "comm"));
+	if (folded)
+		snprintf(pidl, sizeof(pidl), "folded");
+	else
+		snprintf(pidl, sizeof(pidl), "%" PRId64, pid);
+	snprintf(key, sizeof(key), "%s/%s", pidl, folded ? comm : "");
+	ps = pstate_of(m, key);
 	if (!ps)
 		return;
-	esc(comm, sizeof(comm), cm_json_str(p, "comm"));
-	snprintf(pl, sizeof(pl), "pid=\"%" PRId64 "\",comm=\"%s\"", pid, comm);
+	snprintf(pl, sizeof(pl), "pid=\"%s\",comm=\"%s\"", pidl, comm);
 
 	fprintf(F(o, F_THREADS), "contactmap_process_threads{%s} %zu\n", pl,
 		threads ? json_object_array_length(threads) : 0);
@@ -539,6 +549,7 @@ static char *metrics_text(struct mstate *m, json_object *r, size_t *lenp)
 {
 	struct out o = { 0 };
 	json_object *procs = cm_json_get_type(r, "processes", json_type_array);
+	json_object *folded = cm_json_get_type(r, "folded_processes", json_type_array);
 	json_object *req = cm_json_get(r, "requests"), *obs = cm_json_get(r, "observer");
 	char mode[64], b[48], *text = NULL;
 	size_t len = 0;
@@ -550,7 +561,9 @@ static char *metrics_text(struct mstate *m, json_object *r, size_t *lenp)
 		secs(u64(cm_json_get(r, "window"), "duration_ns"), b, sizeof(b)));
 	fprintf(F(&o, F_PROCS), "contactmap_processes %zu\n", procs ? json_object_array_length(procs) : 0);
 	for (size_t i = 0; procs && i < json_object_array_length(procs); i++)
-		process(&o, m, json_object_array_get_idx(procs, i));
+		process(&o, m, json_object_array_get_idx(procs, i), false);
+	for (size_t i = 0; folded && i < json_object_array_length(folded); i++)
+		process(&o, m, json_object_array_get_idx(folded, i), true);
 	if (req) {
 		json_object *lat = cm_json_get(req, "latency_ns");
 		static const char *const q[][2] = { { "0.5", "p50" }, { "0.9", "p90" }, { "0.99", "p99" } };

@@ -249,6 +249,11 @@ def test_metrics_of_saved_report(tmp_path, prometheus_bin):
                              {"device": 0, "stream": 8, "count": 2, "total_ns": 500}],
                  "copies": [{"kind": "HtoD", "memory": "pinned", "count": 2, "bytes": 4096}],
                  "sync": {"count": 4, "spin_ns": 1000, "blocked_ns": 2000000}}
+    # ended processes the books folded by comm: one set of series, pid="folded"
+    group = json.loads(json.dumps(rep["processes"][1]))
+    del group["pid"], group["ppid"]
+    group["count"] = 5
+    rep["folded_processes"] = [group]
     rep["requests"] = {"count": 7, "latency_ns": {"p50": 1500000, "p90": 2000000,
                                                   "p99": 3000000, "max": 4000000}}
     path = tmp_path / "r.json"
@@ -270,6 +275,10 @@ def test_metrics_of_saved_report(tmp_path, prometheus_bin):
             n = sum(s["count"] for s in rows[16:])
             assert f'contactmap_syscalls_total{{{pl},syscall="other"}} {n}' in out
             assert f'contactmap_syscall_duration_seconds_count{{{pl},syscall="other"}} {n}' in out
+    gl = f'pid="folded",comm="{group["comm"]}"'
+    for s in group["syscalls"]:
+        assert f'contactmap_syscalls_total{{{gl},syscall="{s["name"]}"}} {s["count"]}' in out
+    assert f'contactmap_wall_seconds_total{{{gl}}} ' in cp.stdout
     pl = f'pid="{p0["pid"]}",comm="{p0["comm"]}"'
     assert f'contactmap_gpu_kernels_total{{{pl},device="0"}} 7' in out
     assert f'contactmap_gpu_kernel_seconds_total{{{pl},device="0"}} 0.0000015' in out
