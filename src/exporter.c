@@ -128,7 +128,7 @@ static const struct famdef {
 	[F_THREADS] = { "contactmap_process_threads", "gauge", "Threads of the process with rows of their own in the report" },
 	[F_WALL] = { "contactmap_wall_seconds_total", "counter", "Wall time of the process's threads added up (thread-seconds)" },
 	[F_LEDGER] = { "contactmap_ledger_seconds_total", "counter",
-		       "The ledger in thread-seconds by part: oncpu_user, oncpu_syscall, oncpu_gpu_wait, runq_wakeup, runq_preempt, offcpu, unattributed; the parts add up to contactmap_wall_seconds_total" },
+		       "The ledger in thread-seconds by part: oncpu_user, oncpu_syscall, oncpu_kernel, oncpu_gpu_wait, runq_wakeup, runq_preempt, offcpu, unattributed; the parts add up to contactmap_wall_seconds_total" },
 	[F_THREADSEC] = { "contactmap_thread_seconds_total", "counter",
 			  "Thread-seconds by subsystem of the contact map; the subsystems add up to contactmap_wall_seconds_total" },
 	[F_OFFCPU] = { "contactmap_offcpu_seconds_total", "counter",
@@ -447,7 +447,7 @@ static void gpu(struct out *o, struct pstate *ps, const char *pl, json_object *g
 
 static const char *const ledger_parts[][2] = {
 	{ "oncpu_user", "oncpu_user_ns" }, { "oncpu_syscall", "oncpu_syscall_ns" },
-	{ "oncpu_gpu_wait", "oncpu_gpu_wait_ns" }, { "runq_wakeup", "runq_wakeup_ns" },
+	{ "oncpu_kernel", "oncpu_kernel_ns" }, { "oncpu_gpu_wait", "oncpu_gpu_wait_ns" }, { "runq_wakeup", "runq_wakeup_ns" },
 	{ "runq_preempt", "runq_preempt_ns" }, { "offcpu", "offcpu_ns" },
 	{ "unattributed", "unattributed_ns" },
 };
@@ -614,6 +614,8 @@ struct cm_exporter {
 	char *text;		/* what /metrics serves; NULL until the first report */
 	size_t len;
 	struct mstate m;	/* the run loop's alone */
+	char url[128];
+	bool announced;
 };
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *type,
@@ -667,6 +669,12 @@ void cm_exporter_publish(struct cm_exporter *e, json_object *report)
 	e->len = len;
 	pthread_mutex_unlock(&e->lock);
 	free(old);
+	/* always said, not only with -v (with port 0 it is the only way to know
+	 * the port), and only once tracing runs: a start that fails says one line */
+	if (!e->announced) {
+		fprintf(stderr, "contactmap: serving metrics on %s\n", e->url);
+		e->announced = true;
+	}
 }
 
 /* "PORT", ":PORT", "HOST:PORT", "[V6]:PORT" into host and port. */
@@ -745,14 +753,13 @@ struct cm_exporter *cm_exporter_open(const char *spec)
 {
 	struct cm_exporter *e = calloc(1, sizeof(*e));
 	sigset_t all, old;
-	char url[128];
 
 	if (!e) {
 		cm_err("out of memory");
 		return NULL;
 	}
 	pthread_mutex_init(&e->lock, NULL);
-	e->fd = listen_on(spec, url, sizeof(url));
+	e->fd = listen_on(spec, e->url, sizeof(e->url));
 	if (e->fd < 0) {
 		free(e);
 		return NULL;
@@ -766,13 +773,11 @@ struct cm_exporter *cm_exporter_open(const char *spec)
 				  MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (!e->mhd) {
-		cm_err("cannot start the metrics server on %s (libmicrohttpd refused)", url);
+		cm_err("cannot start the metrics server on %s (libmicrohttpd refused)", e->url);
 		close(e->fd);
 		free(e);
 		return NULL;
 	}
-	/* always said, not only with -v: with port 0 it is the only way to know */
-	fprintf(stderr, "contactmap: serving metrics on %s\n", url);
 	return e;
 }
 

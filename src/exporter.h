@@ -20,10 +20,11 @@ struct cm_exporter;
 
 /* Listens on SPEC ("PORT", ":PORT", "HOST:PORT", "[V6]:PORT"; the host is
  * 127.0.0.1 unless given) and serves from a thread of its own, with the
- * signals the run loop takes blocked. Prints the URL it serves on stderr.
- * NULL on error (one line printed). */
+ * signals the run loop takes blocked (503 until the first report). NULL on
+ * error (one line printed). */
 struct cm_exporter *cm_exporter_open(const char *spec);
-/* Replaces what /metrics serves with the metrics of REPORT (not kept). */
+/* Replaces what /metrics serves with the metrics of REPORT (not kept); the
+ * first call prints the URL on stderr. */
 void cm_exporter_publish(struct cm_exporter *e, json_object *report);
 void cm_exporter_close(struct cm_exporter *e);
 

@@ -61,9 +61,10 @@ def cgroup(request):
 
 
 def start_cm(args):
-    """contactmap -v ARGS, returned once it says it traces (seeding done)."""
-    p = subprocess.Popen([contactmap_bin(), "-v", *map(str, args)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    """contactmap -v ARGS --serve 127.0.0.1:0, returned once it says it traces
+    (seeding done) and serves."""
+    p = subprocess.Popen([contactmap_bin(), "-v", *map(str, args), "--serve", "127.0.0.1:0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
     deadline = time.monotonic() + BOUND_S
     while time.monotonic() < deadline:
@@ -71,7 +72,8 @@ def start_cm(args):
         if not line:
             break
         lines.append(line)
-        if "Ctrl-C to stop" in line:
+        if any("Ctrl-C to stop" in l for l in lines) and \
+                any("serving metrics on " in l for l in lines):
             rest = []
             threading.Thread(target=lambda: rest.append(p.stderr.read()), daemon=True).start()
             p.lines, p.rest = lines, rest
@@ -92,7 +94,7 @@ def test_cgroup_traces_members_and_joiners(tmp_path, cgroup):
     try:
         assert wait_member(cgroup / "sub", sleeper.pid)
         out = tmp_path / "r.json"
-        cm = start_cm(["--cgroup", cgroup, "-o", out, "--serve", "127.0.0.1:0"])
+        cm = start_cm(["--cgroup", cgroup, "-o", out])
         url = next(l.split("serving metrics on ", 1)[1].strip() for l in cm.lines
                    if "serving metrics on " in l)
 

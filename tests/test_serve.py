@@ -173,7 +173,7 @@ def test_serve_scraped_by_prometheus(tmp_path, prometheus_bin):
         # the ledger closes in what Prometheus stored
         wall = prom.value(f'contactmap_wall_seconds_total{{{sel}}}', at)
         parts = prom.values(f'contactmap_ledger_seconds_total{{{sel}}}', at, by="part")
-        assert set(parts) == {"oncpu_user", "oncpu_syscall", "oncpu_gpu_wait", "runq_wakeup",
+        assert set(parts) == {"oncpu_user", "oncpu_syscall", "oncpu_kernel", "oncpu_gpu_wait", "runq_wakeup",
                               "runq_preempt", "offcpu", "unattributed"}, parts
         assert abs(sum(parts.values()) - wall) < CLOSE_S, (parts, wall)
         subsys = prom.values(f'contactmap_thread_seconds_total{{{sel}}}', at, by="subsystem")
@@ -214,6 +214,12 @@ def one_error_line(cp, *mentions):
     for m in mentions:
         assert m in lines[0], (m, lines[0])
     assert cp.stderr.endswith("\n")
+
+
+def test_serve_no_such_process():
+    """A start that fails says one line, not the URL it would have served on."""
+    cp = run_cm(["-p", "999999999", "--serve", "127.0.0.1:0"], timeout=20)
+    one_error_line(cp, "no such process")
 
 
 def test_serve_port_in_use():
