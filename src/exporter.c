@@ -2,7 +2,8 @@
 /*
  * --serve: a Prometheus exporter. The run loop publishes the cumulative
  * contactmap/1 report every second; this file turns it into the text
- * exposition format (version 0.0.4) and libmicrohttpd serves the text from a
+ * exposition format (version 0.0.4) and OpenMetrics 1.0 (the same samples;
+ * the scraper's Accept header chooses), and libmicrohttpd serves them from a
  * thread of its own. Everything here reads the report's JSON: no BPF, no maps.
  *
  * Every series is a counter that only grows while contactmap runs, so
@@ -544,8 +545,22 @@ static void counters(FILE *f, const char *name, const char *label, json_object *
 	}
 }
 
-/* The whole exposition of one report, into a malloc'ed string. */
-static char *metrics_text(struct mstate *m, json_object *r, size_t *lenp)
+/* The family's header in OpenMetrics: a counter family is named without the
+ * _total its samples carry, and contactmap_info is an info family. */
+static void om_header(FILE *f, const struct famdef *d)
+{
+	size_t n = strlen(d->name);
+	bool counter = !strcmp(d->type, "counter") && n > 6 && !strcmp(d->name + n - 6, "_total");
+	bool info = n > 5 && !strcmp(d->name + n - 5, "_info");
+	int len = counter ? (int)n - 6 : info ? (int)n - 5 : (int)n;
+
+	fprintf(f, "# HELP %.*s %s\n# TYPE %.*s %s\n", len, d->name, d->help, len, d->name,
+		info ? "info" : d->type);
+}
+
+/* The whole exposition of one report, as Prometheus text (returned) and as
+ * OpenMetrics (*om), malloc'ed; NULL when out of memory. */
+static char *metrics_text(struct mstate *m, json_object *r, size_t *lenp, char **om, size_t *omlen)
 {
 	struct out o = { 0 };
 	json_object *procs = cm_json_get_type(r, "processes", json_type_array);
@@ -553,7 +568,7 @@ static char *metrics_text(struct mstate *m, json_object *r, size_t *lenp)
 	json_object *req = cm_json_get(r, "requests"), *obs = cm_json_get(r, "observer");
 	char mode[64], b[48], *text = NULL;
 	size_t len = 0;
-	FILE *all;
+	FILE *all, *omf;
 
 	esc(mode, sizeof(mode), cm_json_str(cm_json_get(r, "target"), "mode"));
 	fprintf(F(&o, F_INFO), "contactmap_info{version=\"%s\",mode=\"%s\"} 1\n", CM_VERSION, mode);
@@ -584,6 +599,7 @@ static char *metrics_text(struct mstate *m, json_object *r, size_t *lenp)
 			secs(u64(obs, "est_run_time_ns"), b, sizeof(b)));
 
 	all = open_memstream(&text, &len);
+	omf = om ? open_memstream(om, omlen) : NULL;
 	for (int i = 0; i < F_COUNT; i++) {
 		if (!o.f[i].fp)
 			continue;
@@ -593,12 +609,24 @@ static char *metrics_text(struct mstate *m, json_object *r, size_t *lenp)
 				famdefs[i].name, famdefs[i].type);
 			fwrite(o.f[i].buf, 1, o.f[i].len, all);
 		}
+		if (omf && o.f[i].len) {
+			om_header(omf, &famdefs[i]);
+			fwrite(o.f[i].buf, 1, o.f[i].len, omf);
+		}
 		free(o.f[i].buf);
 	}
-	if (!all)
-		return NULL;
-	if (fclose(all)) {
-		free(text);
+	if (omf) {
+		fputs("# EOF\n", omf);
+		if (fclose(omf)) {
+			free(*om);
+			*om = NULL;
+		}
+	}
+	if (!all || fclose(all) || (om && !omf) || (om && !*om)) {
+		if (all)
+			free(text);
+		if (om && omf)
+			free(*om);
 		return NULL;
 	}
 	*lenp = len;
@@ -613,6 +641,8 @@ struct cm_exporter {
 	pthread_mutex_t lock;
 	char *text;		/* what /metrics serves; NULL until the first report */
 	size_t len;
+	char *om;		/* the same in OpenMetrics, for scrapers that ask for it */
+	size_t omlen;
 	struct mstate m;	/* the run loop's alone */
 	char url[128];
 	bool announced;
@@ -637,6 +667,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 {
 	static const char plain[] = "text/plain; charset=utf-8";
 	struct cm_exporter *e = cls;
+	const char *accept;
 	enum MHD_Result rc;
 
 	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
@@ -645,8 +676,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 		return reply(c, MHD_HTTP_OK, plain, "contactmap: metrics at /metrics\n", 32);
 	if (strcmp(url, "/metrics"))
 		return reply(c, MHD_HTTP_NOT_FOUND, plain, "not found: see /metrics\n", 24);
+	/* OpenMetrics to a scraper that asks for it (Prometheus does, first) */
+	accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
 	pthread_mutex_lock(&e->lock);
-	if (e->text)
+	if (e->om && accept && strstr(accept, "application/openmetrics-text"))
+		rc = reply(c, MHD_HTTP_OK, "application/openmetrics-text; version=1.0.0; charset=utf-8",
+			   e->om, e->omlen);
+	else if (e->text)
 		rc = reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", e->text, e->len);
 	else
 		rc = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, plain, "no report yet\n", 14);
@@ -656,8 +692,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 
 void cm_exporter_publish(struct cm_exporter *e, json_object *report)
 {
-	size_t len = 0;
-	char *text = metrics_text(&e->m, report, &len), *old;
+	size_t len = 0, omlen = 0;
+	char *om = NULL, *text = metrics_text(&e->m, report, &len, &om, &omlen), *old, *oldom;
 
 	if (!text) {
 		cm_warn("out of memory building the metrics: /metrics keeps the last ones");
@@ -665,10 +701,14 @@ void cm_exporter_publish(struct cm_exporter *e, json_object *report)
 	}
 	pthread_mutex_lock(&e->lock);
 	old = e->text;
+	oldom = e->om;
 	e->text = text;
 	e->len = len;
+	e->om = om;
+	e->omlen = omlen;
 	pthread_mutex_unlock(&e->lock);
 	free(old);
+	free(oldom);
 	/* always said, not only with -v (with port 0 it is the only way to know
 	 * the port), and only once tracing runs: a start that fails says one line */
 	if (!e->announced) {
@@ -789,6 +829,7 @@ void cm_exporter_close(struct cm_exporter *e)
 	close(e->fd);
 	pthread_mutex_destroy(&e->lock);
 	free(e->text);
+	free(e->om);
 	mstate_free(&e->m);
 	free(e);
 }
@@ -808,7 +849,7 @@ int cm_metrics_main(int argc, char **argv)
 	r = cm_read_json(argv[1]);
 	if (!r)
 		return 1;
-	text = metrics_text(&m, r, &len);
+	text = metrics_text(&m, r, &len, NULL, NULL);
 	if (!text || fwrite(text, 1, len, stdout) != len || fflush(stdout)) {
 		cm_err("cannot write the metrics: %s", text ? strerror(errno) : "out of memory");
 		rc = 1;

@@ -156,7 +156,24 @@ def test_serve_scraped_by_prometheus(tmp_path, prometheus_bin):
         at = wait_until(lambda: (lambda t: t if t >= exited_at + 1.5 else None)(prom.value(ts_q)),
                         "a scrape after the workload exited")
 
+        # OpenMetrics to a scraper that asks for it: counter families without
+        # _total, an info family, and the # EOF terminator
+        req = urllib.request.Request(url, headers={"Accept": "application/openmetrics-text; "
+                                                             "version=1.0.0"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("application/openmetrics-text"), r.headers
+            om = r.read().decode()
+        assert om.endswith("\n# EOF\n"), om[-200:]
+        assert "# TYPE contactmap_syscalls counter\n" in om
+        assert "# TYPE contactmap info\n" in om
+        assert "\ncontactmap_syscalls_total{" in om
         assert prom.value('up{job="contactmap"}', at) == 1
+        # Prometheus asked for OpenMetrics and parsed it: its metadata has the
+        # OpenMetrics family name
+        with urllib.request.urlopen(f"{prom.api}/metadata?metric=contactmap_syscalls",
+                                    timeout=10) as r:
+            meta = json.load(r)["data"]
+        assert meta.get("contactmap_syscalls", [{}])[0].get("type") == "counter", meta
         assert prom.value(f'contactmap_syscalls_total{{{sel},syscall="getppid"}}', at) == GETPPID
         assert prom.value(f'contactmap_syscall_errors_total{{{sel},syscall="getppid"}}', at) == 0
         assert prom.value(f'contactmap_syscall_duration_seconds_count{{{sel},syscall="getppid"}}',
