@@ -89,7 +89,11 @@ def main():
     finally:
         stop.set()
         cm.send_signal(signal.SIGINT)
-        lgout = lg.communicate(timeout=120)[0] if lg.poll() is None else lg.stdout.read()
+        try:
+            lgout = lg.communicate(timeout=120)[0]
+        except subprocess.TimeoutExpired:     # stopped early: the load goes too
+            lg.terminate()
+            lgout = lg.communicate(timeout=30)[0]
         try:
             cm.wait(timeout=60)
         except subprocess.TimeoutExpired:
