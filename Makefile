@@ -12,7 +12,8 @@ CUDA_HOME ?= /usr/local/cuda
 HAVE_CUDA := $(if $(wildcard $(CUDA_HOME)/include/cupti.h),1,)
 
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -D_GNU_SOURCE
+CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -D_GNU_SOURCE \
+	-DCM_PREFIX='"$(PREFIX)"'
 # -ldw: DWARF unwinding (elfutils); -lstdc++: __cxa_demangle for C++ frames;
 # -pthread: the observer-cost sampling thread (src/observer.c); -lprotobuf-c:
 # --pprof's profile.proto (zlib gzips it); -lmicrohttpd: --serve's /metrics
@@ -47,8 +48,15 @@ LIB_OBJS := $(filter-out $(OUTPUT)/main.o,$(OBJS))
 .DELETE_ON_ERROR:
 
 AGENT := $(if $(HAVE_CUDA),$(OUTPUT)/libcontactmap-cupti.so)
+MARK := $(OUTPUT)/libcontactmap-mark.so
 
-all: $(OUTPUT)/contactmap contactmap $(AGENT)
+all: $(OUTPUT)/contactmap contactmap $(AGENT) $(MARK)
+
+# The request markers a program calls (include/contactmap_mark.h); contactmap
+# probes them. No dependencies: a program links it whether traced or not.
+$(MARK): lib/contactmap_mark.c include/contactmap_mark.h | $(OUTPUT)
+	$(call msg,LIB,$@)
+	$(Q)$(CC) -O2 -g -Wall -Wextra -fPIC -shared -Iinclude -Wl,-soname,libcontactmap-mark.so $< -o $@
 
 contactmap: $(OUTPUT)/contactmap
 	$(Q)ln -sf $(OUTPUT)/contactmap $@
@@ -98,9 +106,10 @@ $(OUTPUT)/contactmap: $(OBJS)
 # No link-time dependency on libcupti: it is dlopen'ed at run time.
 AGENT_CFLAGS := -O2 -g -std=gnu11 -Wall -Wextra -Wno-unused-parameter -fPIC -fvisibility=hidden \
 	-Iinclude -isystem $(CUDA_HOME)/include -D_GNU_SOURCE
-$(OUTPUT)/libcontactmap-cupti.so: agent/cupti_agent.c include/contactmap_gpu.h include/contactmap.h | $(OUTPUT)
+AGENT_SRCS := agent/cupti_agent.c agent/cupti_calls.c agent/cupti_records.c
+$(OUTPUT)/libcontactmap-cupti.so: $(AGENT_SRCS) agent/agent.h include/contactmap_gpu.h include/contactmap.h | $(OUTPUT)
 	$(call msg,AGENT,$@)
-	$(Q)$(CC) $(AGENT_CFLAGS) -shared -Wl,-soname,libcontactmap-cupti.so $< -ldl -lpthread -o $@
+	$(Q)$(CC) $(AGENT_CFLAGS) -shared -Wl,-soname,libcontactmap-cupti.so $(AGENT_SRCS) -ldl -lpthread -o $@
 
 # --- tests -----------------------------------------------------------------
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -124,9 +133,22 @@ $(OUTPUT)/tests/libcmtest.so: tests/unit/libcmtest.c | $(OUTPUT)/tests
 
 $(OUTPUT)/tests/test_sym: $(OUTPUT)/tests/libcmtest.so
 
+# contactmap itself with sanitizers: the fuzz pass of `report` and `diff`
+# (tests/test_robustness.py) runs it over mutated reports
+$(OUTPUT)/tests/contactmap-asan: $(SRCS) $(patsubst %.o,%.c,$(GEN_OBJS)) $(wildcard include/*.h src/*.h) $(OUTPUT)/contactmap.skel.h $(OUTPUT)/profile.pb-c.h | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -fsanitize=address,undefined $(SRCS) $(patsubst %.o,%.c,$(GEN_OBJS)) $(LDLIBS) -o $@
+
 $(OUTPUT)/tests/%: tests/workloads/%.c $(wildcard tests/workloads/*.h) | $(OUTPUT)/tests
 	$(call msg,CC,$@)
 	$(Q)$(CC) -O1 -g -Wall -D_GNU_SOURCE $< -lpthread -o $@
+
+# workloads that mark requests: linked against the marker library, found
+# next to them at run time
+$(OUTPUT)/tests/handoff $(OUTPUT)/tests/chain $(OUTPUT)/tests/markers: $(OUTPUT)/tests/%: tests/workloads/%.c tests/workloads/wl.h $(MARK) | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) -O1 -g -Wall -D_GNU_SOURCE -Iinclude $< -L$(OUTPUT) -lcontactmap-mark \
+		-Wl,-rpath,'$$ORIGIN/..' -lpthread -o $@
 
 # the stack workload twice: frame pointers kept, and omitted (DWARF only)
 $(OUTPUT)/tests/stackwl_fp: tests/workloads/stackwl.c tests/workloads/wl.h | $(OUTPUT)/tests
@@ -142,10 +164,12 @@ $(OUTPUT)/tests/libstackwl.so: tests/workloads/lib/libstackwl.c | $(OUTPUT)/test
 	$(Q)$(CC) -O1 -g -fomit-frame-pointer -shared -fPIC -Wall $< -o $@
 
 
-# GPU fakes (tests/gpu_fakes/): a libcuda.so.1 and a libcupti.so.13 with the
-# real SONAMEs, and programs with known GPU work.
+# GPU fakes (tests/gpu_fakes/): a libcuda.so.1, a libcupti.so.13 and a
+# libcupti.so.12 (CUDA 12 record layouts) with the real SONAMEs, and programs
+# with known GPU work.
 GF := $(OUTPUT)/gpu_fakes
-GPU_FAKES := $(if $(HAVE_CUDA),$(GF)/libcuda.so.1 $(GF)/libcupti.so.13 $(GF)/gpu_app $(GF)/hookbench)
+GPU_FAKES := $(if $(HAVE_CUDA),$(GF)/libcuda.so.1 $(GF)/libcupti.so.13 $(GF)/libcupti.so.12 \
+	$(GF)/gpu_app $(GF)/hookbench)
 FAKE_CFLAGS := -O2 -g -std=gnu11 -Wall -Wno-unused-parameter -fPIC -Iinclude \
 	-isystem $(CUDA_HOME)/include -D_GNU_SOURCE
 
@@ -156,6 +180,11 @@ $(GF)/libcuda.so.1: tests/gpu_fakes/fake_cuda.c | $(GF)
 $(GF)/libcupti.so.13: tests/gpu_fakes/fake_cupti.c | $(GF)
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(FAKE_CFLAGS) -shared -Wl,-soname,libcupti.so.13 $< -ldl -lpthread -o $@
+
+$(GF)/libcupti.so.12: tests/gpu_fakes/fake_cupti.c | $(GF)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(FAKE_CFLAGS) -DFAKE_CUPTI_MAJOR=12 -shared -Wl,-soname,libcupti.so.12 $< -ldl \
+		-lpthread -o $@
 
 $(GF)/gpu_app: tests/gpu_fakes/gpu_app.c $(GF)/libcuda.so.1 | $(GF)
 	$(call msg,CC,$@)
@@ -193,6 +222,7 @@ ifeq ($(NVCC),)
 endif
 
 test-bins: $(UNIT_BINS) $(WL_BINS) $(OUTPUT)/tests/stackwl_fp $(OUTPUT)/tests/libstackwl.so \
+	$(OUTPUT)/tests/contactmap-asan \
 	$(GPU_FAKES) microbenches
 
 unit: $(UNIT_BINS)
@@ -226,6 +256,9 @@ bench-quick: all
 install: all
 	install -D -m 0755 $(OUTPUT)/contactmap $(DESTDIR)$(PREFIX)/bin/contactmap
 	$(if $(AGENT),install -D -m 0755 $(AGENT) $(DESTDIR)$(PREFIX)/lib/contactmap/libcontactmap-cupti.so)
+	install -D -m 0755 $(MARK) $(DESTDIR)$(PREFIX)/lib/libcontactmap-mark.so
+	install -D -m 0644 include/contactmap_mark.h $(DESTDIR)$(PREFIX)/include/contactmap_mark.h
+	install -D -m 0644 python/contactmap_mark.py $(DESTDIR)$(PREFIX)/lib/python3/dist-packages/contactmap_mark.py
 
 clean:
 	$(call msg,CLEAN)

@@ -5,20 +5,34 @@
  * contactmap sets CUDA_INJECTION64_PATH to this library when it wraps a
  * command; the CUDA driver loads it in cuInit and calls InitializeInjection().
  * The agent loads libcupti with dlopen (no link-time dependency; a copy the
- * program already mapped is reused), moves CUPTI's timestamps to
+ * program already mapped is reused, else the major version of the program's
+ * runtime or of the driver is tried first), puts CUPTI's timestamps on
  * CLOCK_MONOTONIC, subscribes to the runtime and driver calls that matter
- * and enables activity records for kernels, copies, memsets, synchronization
- * and CUPTI's own overhead. Everything it learns goes out as struct
- * cm_gpu_rec batches through contactmap_gpu_hook(), a function that does
- * nothing: contactmap reads its arguments with a BPF uprobe, so GPU events
- * share the maps, the clock and the host pid/tid of all the rest.
+ * and enables activity records for kernels, copies (peer-to-peer too),
+ * memsets, synchronization and CUPTI's own overhead. Everything it learns
+ * goes out as struct cm_gpu_rec batches through contactmap_gpu_hook(), a
+ * function that does nothing: contactmap reads its arguments with a BPF
+ * uprobe, so GPU events share the maps, the clock and the host pid/tid of
+ * all the rest.
  *
  * Batching: API records collect per thread (up to CM_GPU_BATCH) and go out
  * when the batch is full, at every synchronize call, every flush period, at
  * thread exit and at process exit; activity records go out as CUPTI
- * completes its buffers. A synchronize call is announced at its start, at
- * once, so that the scheduler's view of the thread during the call becomes
- * GPU wait.
+ * delivers its buffers, which the flush thread asks for every period (full
+ * or not: CUPTI's own periodic flush returns only full ones). A synchronize
+ * call is announced at its start, at once, so that the scheduler's view of
+ * the thread during the call becomes GPU wait.
+ *
+ * What the agent watches for, because a real driver does it:
+ *  - another CUPTI client taking the activity records over (torch.profiler's
+ *    kineto registers its own buffer callbacks, and disables the kinds when
+ *    it stops): synchronize calls go on but their records stop coming; the
+ *    agent says so (status taken_over) instead of reporting silence;
+ *  - the timestamp callback in place but not used: CUPTI's synchronization
+ *    records, which must lie inside their calls' spans, say whether the
+ *    clocks agree;
+ *  - fork: a child of a CUDA process cannot use CUDA, and must neither flush
+ *    CUPTI (it may hang) nor resend the parent's records: its agent is idle.
  *
  * When CUPTI cannot be used (not found, or another profiler holds it) the
  * agent says so, asks contactmap for the uprobe tier and waits (bounded)
@@ -33,6 +47,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dirent.h>
 #include <dlfcn.h>
 #include <limits.h>
 #include <link.h>
@@ -46,7 +61,7 @@
 #include <unistd.h>
 #include <sys/syscall.h>
 #include <cupti.h>
-#include "contactmap_gpu.h"
+#include "agent.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -81,100 +96,6 @@ EXPORT __attribute__((noinline, used)) void contactmap_gpu_ready(void)
 	__asm__ volatile("" : : : "memory");
 }
 
-/* ---- record layouts: the common prefix of CUDA 12 and 13 --------------------------- */
-
-/*
- * Activity records grow new versions (Kernel9 in CUDA 12, Kernel10 in 13),
- * but each keeps the fields the agent reads at the same offsets. These are
- * those prefixes; the asserts hold them to every layout the headers know.
- */
-struct pfx_kernel {
-	uint32_t kind;
-	uint8_t cache_config, shared_mem_config;
-	uint16_t registers;
-	uint32_t pgc_requested, pgc_executed;
-	uint64_t start, end, completed;
-	uint32_t device_id, context_id, stream_id;
-	int32_t grid[3], block[3];
-	int32_t static_smem, dynamic_smem;
-	uint32_t local_per_thread, local_total;
-	uint32_t correlation_id;
-};
-
-struct pfx_memcpy {
-	uint32_t kind;
-	uint8_t copy_kind, src_kind, dst_kind, flags;
-	uint64_t bytes, start, end;
-	uint32_t device_id, context_id, stream_id, correlation_id;
-};
-
-struct pfx_memset {
-	uint32_t kind, value;
-	uint64_t bytes, start, end;
-	uint32_t device_id, context_id, stream_id, correlation_id;
-	uint16_t flags, memory_kind;
-};
-
-struct pfx_sync {
-	uint32_t kind, type;
-	uint64_t start, end;
-	uint32_t correlation_id, context_id, stream_id, event_id;
-};
-
-struct pfx_overhead {
-	uint32_t kind, overhead_kind, object_kind;
-	uint32_t object_id[3];
-	uint64_t start, end;
-};
-
-#define SAME(P, f, T, g) _Static_assert(offsetof(struct P, f) == offsetof(T, g), #T "." #g)
-#define KERNEL_PREFIX(T)                                    \
-	SAME(pfx_kernel, start, T, start);                  \
-	SAME(pfx_kernel, end, T, end);                      \
-	SAME(pfx_kernel, device_id, T, deviceId);           \
-	SAME(pfx_kernel, stream_id, T, streamId);           \
-	SAME(pfx_kernel, correlation_id, T, correlationId)
-KERNEL_PREFIX(CUpti_ActivityKernel4);
-KERNEL_PREFIX(CUpti_ActivityKernel9);	/* CUDA 12 */
-KERNEL_PREFIX(CUpti_ActivityKernel10);	/* CUDA 13 */
-#define MEMCPY_PREFIX(T)                                    \
-	SAME(pfx_memcpy, copy_kind, T, copyKind);           \
-	SAME(pfx_memcpy, src_kind, T, srcKind);             \
-	SAME(pfx_memcpy, dst_kind, T, dstKind);             \
-	SAME(pfx_memcpy, bytes, T, bytes);                  \
-	SAME(pfx_memcpy, start, T, start);                  \
-	SAME(pfx_memcpy, end, T, end);                      \
-	SAME(pfx_memcpy, device_id, T, deviceId);           \
-	SAME(pfx_memcpy, stream_id, T, streamId);           \
-	SAME(pfx_memcpy, correlation_id, T, correlationId)
-MEMCPY_PREFIX(CUpti_ActivityMemcpy5);	/* CUDA 12 */
-MEMCPY_PREFIX(CUpti_ActivityMemcpy6);	/* CUDA 13 */
-#define MEMSET_PREFIX(T)                                    \
-	SAME(pfx_memset, bytes, T, bytes);                  \
-	SAME(pfx_memset, start, T, start);                  \
-	SAME(pfx_memset, end, T, end);                      \
-	SAME(pfx_memset, device_id, T, deviceId);           \
-	SAME(pfx_memset, stream_id, T, streamId);           \
-	SAME(pfx_memset, correlation_id, T, correlationId); \
-	SAME(pfx_memset, memory_kind, T, memoryKind)
-MEMSET_PREFIX(CUpti_ActivityMemset3);
-MEMSET_PREFIX(CUpti_ActivityMemset4);
-#define SYNC_PREFIX(T)                                      \
-	SAME(pfx_sync, type, T, type);                      \
-	SAME(pfx_sync, start, T, start);                    \
-	SAME(pfx_sync, end, T, end);                        \
-	SAME(pfx_sync, correlation_id, T, correlationId);   \
-	SAME(pfx_sync, stream_id, T, streamId)
-SYNC_PREFIX(CUpti_ActivitySynchronization);	/* CUDA 12 */
-SYNC_PREFIX(CUpti_ActivitySynchronization2);	/* CUDA 13 */
-#define OVERHEAD_PREFIX(T)                                  \
-	SAME(pfx_overhead, overhead_kind, T, overheadKind); \
-	SAME(pfx_overhead, start, T, start);                \
-	SAME(pfx_overhead, end, T, end)
-OVERHEAD_PREFIX(CUpti_ActivityOverhead2);
-OVERHEAD_PREFIX(CUpti_ActivityOverhead3);
-_Static_assert(sizeof(struct cm_gpu_rec) == 56, "struct cm_gpu_rec is 56 bytes");
-
 /* ---- CUPTI, loaded at run time ------------------------------------------------------- */
 
 static struct {
@@ -190,17 +111,25 @@ static struct {
 	CUptiResult (*next_record)(uint8_t *, size_t, CUpti_Activity **);
 	CUptiResult (*result_string)(CUptiResult, const char **);
 	/* optional */
+	CUptiResult (*enable_domain)(uint32_t, CUpti_SubscriberHandle, CUpti_CallbackDomain);
 	CUptiResult (*register_timestamp)(CUpti_TimestampCallbackFunc);
 	CUptiResult (*get_timestamp)(uint64_t *);
+	CUptiResult (*get_version)(uint32_t *);
 	CUptiResult (*set_thread_id_type)(CUpti_ActivityThreadIdType);
 	CUptiResult (*flush_period)(uint32_t);
+	CUptiResult (*all_sync_records)(uint8_t);
 	CUptiResult (*dropped)(CUcontext, uint32_t, size_t *);
 } C;
 
 static CUpti_SubscriberHandle subscriber;
-static int64_t clock_offset;	/* added to CUPTI timestamps */
+static int64_t clock_offset;	/* added to CUPTI timestamps (never with the callback) */
 static uint32_t info_flags;	/* CM_GPU_RF_CLOCK_* */
 static uint32_t status = CM_GPU_ST_NONE;
+static uint64_t status_ns;	/* when status last changed */
+static int64_t clock_skew;	/* sync records vs their calls, when they disagree */
+static uint32_t cupti_version, driver_version;
+static int active;		/* callbacks at work; never in a forked child */
+static pid_t agent_pid;
 static int debug;
 static size_t buffer_bytes = 1 << 20;
 static uint64_t dropped_total;
@@ -229,69 +158,89 @@ static uint64_t CUPTIAPI mono_cb(void)
 	return mono_ns();
 }
 
-static uint32_t gettid_(void)
+/* ---- per-thread state ------------------------------------------------------------------ */
+
+struct tbatch {
+	pthread_mutex_t lock;		/* the owner, the flush thread and exit take it */
+	unsigned n;
+	struct cm_gpu_rec recs[CM_GPU_BATCH];
+	struct tbatch *next;
+};
+
+/* The outermost CUDA call in flight on this thread (runtime over driver). */
+static __thread struct {
+	int rt_depth, drv_depth;
+	int nested_sync;	/* synchronize calls in flight inside the outermost call */
+	uint16_t api;		/* the outermost call's id; 0 for a runtime call not timed */
+	uint8_t kind;
+	uint8_t dead;		/* its batch went at thread exit: records go out one by one */
+	uint8_t api_seen;	/* it made CUDA calls: not one of CUPTI's threads */
+	uint8_t observer;	/* announced as the agent's (or CUPTI's) own thread */
+	uint8_t in_exit;	/* in at_exit: the buffers CUPTI hands back here are not a worker's */
+	uint32_t tid;		/* gettid(), cached */
+	uint64_t start, bytes;
+	uint64_t nested_start;
+	uint32_t corr;
+	struct tbatch *b;
+} T;
+
+static uint32_t my_tid(void)
 {
-	return (uint32_t)syscall(SYS_gettid);
+	if (!T.tid)
+		T.tid = (uint32_t)syscall(SYS_gettid);
+	return T.tid;
+}
+
+/* The calling thread is the agent's or CUPTI's own: its time is observer cost. */
+static void announce_observer(void)
+{
+	struct cm_gpu_rec me = { .type = CM_GPU_REC_OBSERVER, .tid = my_tid() };
+
+	T.observer = 1;
+	contactmap_gpu_hook(&me, 1);
+}
+
+/* The threads of this process now, up to max. */
+#define MAX_TASKS 512
+static int list_tasks(uint32_t *tids, int max)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	while (d && n < max && (e = readdir(d)))
+		if (atoi(e->d_name) > 0)
+			tids[n++] = (uint32_t)atoi(e->d_name);
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/*
+ * Threads that appeared while the agent set CUPTI up are CUPTI's (its worker
+ * thread waits in futex for the whole run, and may never hand a buffer back
+ * to tell who it is): observer cost, announced by tid.
+ */
+static void announce_new_threads(const uint32_t *before, int nbefore)
+{
+	uint32_t now[MAX_TASKS];
+	int n = list_tasks(now, MAX_TASKS);
+
+	for (int i = 0; i < n; i++) {
+		int old = 0;
+
+		for (int k = 0; k < nbefore && !old; k++)
+			old = now[i] == before[k];
+		if (!old && now[i] != my_tid()) {
+			struct cm_gpu_rec r = { .type = CM_GPU_REC_OBSERVER, .tid = now[i] };
+
+			dbg("thread %u started with CUPTI: observer\n", now[i]);
+			contactmap_gpu_hook(&r, 1);
+		}
+	}
 }
 
 /* ---- API ids from CUPTI callback ids ---------------------------------------------------- */
-
-#define RT(cb, api) { CUPTI_CB_DOMAIN_RUNTIME_API, CUPTI_RUNTIME_TRACE_CBID_##cb, CM_GA_##api }
-#define DRV(cb, api) { CUPTI_CB_DOMAIN_DRIVER_API, CUPTI_DRIVER_TRACE_CBID_##cb, CM_GA_##api }
-static const struct {
-	CUpti_CallbackDomain domain;
-	CUpti_CallbackId cbid;
-	enum cm_gpu_api api;
-} cbmap[] = {
-	RT(cudaLaunchKernel_v7000, cudaLaunchKernel), RT(cudaLaunchKernel_ptsz_v7000, cudaLaunchKernel),
-	RT(cudaLaunchKernelExC_v11060, cudaLaunchKernelExC),
-	RT(cudaLaunchKernelExC_ptsz_v11060, cudaLaunchKernelExC),
-	RT(cudaLaunchCooperativeKernel_v9000, cudaLaunchCooperativeKernel),
-	RT(cudaLaunchCooperativeKernel_ptsz_v9000, cudaLaunchCooperativeKernel),
-	RT(cudaGraphLaunch_v10000, cudaGraphLaunch), RT(cudaGraphLaunch_ptsz_v10000, cudaGraphLaunch),
-	RT(cudaMemcpy_v3020, cudaMemcpy), RT(cudaMemcpy_ptds_v7000, cudaMemcpy),
-	RT(cudaMemcpyAsync_v3020, cudaMemcpyAsync), RT(cudaMemcpyAsync_ptsz_v7000, cudaMemcpyAsync),
-	RT(cudaMemset_v3020, cudaMemset), RT(cudaMemset_ptds_v7000, cudaMemset),
-	RT(cudaMemsetAsync_v3020, cudaMemsetAsync), RT(cudaMemsetAsync_ptsz_v7000, cudaMemsetAsync),
-	RT(cudaDeviceSynchronize_v3020, cudaDeviceSynchronize),
-	RT(cudaStreamSynchronize_v3020, cudaStreamSynchronize),
-	RT(cudaStreamSynchronize_ptsz_v7000, cudaStreamSynchronize),
-	RT(cudaEventSynchronize_v3020, cudaEventSynchronize),
-	RT(cudaMalloc_v3020, cudaMalloc), RT(cudaMallocHost_v3020, cudaMallocHost),
-	RT(cudaHostAlloc_v3020, cudaHostAlloc), RT(cudaMallocManaged_v6000, cudaMallocManaged),
-	RT(cudaMallocAsync_v11020, cudaMallocAsync), RT(cudaMallocAsync_ptsz_v11020, cudaMallocAsync),
-	RT(cudaHostRegister_v4000, cudaHostRegister), RT(cudaFree_v3020, cudaFree),
-	RT(cudaFreeHost_v3020, cudaFreeHost), RT(cudaHostUnregister_v4000, cudaHostUnregister),
-
-	DRV(cuLaunchKernel, cuLaunchKernel), DRV(cuLaunchKernel_ptsz, cuLaunchKernel),
-	DRV(cuLaunchKernelEx, cuLaunchKernelEx), DRV(cuLaunchKernelEx_ptsz, cuLaunchKernelEx),
-	DRV(cuLaunchCooperativeKernel, cuLaunchCooperativeKernel),
-	DRV(cuLaunchCooperativeKernel_ptsz, cuLaunchCooperativeKernel),
-	DRV(cuGraphLaunch, cuGraphLaunch), DRV(cuGraphLaunch_ptsz, cuGraphLaunch),
-	DRV(cuMemcpy, cuMemcpy), DRV(cuMemcpy_ptds, cuMemcpy),
-	DRV(cuMemcpyAsync, cuMemcpyAsync), DRV(cuMemcpyAsync_ptsz, cuMemcpyAsync),
-	DRV(cuMemcpyHtoD_v2, cuMemcpyHtoD), DRV(cuMemcpyHtoD_v2_ptds, cuMemcpyHtoD),
-	DRV(cuMemcpyHtoDAsync_v2, cuMemcpyHtoDAsync), DRV(cuMemcpyHtoDAsync_v2_ptsz, cuMemcpyHtoDAsync),
-	DRV(cuMemcpyDtoH_v2, cuMemcpyDtoH), DRV(cuMemcpyDtoH_v2_ptds, cuMemcpyDtoH),
-	DRV(cuMemcpyDtoHAsync_v2, cuMemcpyDtoHAsync), DRV(cuMemcpyDtoHAsync_v2_ptsz, cuMemcpyDtoHAsync),
-	DRV(cuMemcpyDtoD_v2, cuMemcpyDtoD), DRV(cuMemcpyDtoD_v2_ptds, cuMemcpyDtoD),
-	DRV(cuMemcpyDtoDAsync_v2, cuMemcpyDtoDAsync), DRV(cuMemcpyDtoDAsync_v2_ptsz, cuMemcpyDtoDAsync),
-	DRV(cuMemsetD8_v2, cuMemsetD8), DRV(cuMemsetD8_v2_ptds, cuMemsetD8),
-	DRV(cuMemsetD16_v2, cuMemsetD16), DRV(cuMemsetD16_v2_ptds, cuMemsetD16),
-	DRV(cuMemsetD32_v2, cuMemsetD32), DRV(cuMemsetD32_v2_ptds, cuMemsetD32),
-	DRV(cuMemsetD8Async, cuMemsetD8Async), DRV(cuMemsetD8Async_ptsz, cuMemsetD8Async),
-	DRV(cuMemsetD16Async, cuMemsetD16Async), DRV(cuMemsetD16Async_ptsz, cuMemsetD16Async),
-	DRV(cuMemsetD32Async, cuMemsetD32Async), DRV(cuMemsetD32Async_ptsz, cuMemsetD32Async),
-	DRV(cuCtxSynchronize, cuCtxSynchronize), DRV(cuStreamSynchronize, cuStreamSynchronize),
-	DRV(cuStreamSynchronize_ptsz, cuStreamSynchronize), DRV(cuEventSynchronize, cuEventSynchronize),
-	DRV(cuMemAlloc_v2, cuMemAlloc), DRV(cuMemAllocHost_v2, cuMemAllocHost),
-	DRV(cuMemHostAlloc, cuMemHostAlloc), DRV(cuMemAllocManaged, cuMemAllocManaged),
-	DRV(cuMemAllocAsync, cuMemAllocAsync), DRV(cuMemAllocAsync_ptsz, cuMemAllocAsync),
-	DRV(cuMemHostRegister_v2, cuMemHostRegister), DRV(cuMemFree_v2, cuMemFree),
-	DRV(cuMemFreeHost, cuMemFreeHost), DRV(cuMemHostUnregister, cuMemHostUnregister),
-};
-#undef RT
-#undef DRV
 
 static unsigned char rt_api[CUPTI_RUNTIME_TRACE_CBID_SIZE];
 static unsigned char drv_api[CUPTI_DRIVER_TRACE_CBID_SIZE];
@@ -303,142 +252,11 @@ static const unsigned char api_class[CM_GA_COUNT] = {
 #undef X
 };
 
-/* cudaMemcpyKind -> CM_COPY_* */
-static uint8_t rt_kind(int k)
-{
-	static const uint8_t m[] = { CM_COPY_HTOH, CM_COPY_HTOD, CM_COPY_DTOH, CM_COPY_DTOD,
-				     CM_COPY_DEFAULT };
-	return k >= 0 && k < 5 ? m[k] : CM_COPY_UNKNOWN;
-}
-
-/* Size (and direction) of the call from its parameters. */
-static uint64_t api_bytes(CUpti_CallbackDomain d, CUpti_CallbackId cb, const void *p, uint8_t *kind)
-{
-	*kind = CM_COPY_UNKNOWN;
-	if (!p)
-		return 0;
-	if (d == CUPTI_CB_DOMAIN_RUNTIME_API) {
-		switch (cb) {
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMemcpy_v3020:
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMemcpy_ptds_v7000:
-			*kind = rt_kind(((const cudaMemcpy_v3020_params *)p)->kind);
-			return ((const cudaMemcpy_v3020_params *)p)->count;
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMemcpyAsync_v3020:
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMemcpyAsync_ptsz_v7000:
-			*kind = rt_kind(((const cudaMemcpyAsync_v3020_params *)p)->kind);
-			return ((const cudaMemcpyAsync_v3020_params *)p)->count;
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMemset_v3020:
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMemset_ptds_v7000:
-			return ((const cudaMemset_v3020_params *)p)->count;
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMemsetAsync_v3020:
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMemsetAsync_ptsz_v7000:
-			return ((const cudaMemsetAsync_v3020_params *)p)->count;
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMalloc_v3020:
-			return ((const cudaMalloc_v3020_params *)p)->size;
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMallocHost_v3020:
-			return ((const cudaMallocHost_v3020_params *)p)->size;
-		case CUPTI_RUNTIME_TRACE_CBID_cudaHostAlloc_v3020:
-			return ((const cudaHostAlloc_v3020_params *)p)->size;
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMallocManaged_v6000:
-			return ((const cudaMallocManaged_v6000_params *)p)->size;
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMallocAsync_v11020:
-		case CUPTI_RUNTIME_TRACE_CBID_cudaMallocAsync_ptsz_v11020:
-			return ((const cudaMallocAsync_v11020_params *)p)->size;
-		case CUPTI_RUNTIME_TRACE_CBID_cudaHostRegister_v4000:
-			return ((const cudaHostRegister_v4000_params *)p)->size;
-		}
-		return 0;
-	}
-	switch (cb) {
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpy:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpy_ptds:
-		*kind = CM_COPY_DEFAULT;
-		return ((const cuMemcpy_params *)p)->ByteCount;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyAsync:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyAsync_ptsz:
-		*kind = CM_COPY_DEFAULT;
-		return ((const cuMemcpyAsync_params *)p)->ByteCount;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyHtoD_v2:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyHtoD_v2_ptds:
-		*kind = CM_COPY_HTOD;
-		return ((const cuMemcpyHtoD_v2_params *)p)->ByteCount;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyHtoDAsync_v2:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyHtoDAsync_v2_ptsz:
-		*kind = CM_COPY_HTOD;
-		return ((const cuMemcpyHtoDAsync_v2_params *)p)->ByteCount;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyDtoH_v2:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyDtoH_v2_ptds:
-		*kind = CM_COPY_DTOH;
-		return ((const cuMemcpyDtoH_v2_params *)p)->ByteCount;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyDtoHAsync_v2:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyDtoHAsync_v2_ptsz:
-		*kind = CM_COPY_DTOH;
-		return ((const cuMemcpyDtoHAsync_v2_params *)p)->ByteCount;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyDtoD_v2:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyDtoD_v2_ptds:
-		*kind = CM_COPY_DTOD;
-		return ((const cuMemcpyDtoD_v2_params *)p)->ByteCount;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyDtoDAsync_v2:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemcpyDtoDAsync_v2_ptsz:
-		*kind = CM_COPY_DTOD;
-		return ((const cuMemcpyDtoDAsync_v2_params *)p)->ByteCount;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD8_v2:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD8_v2_ptds:
-		return ((const cuMemsetD8_v2_params *)p)->N;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD16_v2:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD16_v2_ptds:
-		return ((const cuMemsetD16_v2_params *)p)->N * 2;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD32_v2:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD32_v2_ptds:
-		return ((const cuMemsetD32_v2_params *)p)->N * 4;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD8Async:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD8Async_ptsz:
-		return ((const cuMemsetD8Async_params *)p)->N;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD16Async:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD16Async_ptsz:
-		return ((const cuMemsetD16Async_params *)p)->N * 2;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD32Async:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemsetD32Async_ptsz:
-		return ((const cuMemsetD32Async_params *)p)->N * 4;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemAlloc_v2:
-		return ((const cuMemAlloc_v2_params *)p)->bytesize;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemAllocHost_v2:
-		return ((const cuMemAllocHost_v2_params *)p)->bytesize;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemHostAlloc:
-		return ((const cuMemHostAlloc_params *)p)->bytesize;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemAllocManaged:
-		return ((const cuMemAllocManaged_params *)p)->bytesize;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemAllocAsync:
-	case CUPTI_DRIVER_TRACE_CBID_cuMemAllocAsync_ptsz:
-		return ((const cuMemAllocAsync_params *)p)->bytesize;
-	case CUPTI_DRIVER_TRACE_CBID_cuMemHostRegister_v2:
-		return ((const cuMemHostRegister_v2_params *)p)->bytesize;
-	}
-	return 0;
-}
-
 /* ---- per-thread API batches ------------------------------------------------------------ */
-
-struct tbatch {
-	pthread_mutex_t lock;		/* the owner, the flush thread and exit take it */
-	unsigned n;
-	struct cm_gpu_rec recs[CM_GPU_BATCH];
-	struct tbatch *next;
-};
 
 static pthread_mutex_t batches_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tbatch *batches;
 static pthread_key_t batch_key;
-
-/* The outermost CUDA call in flight on this thread (runtime over driver). */
-static __thread struct {
-	int rt_depth, drv_depth;
-	uint16_t api;
-	uint8_t kind;
-	uint64_t start, bytes;
-	uint32_t corr;
-	struct tbatch *b;
-} T;
 
 static void flush_locked(struct tbatch *b)
 {
@@ -461,13 +279,17 @@ static void thread_exit(void *arg)
 	flush_locked(b);
 	pthread_mutex_destroy(&b->lock);
 	free(b);
+	/* a CUDA call from a TLS destructor that runs after this one must not
+	 * find the freed batch */
+	T.b = NULL;
+	T.dead = 1;
 }
 
 static struct tbatch *my_batch(void)
 {
 	struct tbatch *b = T.b;
 
-	if (b)
+	if (b || T.dead)
 		return b;
 	b = calloc(1, sizeof(*b));
 	if (!b)
@@ -509,25 +331,71 @@ static void emit_api(const struct cm_gpu_rec *r, int now)
 	pthread_mutex_unlock(&b->lock);
 }
 
-/* ---- correlation ids of graph launches --------------------------------------------------- */
-
-/*
- * Kernel records carry the correlation id of the driver call that launched
- * them; a graph launch gives all its kernels the same one. The table is
- * indexed by the id's low bits and tagged with the whole id (and a valid
- * bit: 0 is an id like any other once the 32-bit counter wraps).
- */
-#define CORR_SLOTS 4096
-static uint64_t corr_tab[CORR_SLOTS];
-
-static void corr_mark_graph(uint32_t corr)
+/* fork: the parent's batches are the parent's, and CUDA is unusable in the child */
+static void atfork_prepare(void)
 {
-	__atomic_store_n(&corr_tab[corr % CORR_SLOTS], (1ULL << 32) | corr, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&batches_lock);
+	for (struct tbatch *b = batches; b; b = b->next)
+		pthread_mutex_lock(&b->lock);
 }
 
-static int corr_is_graph(uint32_t corr)
+static void atfork_parent(void)
 {
-	return __atomic_load_n(&corr_tab[corr % CORR_SLOTS], __ATOMIC_RELAXED) == ((1ULL << 32) | corr);
+	for (struct tbatch *b = batches; b; b = b->next)
+		pthread_mutex_unlock(&b->lock);
+	pthread_mutex_unlock(&batches_lock);
+}
+
+static void atfork_child(void)
+{
+	struct tbatch *b = batches, *next;
+
+	active = 0;
+	for (; b; b = next) {
+		next = b->next;
+		free(b);	/* locked by atfork_prepare: nobody else is left to use it */
+	}
+	batches = NULL;
+	T.b = NULL;
+	T.tid = 0;
+	pthread_setspecific(batch_key, NULL);
+	pthread_mutex_unlock(&batches_lock);
+}
+
+/* ---- what the activity records must show ------------------------------------------------- */
+
+/*
+ * Spans of recent synchronize calls (CLOCK_MONOTONIC): every synchronization
+ * record CUPTI makes lies inside its call's span when the clocks agree, and
+ * decades away when CUPTI kept its own clock although the timestamp callback
+ * was accepted.
+ */
+#define SPANS 64
+#define SPAN_SLACK_NS 1000000ULL
+#define SKEW_CLOCKS_NS 1000000000LL	/* farther than this: another clock */
+static struct { uint64_t start, end; } spans[SPANS];
+static unsigned spans_next;
+static int clock_verdict;		/* 0 open, 1 agrees, -1 disagrees */
+static unsigned clock_misses;
+
+/* Synchronize calls that returned success, and activity records delivered:
+ * the first going on without the second means someone else gets them. */
+static uint64_t sync_calls, recs_in;
+static int sync_records_on;		/* the SYNCHRONIZATION kind is enabled */
+#define TAKEOVER_SYNCS 3
+
+static void sync_span(uint64_t start, uint64_t end, uint32_t ret)
+{
+	unsigned i;
+
+	if (ret)
+		return;
+	__atomic_fetch_add(&sync_calls, 1, __ATOMIC_RELAXED);
+	if (clock_verdict)
+		return;
+	i = __atomic_fetch_add(&spans_next, 1, __ATOMIC_RELAXED) % SPANS;
+	__atomic_store_n(&spans[i].start, start, __ATOMIC_RELAXED);
+	__atomic_store_n(&spans[i].end, end, __ATOMIC_RELAXED);
 }
 
 /* ---- callbacks -------------------------------------------------------------------------------- */
@@ -536,16 +404,21 @@ static void api_begin(unsigned api, CUpti_CallbackDomain d, const CUpti_Callback
 		      CUpti_CallbackId cb)
 {
 	T.api = (uint16_t)api;
-	T.bytes = api_bytes(d, cb, cd->functionParams, &T.kind);
+	T.bytes = cm_agent_api_bytes(d, cb, cd->functionParams, &T.kind);
 	T.corr = cd->correlationId;
 	T.start = mono_ns();
 	if (api_class[api] == CM_GPU_CLASS_SYNC) {
 		/* announced at once: from here the thread waits for the GPU */
 		struct cm_gpu_rec r = { .type = CM_GPU_REC_SYNC_BEGIN, .api = (uint16_t)api,
-					.tid = gettid_(), .corr = T.corr, .start_ns = T.start };
+					.tid = my_tid(), .corr = T.corr, .start_ns = T.start };
 
 		emit_api(&r, 1);
 	}
+}
+
+static uint32_t ret_of(const CUpti_CallbackData *cd)
+{
+	return cd->functionReturnValue ? *(const uint32_t *)cd->functionReturnValue : 0;
 }
 
 static void api_end(const CUpti_CallbackData *cd)
@@ -553,14 +426,47 @@ static void api_end(const CUpti_CallbackData *cd)
 	int sync = api_class[T.api] == CM_GPU_CLASS_SYNC;
 	struct cm_gpu_rec r = {
 		.type = CM_GPU_REC_API, .api = T.api, .flags = sync ? CM_GPU_RF_SYNC : 0,
-		.tid = gettid_(), .corr = T.corr, .start_ns = T.start, .end_ns = mono_ns(),
+		.tid = my_tid(), .corr = T.corr, .start_ns = T.start, .end_ns = mono_ns(),
 		.bytes = api_class[T.api] == CM_GPU_CLASS_FREE ? 0 : T.bytes, .copy_kind = T.kind,
-		.status = cd->functionReturnValue ? *(const uint32_t *)cd->functionReturnValue : 0,
+		.status = ret_of(cd),
 	};
 
+	T.api = 0;
+	if (sync)
+		sync_span(r.start_ns, r.end_ns, r.status);
 	emit_api(&r, sync);
 }
 
+/*
+ * A synchronize call inside another call (cudaFree, cudaMemcpy2D and others
+ * the runtime implements with them): not a call the program made, so no row,
+ * but its time is GPU wait all the same.
+ */
+static void nested_sync(int enter, const CUpti_CallbackData *cd)
+{
+	struct cm_gpu_rec r = { .tid = my_tid(), .corr = cd->correlationId };
+
+	if (enter) {
+		if (T.nested_sync++)
+			return;
+		r.type = CM_GPU_REC_SYNC_BEGIN;
+		r.start_ns = T.nested_start = mono_ns();
+	} else {
+		if (!T.nested_sync || --T.nested_sync)
+			return;
+		r.type = CM_GPU_REC_SYNC_END;
+		r.end_ns = mono_ns();
+		sync_span(T.nested_start, r.end_ns, ret_of(cd));
+	}
+	emit_api(&r, 1);
+}
+
+/*
+ * Every runtime call is followed (the whole domain is enabled where CUPTI
+ * allows it) so that the driver calls a runtime call makes are its
+ * internals: a runtime call the agent does not time hides its driver calls
+ * as well, instead of having them counted as calls of the program.
+ */
 static void CUPTIAPI on_callback(void *userdata, CUpti_CallbackDomain d, CUpti_CallbackId cb,
 				 const void *data)
 {
@@ -568,14 +474,19 @@ static void CUPTIAPI on_callback(void *userdata, CUpti_CallbackDomain d, CUpti_C
 	int enter = cd->callbackSite == CUPTI_API_ENTER;
 	unsigned api;
 
+	if (!active)
+		return;
+	T.api_seen = 1;
 	if (d == CUPTI_CB_DOMAIN_RUNTIME_API) {
 		api = cb < CUPTI_RUNTIME_TRACE_CBID_SIZE ? rt_api[cb] : 0;
-		if (!api)
-			return;
 		if (enter) {
-			if (T.rt_depth++ == 0 && T.drv_depth == 0)
-				api_begin(api, d, cd, cb);
-		} else if (T.rt_depth > 0 && --T.rt_depth == 0 && T.drv_depth == 0) {
+			if (T.rt_depth++ == 0 && T.drv_depth == 0) {
+				if (api)
+					api_begin(api, d, cd, cb);
+				else
+					T.api = 0;
+			}
+		} else if (T.rt_depth > 0 && --T.rt_depth == 0 && T.drv_depth == 0 && T.api) {
 			api_end(cd);
 		}
 		return;
@@ -585,17 +496,23 @@ static void CUPTIAPI on_callback(void *userdata, CUpti_CallbackDomain d, CUpti_C
 	api = cb < CUPTI_DRIVER_TRACE_CBID_SIZE ? drv_api[cb] : 0;
 	if (!api)
 		return;
-	if (enter && api_class[api] == CM_GPU_CLASS_GRAPH)
-		corr_mark_graph(cd->correlationId);
-	/* inside a runtime call: that call is the one counted */
-	if (T.rt_depth > 0)
-		return;
-	if (enter) {
-		if (T.drv_depth++ == 0)
+	if (T.rt_depth == 0) {
+		if (enter && T.drv_depth++ == 0) {
 			api_begin(api, d, cd, cb);
-	} else if (T.drv_depth > 0 && --T.drv_depth == 0) {
-		api_end(cd);
+			return;
+		}
+		if (!enter) {
+			if (T.drv_depth == 0)
+				return;
+			if (--T.drv_depth == 0) {
+				api_end(cd);
+				return;
+			}
+		}
 	}
+	/* inside another call: that call is the one counted */
+	if (api_class[api] == CM_GPU_CLASS_SYNC && api_class[T.api] != CM_GPU_CLASS_SYNC)
+		nested_sync(enter, cd);
 }
 
 /* ---- activity buffers --------------------------------------------------------------------------- */
@@ -607,84 +524,45 @@ static void CUPTIAPI buffer_requested(uint8_t **buf, size_t *size, size_t *max_r
 	*max_records = 0;
 }
 
-/* CUPTI's timestamp, on CLOCK_MONOTONIC; 0 stays 0 (no timestamp). */
-static uint64_t ts(uint64_t t)
+static void send_info(uint32_t flags);
+
+/* A synchronization record against the spans of the calls it can belong to. */
+static void clock_check(uint64_t s, uint64_t e)
 {
-	return t ? (uint64_t)((int64_t)t + clock_offset) : 0;
-}
+	unsigned n = __atomic_load_n(&spans_next, __ATOMIC_RELAXED);
+	int64_t best = INT64_MAX, mid = (int64_t)(s + (e - s) / 2);
 
-static int to_rec(const CUpti_Activity *a, struct cm_gpu_rec *r)
-{
-	memset(r, 0, sizeof(*r));
-	switch (a->kind) {
-	case CUPTI_ACTIVITY_KIND_KERNEL:
-	case CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL: {
-		const struct pfx_kernel *k = (const void *)a;
+	if (!s || !e || e < s)
+		return;
+	for (unsigned i = 0; i < SPANS && i < n; i++) {
+		uint64_t a = __atomic_load_n(&spans[i].start, __ATOMIC_RELAXED);
+		uint64_t b = __atomic_load_n(&spans[i].end, __ATOMIC_RELAXED);
+		int64_t d;
 
-		r->type = CM_GPU_REC_KERNEL;
-		r->start_ns = ts(k->start);
-		r->end_ns = ts(k->end);
-		r->device = k->device_id;
-		r->stream = k->stream_id;
-		r->corr = k->correlation_id;
-		if (corr_is_graph(k->correlation_id))
-			r->flags |= CM_GPU_RF_GRAPH;
-		break;
+		if (!a || b < a)
+			continue;
+		if (s + SPAN_SLACK_NS >= a && e <= b + SPAN_SLACK_NS) {
+			if (!__atomic_exchange_n(&clock_verdict, 1, __ATOMIC_ACQ_REL)) {
+				__atomic_or_fetch(&info_flags, CM_GPU_RF_CLOCK_AGREES, __ATOMIC_RELAXED);
+				send_info(0);
+			}
+			return;
+		}
+		d = mid - (int64_t)(a + (b - a) / 2);
+		if (llabs(d) < llabs(best))
+			best = d;
 	}
-	case CUPTI_ACTIVITY_KIND_MEMCPY: {
-		const struct pfx_memcpy *m = (const void *)a;
-
-		r->type = CM_GPU_REC_COPY;
-		r->copy_kind = m->copy_kind;
-		r->src_mem = m->src_kind;
-		r->dst_mem = m->dst_kind;
-		r->bytes = m->bytes;
-		r->start_ns = ts(m->start);
-		r->end_ns = ts(m->end);
-		r->device = m->device_id;
-		r->stream = m->stream_id;
-		r->corr = m->correlation_id;
-		break;
+	/* far from every call it could belong to, three times: another clock */
+	if (best != INT64_MAX && llabs(best) > SKEW_CLOCKS_NS &&
+	    __atomic_add_fetch(&clock_misses, 1, __ATOMIC_RELAXED) >= 3 &&
+	    !__atomic_exchange_n(&clock_verdict, -1, __ATOMIC_ACQ_REL)) {
+		clock_skew = best;
+		__atomic_or_fetch(&info_flags, CM_GPU_RF_CLOCK_DISAGREES, __ATOMIC_RELAXED);
+		send_info(0);
+		fprintf(stderr, "contactmap-cupti: CUPTI's timestamps are %.3f s off the calls' own times "
+			"(its clock is not CLOCK_MONOTONIC): the timeline's GPU tracks are shifted\n",
+			(double)best / 1e9);
 	}
-	case CUPTI_ACTIVITY_KIND_MEMSET: {
-		const struct pfx_memset *m = (const void *)a;
-
-		r->type = CM_GPU_REC_MEMSET;
-		r->dst_mem = (uint8_t)m->memory_kind;
-		r->bytes = m->bytes;
-		r->start_ns = ts(m->start);
-		r->end_ns = ts(m->end);
-		r->device = m->device_id;
-		r->stream = m->stream_id;
-		r->corr = m->correlation_id;
-		break;
-	}
-	case CUPTI_ACTIVITY_KIND_SYNCHRONIZATION: {
-		const struct pfx_sync *s = (const void *)a;
-
-		r->type = CM_GPU_REC_SYNC;
-		r->sync_type = s->type < CM_GPU_SYNC_TYPES ? (uint8_t)s->type : 0;
-		r->start_ns = ts(s->start);
-		r->end_ns = ts(s->end);
-		r->stream = s->stream_id;
-		r->corr = s->correlation_id;
-		break;
-	}
-	case CUPTI_ACTIVITY_KIND_OVERHEAD: {
-		const struct pfx_overhead *o = (const void *)a;
-
-		r->type = CM_GPU_REC_OVERHEAD;
-		r->sync_type = (uint8_t)o->overhead_kind;
-		r->start_ns = ts(o->start);
-		r->end_ns = ts(o->end);
-		break;
-	}
-	default:
-		return 0;
-	}
-	if (!r->start_ns && !r->end_ns)
-		r->flags |= CM_GPU_RF_NOTIME;
-	return 1;
 }
 
 static void send_dropped(uint64_t n)
@@ -701,11 +579,26 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
 	struct cm_gpu_rec batch[CM_GPU_BATCH];
 	CUpti_Activity *a = NULL;
 	unsigned n = 0;
+	uint64_t all = 0;
 	size_t dropped = 0;
 
+	if (!active) {
+		free(buf);
+		return;
+	}
+	/* CUPTI hands buffers back from a worker thread of its own: contactmap's
+	 * cost, not the program's (a thread that made CUDA calls is the program's) */
+	if (!T.observer && !T.api_seen && !T.in_exit && my_tid() != (uint32_t)agent_pid)
+		announce_observer();
 	while (valid && C.next_record(buf, valid, &a) == CUPTI_SUCCESS) {
-		if (!to_rec(a, &batch[n]))
+		all++;
+		if (!cm_agent_to_rec(a, &batch[n], clock_offset, cupti_version))
 			continue;
+		/* a call the agent timed waited for it (stream-wait-event waits on the GPU) */
+		if (batch[n].type == CM_GPU_REC_SYNC && !clock_verdict &&
+		    batch[n].sync_type != CUPTI_ACTIVITY_SYNCHRONIZATION_TYPE_UNKNOWN &&
+		    batch[n].sync_type != CUPTI_ACTIVITY_SYNCHRONIZATION_TYPE_STREAM_WAIT_EVENT)
+			clock_check(batch[n].start_ns, batch[n].end_ns);
 		if (++n == CM_GPU_BATCH) {
 			contactmap_gpu_hook(batch, n);
 			n = 0;
@@ -713,6 +606,8 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
 	}
 	if (n)
 		contactmap_gpu_hook(batch, n);
+	if (all)
+		__atomic_fetch_add(&recs_in, all, __ATOMIC_RELAXED);
 	if (C.dropped && C.dropped(ctx, stream, &dropped) == CUPTI_SUCCESS && dropped)
 		send_dropped(dropped);
 	free(buf);
@@ -723,49 +618,105 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
 static void send_info(uint32_t flags)
 {
 	struct cm_gpu_rec r = {
-		.type = CM_GPU_REC_INFO, .flags = info_flags | flags, .status = status,
-		.start_ns = (uint64_t)clock_offset, .device = CM_GPU_REC_VERSION,
-		.tid = gettid_(),
+		.type = CM_GPU_REC_INFO,
+		.flags = __atomic_load_n(&info_flags, __ATOMIC_RELAXED) | flags, .status = status,
+		.start_ns = (uint64_t)clock_offset, .end_ns = status_ns,
+		.bytes = (uint64_t)clock_skew, .device = CM_GPU_REC_VERSION,
+		.corr = cupti_version, .stream = driver_version, .tid = my_tid(),
 	};
 
 	contactmap_gpu_hook(&r, 1);
 }
 
-static int find_cupti(struct dl_phdr_info *info, size_t size, void *data)
+/*
+ * Taken over: synchronize calls went on (their callbacks still come here),
+ * but the records CUPTI makes for them did not, even after a forced flush.
+ * kineto (torch.profiler) does this: cuptiActivityRegisterCallbacks with its
+ * own buffers when it starts, cuptiActivityDisable of the kinds when it
+ * stops. Handing them back would take its records, so the agent only says so.
+ */
+static struct {
+	pthread_mutex_t lock;		/* the flush thread and at_exit */
+	uint64_t calls, recs, prev;	/* at the last record seen; calls at the last check */
+} tk = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void check_takeover_locked(int at_exit)
 {
+	uint64_t calls = __atomic_load_n(&sync_calls, __ATOMIC_RELAXED);
+	uint64_t recs = __atomic_load_n(&recs_in, __ATOMIC_RELAXED), due;
+
+	if (!sync_records_on || status != CM_GPU_ST_CUPTI)
+		return;
+	if (recs != tk.recs) {
+		tk.recs = recs;
+		tk.calls = tk.prev = calls;
+		return;
+	}
+	/* calls that ended a period ago have had a flush to bring their records */
+	due = at_exit ? calls : tk.prev;
+	tk.prev = calls;
+	if (due - tk.calls < TAKEOVER_SYNCS)
+		return;
+	if (!at_exit) {
+		/* a buffer held back by a record still in the making comes back too */
+		C.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+		if (__atomic_load_n(&recs_in, __ATOMIC_RELAXED) != tk.recs)
+			return;
+	}
+	status = CM_GPU_ST_TAKEN_OVER;
+	status_ns = mono_ns();
+	send_info(0);
+	fprintf(stderr, "contactmap-cupti: another CUPTI client (torch.profiler?) has taken CUPTI's "
+		"activity records over: %llu synchronize calls got no records; no device times from here on\n",
+		(unsigned long long)(due - tk.calls));
+}
+
+static void check_takeover(int at_exit)
+{
+	pthread_mutex_lock(&tk.lock);
+	check_takeover_locked(at_exit);
+	pthread_mutex_unlock(&tk.lock);
+}
+
+static int find_lib(struct dl_phdr_info *info, size_t size, void *data)
+{
+	char *want = data;	/* in: a name prefix; out: the path */
 	const char *base = info->dlpi_name ? strrchr(info->dlpi_name, '/') : NULL;
 
 	base = base ? base + 1 : info->dlpi_name;
-	if (base && !strncmp(base, "libcupti.so", 11)) {
+	if (base && !strncmp(base, want, strlen(want))) {
 		snprintf(data, PATH_MAX, "%s", info->dlpi_name);
 		return 1;
 	}
 	return 0;
 }
 
-static void *load_cupti(void)
+/* The path of a mapped library whose name starts with prefix, in out[PATH_MAX]. */
+static int mapped(const char *prefix, char *out)
 {
-	static const char *const names[] = {
-		"libcupti.so.13", "libcupti.so.12", "libcupti.so",
-		"/usr/local/cuda/lib64/libcupti.so", "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so",
-	};
-	char mapped[PATH_MAX] = "";
-	const char *env = getenv("CONTACTMAP_CUPTI_LIB");
-	void *h;
+	snprintf(out, PATH_MAX, "%s", prefix);
+	return dl_iterate_phdr(find_lib, out);
+}
 
-	/* the program's own copy first: two CUPTIs in one process do not mix */
-	if (dl_iterate_phdr(find_cupti, mapped) && (h = dlopen(mapped, RTLD_NOLOAD | RTLD_NOW))) {
-		dbg("reusing the mapped %s\n", mapped);
-		return h;
-	}
-	if (env && *env && (h = dlopen(env, RTLD_NOW | RTLD_LOCAL)))
-		return h;
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if ((h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL))) {
-			dbg("loaded %s\n", names[i]);
-			return h;
-		}
-	return NULL;
+/* The CUDA major version CUPTI should match: the program's runtime, else the driver's. */
+static int cuda_major(void)
+{
+	char path[PATH_MAX];
+	const char *v;
+	void *cuda;
+	int (*get)(int *) = NULL, ver = 0;
+
+	cuda = dlopen("libcuda.so.1", RTLD_NOLOAD | RTLD_LAZY);
+	if (cuda)
+		*(void **)&get = dlsym(cuda, "cuDriverGetVersion");
+	if (get && !get(&ver))
+		driver_version = (uint32_t)ver;
+	if (cuda)
+		dlclose(cuda);
+	if (mapped("libcudart.so.", path) && (v = strstr(strrchr(path, '/') ? strrchr(path, '/') : path,
+							 ".so.")) && atoi(v + 4) > 0)
+		return atoi(v + 4);
+	return ver / 1000;
 }
 
 #define SYM(field, name, required)                                             \
@@ -787,38 +738,34 @@ static int bind_cupti(void)
 	SYM(flush_all, "cuptiActivityFlushAll", 1);
 	SYM(next_record, "cuptiActivityGetNextRecord", 1);
 	SYM(result_string, "cuptiGetResultString", 0);
+	SYM(enable_domain, "cuptiEnableDomain", 0);
 	SYM(register_timestamp, "cuptiActivityRegisterTimestampCallback", 0);
 	SYM(get_timestamp, "cuptiGetTimestamp", 0);
+	SYM(get_version, "cuptiGetVersion", 0);
 	SYM(set_thread_id_type, "cuptiSetThreadIdType", 0);
 	SYM(flush_period, "cuptiActivityFlushPeriod", 0);
+	SYM(all_sync_records, "cuptiActivityEnableAllSyncRecords", 0);
 	SYM(dropped, "cuptiActivityGetNumDroppedRecords", 0);
 	return 0;
 }
 
 /*
- * CUPTI's timestamps on CLOCK_MONOTONIC: asked for through the timestamp
- * callback and verified; where that is missing or does not hold (CUPTI's
- * default is CLOCK_REALTIME), an offset measured across the tightest of a
- * few cuptiGetTimestamp calls.
+ * CUPTI's timestamps on CLOCK_MONOTONIC: through the timestamp callback, and
+ * then never an offset on top (synchronization records check that CUPTI uses
+ * it, see clock_check); without the callback (CUPTI's default clock is
+ * CLOCK_REALTIME), an offset measured across the tightest of a few
+ * cuptiGetTimestamp calls.
  */
 static void set_clock(void)
 {
 	uint64_t c = 0, t0, t1, best = UINT64_MAX;
 
+	clock_offset = 0;
 	if (C.register_timestamp && C.register_timestamp(mono_cb) == CUPTI_SUCCESS) {
-		t0 = mono_ns();
-		if (!C.get_timestamp || C.get_timestamp(&c) != CUPTI_SUCCESS) {
-			info_flags = CM_GPU_RF_CLOCK_CB;	/* registered; nothing to check it with */
-			return;
-		}
-		t1 = mono_ns();
-		if (c >= t0 && c <= t1 + 1000) {
-			info_flags = CM_GPU_RF_CLOCK_CB;
-			return;
-		}
-		dbg("timestamp callback registered but not in use (%llu vs %llu)\n",
-		    (unsigned long long)c, (unsigned long long)t0);
+		info_flags = CM_GPU_RF_CLOCK_CB;
+		return;
 	}
+	info_flags = 0;
 	if (!C.get_timestamp)
 		return;
 	for (int i = 0; i < 7; i++) {
@@ -836,7 +783,65 @@ static void set_clock(void)
 	    (unsigned long long)best / 2);
 }
 
-static int use_period;	/* CUPTI flushes its buffers itself (cuptiActivityFlushPeriod) */
+/*
+ * Loads a libcupti and subscribes: CUPTI_SUCCESS, or why not. The program's
+ * own copy first (two CUPTIs in one process do not mix), then
+ * CONTACTMAP_CUPTI_LIB, then the libcupti of the CUDA major version in use
+ * and the others; one that loads but cannot subscribe (a CUPTI newer than the
+ * driver) gives way to the next.
+ */
+static CUptiResult load_cupti(int *loaded)
+{
+	char own[PATH_MAX], first[32], *names[8];
+	const char *env = getenv("CONTACTMAP_CUPTI_LIB");
+	int major = cuda_major(), n = 0;
+	CUptiResult r = CUPTI_ERROR_NOT_INITIALIZED;
+
+	*loaded = 0;
+
+	if (mapped("libcupti.so", own)) {
+		names[n++] = own;
+	} else {
+		if (env && *env)
+			names[n++] = (char *)env;
+		snprintf(first, sizeof(first), "libcupti.so.%d", major);
+		if (major > 0 && major != 12 && major != 13)
+			names[n++] = first;
+		names[n++] = major == 12 ? "libcupti.so.12" : "libcupti.so.13";
+		names[n++] = major == 12 ? "libcupti.so.13" : "libcupti.so.12";
+		names[n++] = "libcupti.so";
+		names[n++] = "/usr/local/cuda/lib64/libcupti.so";
+		names[n++] = "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so";
+	}
+	for (int i = 0; i < n; i++) {
+		memset(&C, 0, sizeof(C));
+		C.lib = dlopen(names[i], (i == 0 && names[i] == own ? RTLD_NOLOAD : 0) | RTLD_NOW | RTLD_LOCAL);
+		if (!C.lib)
+			continue;
+		if (bind_cupti()) {
+			dlclose(C.lib);
+			C.lib = NULL;
+			continue;
+		}
+		++*loaded;
+		if (C.get_version && C.get_version(&cupti_version) != CUPTI_SUCCESS)
+			cupti_version = 0;
+		/* before any activity kind is enabled, as CUPTI requires */
+		set_clock();
+		if (C.set_thread_id_type)
+			C.set_thread_id_type(CUPTI_ACTIVITY_THREAD_ID_TYPE_SYSTEM);
+		r = C.subscribe(&subscriber, on_callback, NULL);
+		dbg("%s (CUPTI %u, driver %u, CUDA %d): %s\n", names[i], cupti_version, driver_version,
+		    major, cupti_err(r));
+		if (r == CUPTI_SUCCESS || r == CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED ||
+		    names[i] == own)
+			return r;
+		/* left loaded: a CUPTI that got as far as subscribing may have
+		 * started threads that would run unmapped code */
+	}
+	memset(&C, 0, sizeof(C));
+	return r;
+}
 
 static void *flush_thread(void *arg)
 {
@@ -845,21 +850,29 @@ static void *flush_thread(void *arg)
 
 	pthread_setname_np(pthread_self(), "cm-cupti-flush");
 	/* contactmap's thread, not the program's: its time is observer cost */
-	struct cm_gpu_rec me = { .type = CM_GPU_REC_OBSERVER, .tid = gettid_() };
-	contactmap_gpu_hook(&me, 1);
+	announce_observer();
 	for (;;) {
 		nanosleep(&ts, NULL);
-		if (!use_period)
+		/* every buffer whose records are complete, full or not: -i and -d
+		 * see device rows within a period, and an exit that skips atexit
+		 * loses one period at most */
+		if (status == CM_GPU_ST_CUPTI)
 			C.flush_all(0);
 		flush_all_batches();
+		check_takeover(0);
 	}
 	return NULL;
 }
 
 static void at_exit(void)
 {
-	if (status == CM_GPU_ST_CUPTI)
+	if (!active || getpid() != agent_pid)
+		return;	/* a forked child: the parent's records are the parent's */
+	T.in_exit = 1;
+	if (status == CM_GPU_ST_CUPTI) {
 		C.flush_all(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+		check_takeover(1);
+	}
 	flush_all_batches();
 	send_info(CM_GPU_RF_FINAL);
 	if (dropped_total)
@@ -875,6 +888,7 @@ static void fall_back(uint32_t why, const char *reason)
 	long waited = 0;
 
 	status = why;
+	status_ns = mono_ns();
 	if (why != CM_GPU_ST_FORCED)
 		fprintf(stderr, "contactmap-cupti: %s; GPU numbers come from uprobes (API spans, no device times)\n",
 			reason);
@@ -891,12 +905,60 @@ static void fall_back(uint32_t why, const char *reason)
 	atexit(at_exit);
 }
 
+static void enable_callbacks(void)
+{
+	CUptiResult r;
+	int domain = C.enable_domain &&
+		     C.enable_domain(1, subscriber, CUPTI_CB_DOMAIN_RUNTIME_API) == CUPTI_SUCCESS;
+
+	if (!domain)
+		dbg("runtime domain not enabled as a whole: driver calls inside untimed runtime calls count as the program's\n");
+	for (size_t i = 0; i < cm_agent_ncbs; i++) {
+		const struct cm_agent_cb *c = &cm_agent_cbs[i];
+
+		if (c->domain == CUPTI_CB_DOMAIN_RUNTIME_API) {
+			rt_api[c->cbid] = (unsigned char)c->api;
+			if (domain)
+				continue;
+		} else {
+			drv_api[c->cbid] = (unsigned char)c->api;
+		}
+		if ((r = C.enable_callback(1, subscriber, c->domain, c->cbid)) != CUPTI_SUCCESS)
+			dbg("callback %u/%u: %s\n", c->domain, c->cbid, cupti_err(r));
+	}
+}
+
+static void enable_activity(void)
+{
+	static const CUpti_ActivityKind kinds[] = {
+		CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY,
+		CUPTI_ACTIVITY_KIND_MEMCPY2, CUPTI_ACTIVITY_KIND_MEMSET,
+		CUPTI_ACTIVITY_KIND_SYNCHRONIZATION, CUPTI_ACTIVITY_KIND_OVERHEAD,
+	};
+	CUptiResult r;
+
+	C.register_callbacks(buffer_requested, buffer_completed);
+	/* event and stream queries that found work still pending (PyTorch's
+	 * caching allocator makes them by the thousand) are not synchronization */
+	if (C.all_sync_records)
+		C.all_sync_records(0);
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		r = C.activity_enable(kinds[i]);
+		if (r != CUPTI_SUCCESS)
+			dbg("activity kind %d: %s\n", kinds[i], cupti_err(r));
+		else if (kinds[i] == CUPTI_ACTIVITY_KIND_SYNCHRONIZATION)
+			sync_records_on = 1;
+	}
+}
+
 EXPORT int InitializeInjection(void)
 {
 	static int done;
 	const char *mode = getenv("CONTACTMAP_GPU"), *v;
 	long flush_ms = 200;
 	CUptiResult r;
+	uint32_t tasks[MAX_TASKS];
+	int loaded, ntasks;
 
 	if (__atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL))
 		return 1;
@@ -905,31 +967,35 @@ EXPORT int InitializeInjection(void)
 		flush_ms = atol(v);
 	if ((v = getenv("CONTACTMAP_CUPTI_BUFFER_KB")) && atol(v) > 0)
 		buffer_bytes = (size_t)atol(v) * 1024;
-	pthread_key_create(&batch_key, thread_exit);
 	/* injected by hand, without contactmap to read the hook: CUPTI would
 	 * cost the program for nothing */
 	if (!mode) {
 		dbg("CONTACTMAP_GPU is not set (not started by contactmap): idle\n");
 		return 1;
 	}
+	agent_pid = getpid();
+	pthread_key_create(&batch_key, thread_exit);
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+	active = 1;
 	if (!strcmp(mode, "uprobes")) {
 		fall_back(CM_GPU_ST_FORCED, "uprobes asked for");
 		return 1;
 	}
-	C.lib = load_cupti();
+	ntasks = list_tasks(tasks, MAX_TASKS);
+	r = load_cupti(&loaded);
+	if (C.lib)
+		announce_new_threads(tasks, ntasks);
 	if (!C.lib) {
-		fall_back(CM_GPU_ST_NO_CUPTI, "libcupti not found (set CONTACTMAP_CUPTI_LIB to its path)");
+		char why[200];
+
+		if (!loaded)
+			snprintf(why, sizeof(why), "libcupti not found (set CONTACTMAP_CUPTI_LIB to its path)");
+		else
+			snprintf(why, sizeof(why), "no libcupti of the %d tried would subscribe (the last: %d)",
+				 loaded, (int)r);
+		fall_back(loaded ? CM_GPU_ST_CUPTI_ERROR : CM_GPU_ST_NO_CUPTI, why);
 		return 1;
 	}
-	if (bind_cupti()) {
-		fall_back(CM_GPU_ST_NO_CUPTI, "libcupti lacks functions the agent needs (too old?)");
-		return 1;
-	}
-	/* before any activity kind is enabled, as CUPTI requires */
-	set_clock();
-	if (C.set_thread_id_type)
-		C.set_thread_id_type(CUPTI_ACTIVITY_THREAD_ID_TYPE_SYSTEM);
-	r = C.subscribe(&subscriber, on_callback, NULL);
 	if (r == CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED) {
 		fall_back(CM_GPU_ST_MULTISUB, "another profiler already holds CUPTI (CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED)");
 		return 1;
@@ -941,25 +1007,12 @@ EXPORT int InitializeInjection(void)
 		fall_back(CM_GPU_ST_CUPTI_ERROR, why);
 		return 1;
 	}
-	for (size_t i = 0; i < sizeof(cbmap) / sizeof(cbmap[0]); i++) {
-		if (cbmap[i].domain == CUPTI_CB_DOMAIN_RUNTIME_API)
-			rt_api[cbmap[i].cbid] = (unsigned char)cbmap[i].api;
-		else
-			drv_api[cbmap[i].cbid] = (unsigned char)cbmap[i].api;
-		if ((r = C.enable_callback(1, subscriber, cbmap[i].domain, cbmap[i].cbid)) != CUPTI_SUCCESS)
-			dbg("callback %u/%u: %s\n", cbmap[i].domain, cbmap[i].cbid, cupti_err(r));
-	}
-	C.register_callbacks(buffer_requested, buffer_completed);
-	static const CUpti_ActivityKind kinds[] = {
-		CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY,
-		CUPTI_ACTIVITY_KIND_MEMSET, CUPTI_ACTIVITY_KIND_SYNCHRONIZATION,
-		CUPTI_ACTIVITY_KIND_OVERHEAD,
-	};
-	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
-		if ((r = C.activity_enable(kinds[i])) != CUPTI_SUCCESS)
-			dbg("activity kind %d: %s\n", kinds[i], cupti_err(r));
-	use_period = C.flush_period && C.flush_period((uint32_t)flush_ms) == CUPTI_SUCCESS;
-	/* API batches (and, without cuptiActivityFlushPeriod, CUPTI's buffers) */
+	enable_callbacks();
+	enable_activity();
+	if (C.flush_period)
+		C.flush_period((uint32_t)flush_ms);
+	announce_new_threads(tasks, ntasks);
+	/* API batches and CUPTI's buffers, every period */
 	pthread_t th;
 	pthread_attr_t attr;
 
@@ -969,6 +1022,7 @@ EXPORT int InitializeInjection(void)
 		dbg("no flush thread\n");
 	pthread_attr_destroy(&attr);
 	status = CM_GPU_ST_CUPTI;
+	status_ns = mono_ns();
 	send_info(0);
 	atexit(at_exit);
 	dbg("CUPTI tier on (clock %s, offset %lld)\n",

@@ -68,15 +68,49 @@ CM_EXTERN struct {
 	__type(value, struct cm_blk_start);
 } blk_inflight SEC(".maps");
 
+/* The subsystem (enum cm_subsys) of each syscall number, from user space. */
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__type(value, __u32);
+} sys_groups SEC(".maps");
+
+/* Interrupt nesting per CPU: [0] hard irqs, softirqs and timer callbacks
+ * being served (bpf/critpath.bpf.c). */
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} irq_depth SEC(".maps");
+
+static __always_inline bool in_interrupt_now(void)
+{
+	__u32 k = 0;
+	__u64 *d = bpf_map_lookup_elem(&irq_depth, &k);
+
+	return d && *d;
+}
+
+/* Switch-in records and request markers (struct cm_cp_event); sized from
+ * user space when the critical path is on. */
+CM_EXTERN struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} cp_events SEC(".maps");
+
 /* Exit records of traced threads (struct cm_life_event). */
 CM_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, CM_LIFE_RING_BYTES);
 } life_events SEC(".maps");
 
+/* Per process, device and op; a process's rows are drained when it ends. */
 CM_EXTERN struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
 	__type(key, struct cm_blk_key);
 	__type(value, struct cm_blk_stat);
 } blkstats SEC(".maps");
@@ -107,6 +141,7 @@ CM_EXTERN struct {
 	__type(value, __u64);
 } trace_rate SEC(".maps");
 
+CM_EXTERN const volatile bool cfg_critpath;	/* switch-in records for the critical path */
 CM_EXTERN const volatile bool cfg_trace;
 CM_EXTERN const volatile __u64 cfg_trace_sys_min_ns;
 CM_EXTERN const volatile __u64 cfg_trace_max_per_sec;	/* per CPU */
@@ -124,7 +159,6 @@ CM_EXTERN const volatile struct cm_blk_stat zero_blk;
 CM_EXTERN struct cm_counters counters;
 CM_EXTERN __s64 live_threads;
 CM_EXTERN __u32 next_gen;	/* user space takes numbers from it too, atomically */
-CM_EXTERN const volatile __u32 read_nr;	/* the read syscall (the held command's) */
 
 #define TASK_RUNNING_STATE 0
 #define TASK_DEAD_STATE 0x80
@@ -370,7 +404,7 @@ static __always_inline void trace_slice(struct cm_thread *t, __u16 kind, __u64 s
 	__u16 cause = kind == CM_SL_BLOCKED ? t->blk_cause : 0;
 	__u32 nr = kind == CM_SL_BLOCKED && t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1 ? t->sc_nr1 - 1 : 0;
 
-	if (cfg_trace)
+	if (cfg_trace && !(t->flags & CM_TF_HELD))
 		emit_slice(t->pid, t->tid, &t->trace_seq, kind | (est ? CM_SL_ESTIMATED : 0), cause, nr,
 			   start, end, 0);
 }
@@ -379,7 +413,9 @@ static __always_inline void trace_slice(struct cm_thread *t, __u16 kind, __u64 s
  * current, so frame-pointer stacks only); a syscall's at its sys_exit. */
 static __always_inline void offcpu_nonsyscall(struct cm_thread *t, __u64 d)
 {
-	if (!cfg_offcpu_stacks || (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1))
+	/* a held command's wait is contactmap's (see start_command, sched.bpf.c) */
+	if (!cfg_offcpu_stacks || (t->blk_cause == CM_CAUSE_SYSCALL && t->sc_nr1) ||
+	    (t->flags & CM_TF_HELD))
 		return;
 	if (d >= cfg_min_block_ns) {
 		emit_offcpu(t, t->blk_cause, 0, d, false);
@@ -395,9 +431,47 @@ static __always_inline void offcpu_nonsyscall(struct cm_thread *t, __u64 d)
  * its switch-in, and by resync (`resynced`) when no switch-in was reported and
  * `end` is an estimate.
  */
+/* The off-CPU stretch from state_ts to end, for the critical path (see
+ * struct cm_cp_event); before settle_off_cpu charges it. */
+static __always_inline void emit_switch_in(struct cm_thread *t, __u64 end, bool resynced)
+{
+	struct cm_cp_event *e;
+	__u64 wake = t->wake_ts;
+
+	e = bpf_ringbuf_reserve(&cp_events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&counters.cp_ringbuf_full, 1);
+		return;
+	}
+	e->type = CM_EV_SWITCH_IN;
+	e->tid = t->tid;
+	e->pid = t->pid;
+	e->gen = t->gen;
+	e->ts = end;
+	e->off_start = t->state_ts;
+	e->state = t->state;
+	e->cause = t->blk_cause;
+	e->nr = t->sc_nr1 ? t->sc_nr1 - 1 : 0;
+	e->id = 0;
+	e->flags = (resynced ? CM_CP_ESTIMATED : 0) | (t->blk_iowait ? CM_CP_IOWAIT : 0);
+	e->pad = 0;
+	if ((t->state == CM_BLOCKED || t->state == CM_UNKNOWN) && wake > t->state_ts && wake <= end) {
+		e->wake_ts = wake;
+		e->waker_gen = t->waker_gen;
+	} else {
+		e->wake_ts = 0;
+		e->waker_gen = 0;
+	}
+	__builtin_memcpy(e->vec, t->oncpu_ss, sizeof(e->vec));
+	bpf_ringbuf_submit(e, lazy_wakeup(&cp_events));
+}
+
 static __always_inline void settle_off_cpu(struct cm_thread *t, __u64 end, bool resynced)
 {
 	__u64 d = end - t->state_ts, wake = t->wake_ts;
+
+	if (cfg_critpath && !(t->flags & CM_TF_HELD))
+		emit_switch_in(t, end, resynced);
 
 	switch (t->state) {
 	case CM_RUNQ_WAKE:

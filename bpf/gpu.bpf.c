@@ -116,7 +116,8 @@ static __always_inline void api_add(__u32 pid, __u32 api, __u32 tier, __u64 d, _
 	hist_add(s->hist, d);
 }
 
-static __always_inline void copy_add(struct cm_gpu_copy_key *key, __u64 bytes, __u64 d,
+/* n: the copies one record stands for (cudaMemcpyBatchAsync batches them) */
+static __always_inline void copy_add(struct cm_gpu_copy_key *key, __u64 n, __u64 bytes, __u64 d,
 				     bool timed)
 {
 	struct cm_gpu_copy_stat zero = {}, *s;
@@ -124,7 +125,7 @@ static __always_inline void copy_add(struct cm_gpu_copy_key *key, __u64 bytes, _
 	s = lookup_or_init(&gpu_copy, key, &zero, &gpu_counters.copy_full);
 	if (!s)
 		return;
-	s->count++;
+	s->count += n;
 	s->bytes += bytes;
 	if (!timed) {
 		s->untimed++;
@@ -182,6 +183,13 @@ static int handle_rec(__u32 i, struct hook_ctx *c)
 				sync_begin(t, c->now);
 		}
 		break;
+	case CM_GPU_REC_SYNC_END:
+		if (r->tid == c->tid) {
+			t = thread_of(c->tid);
+			if (t)
+				sync_end(t, c->now);
+		}
+		break;
 	case CM_GPU_REC_KERNEL: {
 		struct cm_gpu_kern_key key = {
 			.pid = c->pid, .device = r->device, .stream = r->stream,
@@ -218,7 +226,8 @@ static int handle_rec(__u32 i, struct hook_ctx *c)
 		};
 		bool timed = !(r->flags & CM_GPU_RF_NOTIME);
 
-		copy_add(&key, r->bytes, d, timed);
+		copy_add(&key, r->type == CM_GPU_REC_COPY && r->status ? r->status : 1, r->bytes, d,
+			 timed);
 		if (!timed)
 			p->untimed++;
 		else if (cfg_trace)
@@ -246,9 +255,14 @@ static int handle_rec(__u32 i, struct hook_ctx *c)
 		p->info_flags = r->flags;
 		p->rec_version = r->device;
 		p->clock_offset_ns = (__s64)r->start_ns;
+		p->status_ns = r->end_ns;
+		p->clock_skew_ns = (__s64)r->bytes;
+		p->cupti_version = r->corr;
+		p->driver_version = r->stream;
 		if (r->flags & CM_GPU_RF_FINAL)
 			p->final_seen = 1;
-		if (r->status == CM_GPU_ST_CUPTI) {
+		/* taken over: still the cupti tier, up to the moment it was */
+		if (r->status == CM_GPU_ST_CUPTI || r->status == CM_GPU_ST_TAKEN_OVER) {
 			p->tier = CM_GPU_TIER_CUPTI;
 		} else if (r->status != CM_GPU_ST_NONE && p->tier != CM_GPU_TIER_UPROBES) {
 			struct cm_gpu_event ev = { .pid = c->pid, .status = r->status };
@@ -263,8 +277,9 @@ static int handle_rec(__u32 i, struct hook_ctx *c)
 		p->dropped += r->bytes;
 		break;
 	case CM_GPU_REC_OBSERVER:
-		t = thread_of(c->tid);
-		if (t)
+		/* the calling thread, or one of its process's threads by tid (CUPTI's) */
+		t = thread_of(r->tid ? r->tid : c->tid);
+		if (t && t->pid == c->pid)
 			t->flags |= CM_TF_OBSERVER;
 		break;
 	default:
@@ -479,12 +494,12 @@ int gpu_api_exit(struct pt_regs *ctx)
 		} else if (key.kind == CM_COPY_DTOH) {
 			key.src_mem = CM_MEM_DEVICE;
 			key.dst_mem = host;
-		} else if (key.kind == CM_COPY_DTOD) {
+		} else if (key.kind == CM_COPY_DTOD || key.kind == CM_COPY_PTOP) {
 			key.src_mem = key.dst_mem = CM_MEM_DEVICE;
 		} else if (key.op == CM_GPU_OP_MEMSET) {
 			key.dst_mem = CM_MEM_DEVICE;
 		}
-		copy_add(&key, t->gpu_bytes, d, true);
+		copy_add(&key, 1, t->gpu_bytes, d, true);
 		break;
 	}
 	case CM_GPU_CLASS_ALLOC:

@@ -11,6 +11,7 @@ const volatile bool cfg_oncpu_stacks = false;
 const volatile bool cfg_offcpu_stacks = false;
 const volatile __u64 cfg_min_block_ns = 1000000;
 
+const volatile bool cfg_critpath = false;
 const volatile bool cfg_trace = false;
 const volatile __u64 cfg_trace_sys_min_ns = 100000;
 const volatile __u64 cfg_trace_max_per_sec = 100000;
@@ -18,6 +19,5 @@ const volatile __u64 cfg_trace_max_per_sec = 100000;
 struct cm_counters counters = {};
 __s64 live_threads = 0;
 __u32 next_gen = 0;
-const volatile __u32 read_nr = 0;	/* x86_64; set from the syscall table */
 
 char LICENSE[] SEC("license") = "GPL";

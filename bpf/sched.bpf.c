@@ -103,6 +103,33 @@ static __always_inline int on_wakeup(bool btf, struct task_struct *p)
 	return 0;
 }
 
+/*
+ * Who wakes a thread: sched_waking runs in the waker's context (sched_wakeup
+ * may run on the wakee's CPU, from an IPI). The waker counts when it is a
+ * traced thread inside a syscall (a futex wake, a pipe write, an exit) and
+ * not in an interrupt (bpf/critpath.bpf.c keeps the per-CPU depth): a timer
+ * or a completion wakes no one's thread.
+ */
+static __always_inline int on_waking(bool btf, struct task_struct *p)
+{
+	struct cm_thread *t, *w;
+
+	if (!cfg_critpath)
+		return 0;
+	t = thread_of(TASK_PID(btf, p));
+	if (!t || (t->state != CM_BLOCKED && t->state != CM_UNKNOWN))
+		return 0;
+	t->waker_gen = 0;
+	if (in_interrupt_now())
+		return 0;
+	w = thread_of((__u32)bpf_get_current_pid_tgid());
+	/* in a syscall, or exiting (its exit call is closed at sched_process_exit,
+	 * before it wakes its parent) */
+	if (w && (w->sc_nr1 || (w->flags & CM_TF_EXITED)))
+		t->waker_gen = w->gen;
+	return 0;
+}
+
 /* A new thread's entry; an entry still under its id is a thread that has
  * certainly ended (its id is being reused), whose record is sent first. */
 static __always_inline struct cm_thread *new_thread(__u32 tid)
@@ -186,10 +213,44 @@ static __always_inline int on_exit(struct task_struct *p)
 	return 0;
 }
 
+/*
+ * The wrapped command, held by contactmap until every program was attached,
+ * has exec'ed: its own life starts here. What came before (the wait on the
+ * pipe, contactmap's code in the child, the teardown of the copy of
+ * contactmap's memory) is contactmap's: the ledger starts afresh, and so do
+ * the fault counters. The execve in flight is the command's, counted from here.
+ */
+static __noinline void start_command(struct cm_thread *t)
+{
+	struct task_struct *cur = bpf_get_current_task_btf();
+	__u64 now = bpf_ktime_get_ns();
+	__u32 cpu = t->last_cpu, nr1 = t->sc_nr1;
+
+	/* everything after the identity (tid ... comm) from the zero template */
+	bpf_probe_read_kernel(&t->start_ns, sizeof(*t) - offsetof(struct cm_thread, start_ns),
+			      (void *)&zero_thread.start_ns);
+	t->flags &= ~CM_TF_HELD;
+	/* a new number: the rows of the calls before the exec are left behind */
+	t->gen = __sync_fetch_and_add(&next_gen, 1) + 1;
+	t->last_cpu = cpu;
+	t->out_kstack = t->out_ustack = -1;
+	t->start_ns = now;
+	t->state = CM_RUNNING;
+	t->state_ts = now;
+	t->run_ts = now;
+	t->stime_at = cur->stime;
+	t->min_flt_base = cur->min_flt;
+	t->maj_flt_base = cur->maj_flt;
+	t->sc_nr1 = nr1;
+	t->sc_enter_ts = now;
+}
+
 static __always_inline int on_exec(struct task_struct *p)
 {
 	struct cm_thread *t = thread_of((__u32)bpf_get_current_pid_tgid());
 
+	if (t && (t->flags & CM_TF_HELD))
+		start_command(t);
 	if (t) {
 		t->flags |= CM_TF_EXECED;
 		bpf_get_current_comm(&t->comm, sizeof(t->comm));
@@ -216,6 +277,10 @@ SEC("tp_btf/sched_wakeup")
 int BPF_PROG(sched_wakeup_btf, struct task_struct *p) { return on_wakeup(true, p); }
 SEC("raw_tp/sched_wakeup")
 int BPF_PROG(sched_wakeup_raw, struct task_struct *p) { return on_wakeup(false, p); }
+SEC("tp_btf/sched_waking")
+int BPF_PROG(sched_waking_btf, struct task_struct *p) { return on_waking(true, p); }
+SEC("raw_tp/sched_waking")
+int BPF_PROG(sched_waking_raw, struct task_struct *p) { return on_waking(false, p); }
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(sched_wakeup_new_btf, struct task_struct *p) { return on_wakeup(true, p); }
 SEC("raw_tp/sched_wakeup_new")

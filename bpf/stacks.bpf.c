@@ -17,8 +17,8 @@ int cpu_sample(struct bpf_perf_event_data *ctx)
 	if (!tid)
 		return 0;
 	t = thread_of(tid);
-	if (!t)
-		return 0;
+	if (!t || (t->flags & CM_TF_HELD))
+		return 0;	/* held: contactmap's own child before the command's exec */
 	__sync_fetch_and_add(&counters.samples, 1);
 	e = bpf_ringbuf_reserve(&stack_events, sizeof(*e), 0);
 	if (!e) {

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <json-c/json.h>
+#include "contactmap.h"
 
 #define CM_VERSION "0.1.0"
 #define CM_SCHEMA "contactmap/1"
@@ -20,24 +21,7 @@ void cm_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));	/* -v 
 void cm_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));	/* -vv */
 
 /* ---- syscall table (generated from maps/syscalls_<arch>.tsv) ---------------- */
-/* Subsystems of the contact map, in display order. */
-enum cm_subsys {
-	CM_SS_CPU_USER,
-	CM_SS_CPU_KERNEL,	/* kernel time outside syscalls that is not a fault's */
-	CM_SS_RUNQ,
-	CM_SS_MEMORY,
-	CM_SS_SYNC,
-	CM_SS_FILE_IO,
-	CM_SS_NETWORK,
-	CM_SS_BLOCK_IO,
-	CM_SS_SLEEP,
-	CM_SS_POLL,
-	CM_SS_PROCESS,
-	CM_SS_OTHER,
-	CM_SS_GPU,		/* GPU wait (synchronize calls) and GPU driver ioctls */
-	CM_SS_UNATTRIBUTED,
-	CM_SS_COUNT
-};
+/* Subsystems of the contact map: enum cm_subsys, in contactmap.h (BPF uses it). */
 
 struct cm_syscall_info {
 	const char *name;
@@ -94,12 +78,20 @@ struct cm_render_opts {
 	bool threads;		/* -t: per-thread rows */
 	int width;		/* columns, 80 by default */
 	int top_syscalls;	/* syscall rows per process */
+	int thread_rows;	/* -t N: thread rows per process at most; 0 = CM_THREAD_ROWS */
 };
+#define CM_THREAD_ROWS 20
 /* Prints the text contact map of a contactmap/1 report. 0 or -1 (message printed). */
 int cm_render_text(json_object *report, const struct cm_render_opts *o, FILE *out);
 
 /* Writes the report atomically (temp file + rename); "-" means stdout. */
 int cm_write_json(json_object *report, const char *path);
+struct cm_out;
+/* The same into an output opened with cm_out_open (outfile.h), which it
+ * commits (or aborts on failure). */
+int cm_write_json_out(json_object *report, struct cm_out *out);
+/* The largest report `report` and `diff` read: real ones are a few MB. */
+#define CM_REPORT_MAX_BYTES (256u << 20)
 /* Reads and checks a report ("schema" must be contactmap/1). NULL on error (printed). */
 json_object *cm_read_json(const char *path);
 /* Fails early (before tracing) if the file cannot be created; leaves nothing behind. */

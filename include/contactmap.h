@@ -11,6 +11,30 @@
 #include <linux/types.h>
 #endif
 
+/* Subsystems of the contact map, in display order. */
+enum cm_subsys {
+	CM_SS_CPU_USER,
+	CM_SS_CPU_KERNEL,	/* kernel time outside syscalls that is not a fault's */
+	CM_SS_RUNQ,
+	CM_SS_MEMORY,
+	CM_SS_SYNC,
+	CM_SS_FILE_IO,
+	CM_SS_NETWORK,
+	CM_SS_BLOCK_IO,
+	CM_SS_SLEEP,
+	CM_SS_POLL,
+	CM_SS_CHILD_WAIT,	/* wait4/waitid: a parent waiting for its children */
+	CM_SS_PROCESS,
+	CM_SS_OTHER,
+	CM_SS_GPU,		/* GPU wait (synchronize calls) and GPU driver ioctls */
+	CM_SS_UNATTRIBUTED,
+	CM_SS_COUNT
+};
+
+/* Slots of a thread's cumulative on-CPU time by subsystem (the critical path). */
+#define CM_SS_SLOTS 16
+_Static_assert(CM_SS_COUNT <= CM_SS_SLOTS, "a slot per subsystem");
+
 #define CM_COMM_LEN 16
 /* log2 buckets: slot i holds [2^i, 2^(i+1)) ns; slot 39 is ~550 s and up. */
 #define CM_HIST_SLOTS 40
@@ -149,6 +173,13 @@ struct cm_thread {
 
 	__u64 exit_ts;		/* sched_process_exit */
 	__u64 sc_used[CM_SYS_USED_WORDS];	/* syscall rows that exist (see above) */
+
+	/* the critical path (bpf/critpath.bpf.c) */
+	__u32 sc_grp;		/* enum cm_subsys of the syscall in flight */
+	__u32 waker_gen;	/* gen of the traced thread that woke it, 0: none or an interrupt */
+	__u64 oncpu_ss[CM_SS_SLOTS];	/* on-CPU so far, by subsystem (as cm_account_oncpu charges it) */
+
+	__u64 probe_ts;		/* in a uprobe trampoline's syscall since (observer work) */
 };
 
 #define CM_TF_SEEDED 1		/* existed before tracing began */
@@ -263,6 +294,40 @@ struct cm_life_event {
 	struct cm_thread t;
 };
 
+/* ---- the critical path ----------------------------------------------------------- */
+/*
+ * One record per switch-in of a traced thread: the off-CPU stretch that just
+ * ended (blocked from off_start to wake_ts, then runnable; or runnable all
+ * along), who woke it, and its cumulative on-CPU time by subsystem as of
+ * off_start (nothing is charged on-CPU while off CPU): the difference of two
+ * records' vectors is what the on-CPU stretch between them did. Request
+ * markers come through the same ring, so one thread's records stay in order.
+ */
+#define CM_EV_SWITCH_IN 9
+#define CM_EV_REQ_BEGIN 10
+#define CM_EV_REQ_END 11
+
+#define CM_CP_ESTIMATED 1	/* flags: its switch-in was never reported (resync) */
+#define CM_CP_IOWAIT 2		/* blocked in io_schedule() */
+
+struct cm_cp_event {
+	__u32 type;		/* CM_EV_SWITCH_IN or CM_EV_REQ_* */
+	__u32 tid;
+	__u32 pid;
+	__u32 gen;
+	__u64 ts;		/* switch-in, or the marker call */
+	__u64 off_start;	/* SWITCH_IN: when it left the CPU */
+	__u64 wake_ts;		/* SWITCH_IN: its wake-up, 0 if it was runnable (preempted) */
+	__u64 id;		/* REQ_*: the request id */
+	__u32 state;		/* SWITCH_IN: enum cm_state it was off CPU in */
+	__u32 cause;		/* SWITCH_IN: CM_CAUSE_* of a block */
+	__u32 nr;		/* SWITCH_IN: syscall of a CM_CAUSE_SYSCALL block */
+	__u32 waker_gen;	/* SWITCH_IN: the traced thread that woke it, 0 if none */
+	__u32 flags;		/* CM_CP_* */
+	__u32 pad;
+	__u64 vec[CM_SS_SLOTS];	/* cumulative on-CPU by subsystem (see above) */
+};
+
 /* ---- timeline ------------------------------------------------------------------- */
 #define CM_EV_SLICE 4
 
@@ -320,6 +385,9 @@ struct cm_counters {
 	__u64 exit_ringbuf_full;	/* exit records that waited in the map (not lost) */
 	__u64 exits;		/* traced threads that reached sched_process_exit */
 	__u64 retired;		/* exit records sent */
+	__u64 cp_ringbuf_full;	/* switch-in records and markers dropped: ring buffer full */
+	__u64 probe_syscalls;	/* uretprobe/uprobe trampoline syscalls in traced threads */
+	__u64 probe_syscall_ns;	/* their time: observer cost, in no syscall row */
 	__u64 cgroup_events_full;	/* --cgroup: a task that joined went unreported */
 };
 
@@ -342,9 +410,11 @@ static inline __attribute__((always_inline)) void cm_account_oncpu(struct cm_thr
 	t->stime_at = stime;
 	if (t->gpu_sync) {
 		t->gpu_spin_ns += d;
+		t->oncpu_ss[CM_SS_GPU] += d;
 	} else if (t->sc_nr1) {
 		t->oncpu_sys_ns += d;
 		t->sc_oncpu += d;
+		t->oncpu_ss[t->sc_grp < CM_SS_SLOTS ? t->sc_grp : CM_SS_OTHER] += d;
 	} else {
 		if (faulted)
 			t->kcarry_fault += ticks;
@@ -353,11 +423,14 @@ static inline __attribute__((always_inline)) void cm_account_oncpu(struct cm_thr
 		c = t->kcarry_fault < d ? t->kcarry_fault : d;
 		t->kcarry_fault -= c;
 		t->oncpu_kfault_ns += c;
+		t->oncpu_ss[CM_SS_MEMORY] += c;
 		d -= c;
 		c = t->kcarry_other < d ? t->kcarry_other : d;
 		t->kcarry_other -= c;
 		t->oncpu_kother_ns += c;
+		t->oncpu_ss[CM_SS_CPU_KERNEL] += c;
 		t->oncpu_user_ns += d - c;
+		t->oncpu_ss[CM_SS_CPU_USER] += d - c;
 	}
 }
 

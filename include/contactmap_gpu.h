@@ -19,7 +19,7 @@
 /* Records per hook call: 64 x 56 bytes, read by one bpf_probe_read_user. */
 #define CM_GPU_BATCH 64
 /* Bumped when struct cm_gpu_rec changes; the agent sends it in its INFO record. */
-#define CM_GPU_REC_VERSION 1
+#define CM_GPU_REC_VERSION 2
 #define CM_GPU_HOOK_SYMBOL "contactmap_gpu_hook"
 
 /*
@@ -40,6 +40,11 @@
 	X(cuMemcpyDtoHAsync, COPY, DRV)                  \
 	X(cuMemcpyDtoD, COPY, DRV)                       \
 	X(cuMemcpyDtoDAsync, COPY, DRV)                  \
+	X(cuMemcpyPeer, COPY, DRV)                       \
+	X(cuMemcpyPeerAsync, COPY, DRV)                  \
+	X(cuMemcpy2D, COPY, DRV)                         \
+	X(cuMemcpy2DAsync, COPY, DRV)                    \
+	X(cuMemcpyBatchAsync, COPY, DRV)                 \
 	X(cuMemsetD8, MEMSET, DRV)                       \
 	X(cuMemsetD16, MEMSET, DRV)                      \
 	X(cuMemsetD32, MEMSET, DRV)                      \
@@ -56,6 +61,7 @@
 	X(cuMemAllocAsync, ALLOC, DRV)                   \
 	X(cuMemHostRegister, ALLOC, DRV)                 \
 	X(cuMemFree, FREE, DRV)                          \
+	X(cuMemFreeAsync, FREE, DRV)                     \
 	X(cuMemFreeHost, FREE, DRV)                      \
 	X(cuMemHostUnregister, FREE, DRV)                \
 	X(cudaLaunchKernel, LAUNCH, RT)                  \
@@ -64,6 +70,11 @@
 	X(cudaGraphLaunch, GRAPH, RT)                    \
 	X(cudaMemcpy, COPY, RT)                          \
 	X(cudaMemcpyAsync, COPY, RT)                     \
+	X(cudaMemcpyPeer, COPY, RT)                      \
+	X(cudaMemcpyPeerAsync, COPY, RT)                 \
+	X(cudaMemcpy2D, COPY, RT)                        \
+	X(cudaMemcpy2DAsync, COPY, RT)                   \
+	X(cudaMemcpyBatchAsync, COPY, RT)                \
 	X(cudaMemset, MEMSET, RT)                        \
 	X(cudaMemsetAsync, MEMSET, RT)                   \
 	X(cudaDeviceSynchronize, SYNC, RT)               \
@@ -76,6 +87,7 @@
 	X(cudaMallocAsync, ALLOC, RT)                    \
 	X(cudaHostRegister, ALLOC, RT)                   \
 	X(cudaFree, FREE, RT)                            \
+	X(cudaFreeAsync, FREE, RT)                       \
 	X(cudaFreeHost, FREE, RT)                        \
 	X(cudaHostUnregister, FREE, RT)
 
@@ -132,13 +144,19 @@ enum cm_gpu_class {
 #define CM_GPU_REC_API 1	/* an API call: api, tid, start/end, bytes, copy_kind, status */
 #define CM_GPU_REC_SYNC_BEGIN 2	/* a synchronize call starts on this thread (sent at once) */
 #define CM_GPU_REC_KERNEL 3	/* device: start/end, device, stream, corr */
-#define CM_GPU_REC_COPY 4	/* device: copy_kind, src_mem, dst_mem, bytes, start/end */
+#define CM_GPU_REC_COPY 4	/* device: copy_kind, src_mem, dst_mem, bytes, start/end;
+				 * status = copies in the record (batched copies), 0 = 1 */
 #define CM_GPU_REC_MEMSET 5	/* device: dst_mem, bytes, start/end */
 #define CM_GPU_REC_SYNC 6	/* CUPTI synchronization record: sync_type, start/end */
 #define CM_GPU_REC_OVERHEAD 7	/* CUPTI's own overhead: start/end */
-#define CM_GPU_REC_INFO 8	/* agent state: status, flags, start_ns = clock offset */
+#define CM_GPU_REC_INFO 8	/* agent state: status, flags, start_ns = clock offset,
+				 * end_ns = when the status last changed, bytes = clock skew
+				 * seen on sync records (signed), corr = cuptiGetVersion,
+				 * stream = cuDriverGetVersion */
 #define CM_GPU_REC_DROPPED 9	/* bytes = records CUPTI dropped since the last one */
-#define CM_GPU_REC_OBSERVER 10	/* the calling thread is the agent's own: observer cost */
+#define CM_GPU_REC_OBSERVER 10	/* thread tid (of the caller's process) is the agent's or
+				 * CUPTI's own: observer cost */
+#define CM_GPU_REC_SYNC_END 11	/* a synchronize call inside another call ends (no API row) */
 
 /* flags of a record */
 #define CM_GPU_RF_SYNC 1	/* API record of a synchronize call: ends GPU wait */
@@ -147,6 +165,8 @@ enum cm_gpu_class {
 #define CM_GPU_RF_CLOCK_CB 8	/* INFO: CUPTI timestamps come from CLOCK_MONOTONIC */
 #define CM_GPU_RF_CLOCK_CAL 16	/* INFO: CUPTI's clock, shifted by a calibrated offset */
 #define CM_GPU_RF_FINAL 32	/* INFO: the agent's last flush (at exit) */
+#define CM_GPU_RF_CLOCK_AGREES 64	/* INFO: sync records lie inside their calls' spans */
+#define CM_GPU_RF_CLOCK_DISAGREES 128	/* INFO: sync records lie far outside them (bytes = skew) */
 
 /* The agent's state (status of an INFO record). */
 #define CM_GPU_ST_NONE 0
@@ -155,6 +175,9 @@ enum cm_gpu_class {
 #define CM_GPU_ST_NO_CUPTI 3	/* libcupti not found or too old: uprobe tier */
 #define CM_GPU_ST_CUPTI_ERROR 4	/* CUPTI failed otherwise: uprobe tier */
 #define CM_GPU_ST_FORCED 5	/* --gpu=uprobes: uprobe tier asked for */
+#define CM_GPU_ST_TAKEN_OVER 6	/* cupti tier, but another CUPTI client (torch.profiler's
+				 * kineto) took the activity records over at end_ns:
+				 * no device records after it */
 
 #define CM_GPU_TIER_NONE 0
 #define CM_GPU_TIER_CUPTI 1
@@ -175,7 +198,7 @@ struct cm_gpu_rec {
 	__u8 src_mem;		/* CM_MEM_* */
 	__u8 dst_mem;
 	__u8 sync_type;		/* CUpti_ActivitySynchronizationType; overhead kind */
-	__u32 status;		/* API: return value; INFO: CM_GPU_ST_* */
+	__u32 status;		/* API: return value; INFO: CM_GPU_ST_*; COPY: copy count */
 };
 
 /*
@@ -267,6 +290,10 @@ struct cm_gpu_proc {
 	__u64 graph_kernels;	/* kernel records launched by graphs */
 	__u64 uprobe_requests;	/* times the agent asked for the uprobe tier */
 	__u64 final_seen;	/* the agent's exit flush arrived */
+	__u64 status_ns;	/* when the agent's status last changed (taken over) */
+	__s64 clock_skew_ns;	/* sync records vs their calls' spans, when they disagree */
+	__u32 cupti_version;	/* cuptiGetVersion of the libcupti in use */
+	__u32 driver_version;	/* cuDriverGetVersion */
 };
 
 /* Host memory ranges pinned by the CUDA calls the uprobes saw, per process:

@@ -10,7 +10,7 @@ set -eu
 
 exec awk -F '\t' -v src="$1" '
 BEGIN {
-	split("memory sync file_io network sleep poll process other", k, " ")
+	split("memory sync file_io network sleep poll child_wait process other", k, " ")
 	for (i in k) { e = k[i]; enums[e] = "CM_SS_" toupper(e) }
 	max = -1; bad = 0
 }

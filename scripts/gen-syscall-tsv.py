@@ -39,8 +39,8 @@ EXACT = {
         setsockopt getsockopt getsockname getpeername""",
     "sleep": "nanosleep clock_nanosleep alarm pause getitimer setitimer",
     "poll": """poll ppoll select pselect6 epoll_wait epoll_pwait epoll_pwait2
-        epoll_wait_old epoll_create epoll_create1 epoll_ctl epoll_ctl_old
-        wait4 waitid""",
+        epoll_wait_old epoll_create epoll_create1 epoll_ctl epoll_ctl_old""",
+    "child_wait": """wait4 waitid""",
     "process": """clone clone3 fork vfork execve execveat exit exit_group
         kill tkill tgkill sigaltstack signalfd signalfd4 prctl arch_prctl
         getpid getppid gettid set_tid_address setpgid getpgid getpgrp
@@ -76,7 +76,7 @@ NEWER = {
     "x86_64": {335: "uretprobe", 336: "uprobe"},
 }
 
-GROUPS = ("memory", "sync", "file_io", "network", "sleep", "poll", "process",
+GROUPS = ("memory", "sync", "file_io", "network", "sleep", "poll", "child_wait", "process",
           "other")
 
 

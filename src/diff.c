@@ -9,7 +9,7 @@
  * is marked as noise. Differences in the environment (host facts, target
  * context, features) come first, because they explain changes in the tables.
  *
- * Like render.c it reads nothing but the reports and treats every key as
+ * The text it prints is diff_text.c's. Like render.c it reads nothing but the reports and treats every key as
  * optional: an absent number is 0, an absent section adds no rows.
  */
 #include <inttypes.h>
@@ -19,70 +19,21 @@
 #include <string.h>
 #include "cm.h"
 
-#define DIFF_SCHEMA "contactmap-diff/1"
-#define WIDTH 80
-#define TOP_GROUPS 10		/* changed groups shown per section in text */
-#define WINDOW_NOTE_FRAC 0.10	/* windows this much apart: absolute ns mislead */
+#include "diff.h"
+#include "outfile.h"
 
-enum section { SEC_CONTACT, SEC_TOTALS, SEC_LEDGER, SEC_SYSCALLS, SEC_SCHED, SEC_FAULTS,
-	       SEC_BLOCK, SEC_WINDOW, SEC_N };
-static const char *const sec_key[SEC_N] = {
+const char *const diff_sec_key[SEC_N] = {
 	"contact_map", "totals", "ledger", "syscalls", "sched", "faults", "block_io", "window",
 };
-static const char *const sec_title[SEC_N] = {
+const char *const diff_sec_title[SEC_N] = {
 	"OS contact map (all threads)", "totals (ledger of all threads)", "process ledgers",
 	"syscalls", "scheduler", "page faults", "block I/O", "window",
 };
-
-enum unit { U_NS, U_BYTES, U_COUNT };	/* also the sort class: time first */
-static const char *const unit_key[] = { "ns", "bytes", "count" };
-
-struct row {
-	enum section sec;
-	enum unit unit;
-	bool take_max;		/* quantiles of duplicate rows: the max, not the sum */
-	char *proc;		/* process label; NULL for report-wide rows */
-	char *item;		/* subsystem, ledger field, syscall, device op ... */
-	char *metric;		/* NULL, or "count", "total_ns" ... within the item */
-	char *label;		/* display name of item, when it differs */
-	char *key;		/* [proc/]item[.metric] */
-	size_t order;
-	double *v[2];		/* per run */
-	double *share[2];	/* contact map rows: share per run */
-	double mean[2], min[2], max[2], sd[2], share_mean[2];
-	double delta, rel;
-	bool has_rel, noise;
-	size_t group;
-};
-
-struct env_fact {
-	char *key;
-	char *val[2];		/* distinct values on a side, " | "-joined */
-	int present[2];		/* runs of the side that have the key */
-};
-
-struct side {
-	int n;
-	char **paths;
-	json_object **r;
-};
-
-struct diff {
-	struct side s[2];
-	struct row *rows;
-	size_t nrows, cap;
-	size_t *hash;		/* open addressing: row index + 1, 0 = free */
-	size_t hcap;
-	struct env_fact *env;
-	size_t nenv, envcap;
-	char **warnings, **notes;
-	int nwarn, nnotes;
-	bool all;
-};
+const char *const diff_unit_key[] = { "ns", "bytes", "count" };
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static void *xrealloc(void *p, size_t n)
+void *diff_xrealloc(void *p, size_t n)
 {
 	void *q = realloc(p, n ? n : 1);
 
@@ -93,7 +44,7 @@ static void *xrealloc(void *p, size_t n)
 	return q;
 }
 
-static void *xcalloc(size_t n, size_t sz)
+void *diff_xcalloc(size_t n, size_t sz)
 {
 	void *p = calloc(n ? n : 1, sz ? sz : 1);
 
@@ -104,7 +55,7 @@ static void *xcalloc(size_t n, size_t sz)
 	return p;
 }
 
-static char *xstrdup(const char *s)
+char *diff_xstrdup(const char *s)
 {
 	char *d = strdup(s ? s : "");
 
@@ -115,7 +66,7 @@ static char *xstrdup(const char *s)
 	return d;
 }
 
-static char * __attribute__((format(printf, 1, 2))) xasprintf(const char *fmt, ...)
+char *diff_xasprintf(const char *fmt, ...)
 {
 	va_list ap;
 	char *s;
@@ -131,12 +82,10 @@ static char * __attribute__((format(printf, 1, 2))) xasprintf(const char *fmt, .
 	return s;
 }
 
-#define obj(o, k) cm_json_get_type((o), (k), json_type_object)
-#define arr(o, k) cm_json_get_type((o), (k), json_type_array)
 
 /* Numbers in reports are non-negative integers or shares; anything else
  * (a string, null, NaN) reads as 0. */
-static double num(json_object *o, const char *key)
+double diff_num(json_object *o, const char *key)
 {
 	json_object *v = cm_json_get(o, key);
 	double d;
@@ -161,6 +110,27 @@ static bool has_num(json_object *o, const char *key)
 	return v && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double));
 }
 
+/* argv joined by spaces, or "pid 1,2" in attach mode. */
+char *diff_command_of(json_object *r)
+{
+	json_object *t = obj(r, "target"), *a;
+	char *s = diff_xstrdup("");
+
+	if ((a = arr(t, "command")) || (a = arr(t, "pids"))) {
+		bool pids = !arr(t, "command");
+
+		for (size_t i = 0; i < json_object_array_length(a); i++) {
+			json_object *x = json_object_array_get_idx(a, i);
+			const char *sep = i ? (pids ? "," : " ") : (pids ? "pid " : "");
+			char *n = diff_xasprintf("%s%s%s", s, sep, x ? json_object_get_string(x) : "");
+
+			free(s);
+			s = n;
+		}
+	}
+	return s;
+}
+
 /* ---- rows --------------------------------------------------------------------- */
 
 static uint64_t hash_str(const char *s, uint64_t h)
@@ -180,7 +150,7 @@ static void rehash(struct diff *d)
 	size_t ncap = d->hcap ? d->hcap * 2 : 1024;
 
 	free(d->hash);
-	d->hash = xcalloc(ncap, sizeof(*d->hash));
+	d->hash = diff_xcalloc(ncap, sizeof(*d->hash));
 	d->hcap = ncap;
 	for (size_t i = 0; i < d->nrows; i++) {
 		size_t h = row_hash(d->rows[i].sec, d->rows[i].key) & (ncap - 1);
@@ -194,7 +164,7 @@ static void rehash(struct diff *d)
 static struct row *get_row(struct diff *d, enum section sec, const char *proc, const char *item,
 			   const char *metric, enum unit unit)
 {
-	char *key = xasprintf("%s%s%s%s%s", proc ? proc : "", proc ? "/" : "", item,
+	char *key = diff_xasprintf("%s%s%s%s%s", proc ? proc : "", proc ? "/" : "", item,
 			      metric ? "." : "", metric ? metric : "");
 	size_t h;
 
@@ -211,15 +181,15 @@ static struct row *get_row(struct diff *d, enum section sec, const char *proc, c
 	}
 	if (d->nrows == d->cap) {
 		d->cap = d->cap ? d->cap * 2 : 256;
-		d->rows = xrealloc(d->rows, d->cap * sizeof(*d->rows));
+		d->rows = diff_xrealloc(d->rows, d->cap * sizeof(*d->rows));
 	}
 	struct row *r = &d->rows[d->nrows];
 
 	*r = (struct row){ .sec = sec, .unit = unit, .key = key, .order = d->nrows,
-			   .proc = proc ? xstrdup(proc) : NULL, .item = xstrdup(item),
-			   .metric = metric ? xstrdup(metric) : NULL };
+			   .proc = proc ? diff_xstrdup(proc) : NULL, .item = diff_xstrdup(item),
+			   .metric = metric ? diff_xstrdup(metric) : NULL };
 	for (int s = 0; s < 2; s++)
-		r->v[s] = xcalloc(d->s[s].n, sizeof(double));
+		r->v[s] = diff_xcalloc(d->s[s].n, sizeof(double));
 	d->hash[h] = ++d->nrows;
 	return r;
 }
@@ -259,13 +229,13 @@ static void add_ledger(struct diff *d, int s, int run, enum section sec, const c
 	if (!L)
 		return;
 	for (size_t i = 0; i < sizeof(ledger_fields) / sizeof(*ledger_fields); i++)
-		put(d, s, run, sec, proc, ledger_fields[i], NULL, U_NS, num(L, ledger_fields[i]));
+		put(d, s, run, sec, proc, ledger_fields[i], NULL, U_NS, diff_num(L, ledger_fields[i]));
 	if (causes) {
 		json_object_object_foreach(causes, cause, val) {
-			char *item = xasprintf("offcpu:%s", cause);
+			char *item = diff_xasprintf("offcpu:%s", cause);
 
 			(void)val;
-			put(d, s, run, sec, proc, item, NULL, U_NS, num(causes, cause));
+			put(d, s, run, sec, proc, item, NULL, U_NS, diff_num(causes, cause));
 			free(item);
 		}
 	}
@@ -286,36 +256,36 @@ static void add_process(struct diff *d, int s, int run, const char *label, json_
 			char nrname[32];
 
 			if (!name) {
-				snprintf(nrname, sizeof(nrname), "syscall_%.0f", num(x, "nr"));
+				snprintf(nrname, sizeof(nrname), "syscall_%.0f", diff_num(x, "nr"));
 				name = nrname;
 			}
-			put(d, s, run, SEC_SYSCALLS, label, name, "count", U_COUNT, num(x, "count"));
-			put(d, s, run, SEC_SYSCALLS, label, name, "errors", U_COUNT, num(x, "errors"));
-			put(d, s, run, SEC_SYSCALLS, label, name, "total_ns", U_NS, num(x, "total_ns"));
-			put_max(d, s, run, SEC_SYSCALLS, label, name, "p99_ns", num(x, "p99_ns"));
+			put(d, s, run, SEC_SYSCALLS, label, name, "count", U_COUNT, diff_num(x, "count"));
+			put(d, s, run, SEC_SYSCALLS, label, name, "errors", U_COUNT, diff_num(x, "errors"));
+			put(d, s, run, SEC_SYSCALLS, label, name, "total_ns", U_NS, diff_num(x, "total_ns"));
+			put_max(d, s, run, SEC_SYSCALLS, label, name, "p99_ns", diff_num(x, "p99_ns"));
 		}
 	}
 	if ((sc = obj(p, "sched"))) {
-		put_max(d, s, run, SEC_SCHED, label, "runq_p99_ns", NULL, num(sc, "runq_p99_ns"));
-		put_max(d, s, run, SEC_SCHED, label, "runq_p50_ns", NULL, num(sc, "runq_p50_ns"));
+		put_max(d, s, run, SEC_SCHED, label, "runq_p99_ns", NULL, diff_num(sc, "runq_p99_ns"));
+		put_max(d, s, run, SEC_SCHED, label, "runq_p50_ns", NULL, diff_num(sc, "runq_p50_ns"));
 		for (size_t i = 0; i < sizeof(sched_counts) / sizeof(*sched_counts); i++)
 			if (has_num(sc, sched_counts[i]))
 				put(d, s, run, SEC_SCHED, label, sched_counts[i], NULL, U_COUNT,
-				    num(sc, sched_counts[i]));
+				    diff_num(sc, sched_counts[i]));
 	}
 	if ((f = obj(p, "faults"))) {
-		put(d, s, run, SEC_FAULTS, label, "minor", NULL, U_COUNT, num(f, "minor"));
-		put(d, s, run, SEC_FAULTS, label, "major", NULL, U_COUNT, num(f, "major"));
+		put(d, s, run, SEC_FAULTS, label, "minor", NULL, U_COUNT, diff_num(f, "minor"));
+		put(d, s, run, SEC_FAULTS, label, "major", NULL, U_COUNT, diff_num(f, "major"));
 	}
 	if ((a = arr(p, "block_io"))) {
 		for (size_t i = 0; i < json_object_array_length(a); i++) {
 			json_object *x = json_object_array_get_idx(a, i);
 			const char *dev = cm_json_str(x, "device"), *op = cm_json_str(x, "op");
-			char *item = xasprintf("%s %s", dev ? dev : "?", op ? op : "?");
+			char *item = diff_xasprintf("%s %s", dev ? dev : "?", op ? op : "?");
 
-			put(d, s, run, SEC_BLOCK, label, item, "count", U_COUNT, num(x, "count"));
-			put(d, s, run, SEC_BLOCK, label, item, "bytes", U_BYTES, num(x, "bytes"));
-			put(d, s, run, SEC_BLOCK, label, item, "total_ns", U_NS, num(x, "total_ns"));
+			put(d, s, run, SEC_BLOCK, label, item, "count", U_COUNT, diff_num(x, "count"));
+			put(d, s, run, SEC_BLOCK, label, item, "bytes", U_BYTES, diff_num(x, "bytes"));
+			put(d, s, run, SEC_BLOCK, label, item, "total_ns", U_NS, diff_num(x, "total_ns"));
 			free(item);
 		}
 	}
@@ -337,7 +307,7 @@ static bool pid_everywhere(struct diff *d, int64_t pid, const char *comm)
 				json_object *p = json_object_array_get_idx(a, k);
 				const char *c = cm_json_str(p, "comm");
 
-				found = has_num(p, "pid") && (int64_t)num(p, "pid") == pid &&
+				found = has_num(p, "pid") && (int64_t)diff_num(p, "pid") == pid &&
 					!strcmp(c ? c : "?", comm);
 			}
 			if (!found)
@@ -354,7 +324,7 @@ static void add_report(struct diff *d, int s, int run)
 	size_t nseen = 0;
 
 	put(d, s, run, SEC_WINDOW, NULL, "duration_ns", NULL, U_NS,
-	    num(obj(r, "window"), "duration_ns"));
+	    diff_num(obj(r, "window"), "duration_ns"));
 	if ((cm = arr(r, "contact_map"))) {
 		for (size_t i = 0; i < json_object_array_length(cm); i++) {
 			json_object *x = json_object_array_get_idx(cm, i);
@@ -363,16 +333,16 @@ static void add_report(struct diff *d, int s, int run)
 
 			if (!ss)
 				continue;
-			row = put(d, s, run, SEC_CONTACT, NULL, ss, NULL, U_NS, num(x, "time_ns"));
+			row = put(d, s, run, SEC_CONTACT, NULL, ss, NULL, U_NS, diff_num(x, "time_ns"));
 			if (!row->share[0]) {
-				row->share[0] = xcalloc(d->s[0].n, sizeof(double));
-				row->share[1] = xcalloc(d->s[1].n, sizeof(double));
+				row->share[0] = diff_xcalloc(d->s[0].n, sizeof(double));
+				row->share[1] = diff_xcalloc(d->s[1].n, sizeof(double));
 			}
-			row->share[s][run] += num(x, "share");
+			row->share[s][run] += diff_num(x, "share");
 			if (!row->label) {
 				int k = cm_subsys_from_key(ss);
 
-				row->label = xstrdup(label ? label : k >= 0 ? cm_subsys_label(k) : ss);
+				row->label = diff_xstrdup(label ? label : k >= 0 ? cm_subsys_label(k) : ss);
 			}
 		}
 	}
@@ -387,17 +357,17 @@ static void add_report(struct diff *d, int s, int run)
 
 		if (!comm || !*comm)
 			comm = "?";
-		if (has_num(p, "pid") && pid_everywhere(d, (int64_t)num(p, "pid"), comm)) {
-			label = xasprintf("%s[%" PRId64 "]", comm, (int64_t)num(p, "pid"));
+		if (has_num(p, "pid") && pid_everywhere(d, (int64_t)diff_num(p, "pid"), comm)) {
+			label = diff_xasprintf("%s[%" PRId64 "]", comm, (int64_t)diff_num(p, "pid"));
 		} else {
 			for (k = 0; k < nseen && strcmp(seen[k].comm, comm); k++)
 				;
 			if (k == nseen) {
-				seen = xrealloc(seen, (nseen + 1) * sizeof(*seen));
-				seen[nseen].comm = xstrdup(comm);
+				seen = diff_xrealloc(seen, (nseen + 1) * sizeof(*seen));
+				seen[nseen].comm = diff_xstrdup(comm);
 				seen[nseen++].n = 0;
 			}
-			label = ++seen[k].n == 1 ? xstrdup(comm) : xasprintf("%s#%d", comm, seen[k].n);
+			label = ++seen[k].n == 1 ? diff_xstrdup(comm) : diff_xasprintf("%s#%d", comm, seen[k].n);
 		}
 		add_process(d, s, run, label, p);
 		free(label);
@@ -452,9 +422,9 @@ static struct env_fact *env_get(struct diff *d, const char *key)
 			return &d->env[i];
 	if (d->nenv == d->envcap) {
 		d->envcap = d->envcap ? d->envcap * 2 : 64;
-		d->env = xrealloc(d->env, d->envcap * sizeof(*d->env));
+		d->env = diff_xrealloc(d->env, d->envcap * sizeof(*d->env));
 	}
-	d->env[d->nenv] = (struct env_fact){ .key = xstrdup(key) };
+	d->env[d->nenv] = (struct env_fact){ .key = diff_xstrdup(key) };
 	return &d->env[d->nenv++];
 }
 
@@ -462,7 +432,7 @@ static void env_add_value(char **set, const char *v)
 {
 	/* a set of distinct values, " | "-joined, in order of appearance */
 	if (!*set) {
-		*set = xstrdup(v);
+		*set = diff_xstrdup(v);
 		return;
 	}
 	for (const char *p = *set; p;) {
@@ -473,7 +443,7 @@ static void env_add_value(char **set, const char *v)
 			return;
 		p = e ? e + 3 : NULL;
 	}
-	char *n = xasprintf("%s | %s", *set, v);
+	char *n = diff_xasprintf("%s | %s", *set, v);
 
 	free(*set);
 	*set = n;
@@ -495,7 +465,7 @@ static void flatten(struct diff *d, int s, const char *prefix, json_object *o)
 		return;
 	if (json_object_is_type(o, json_type_object)) {
 		json_object_object_foreach(o, k, v) {
-			char *key = xasprintf("%s.%s", prefix, k);
+			char *key = diff_xasprintf("%s.%s", prefix, k);
 
 			flatten(d, s, key, v);
 			free(key);
@@ -513,11 +483,11 @@ static void flatten(struct diff *d, int s, const char *prefix, json_object *o)
 					  json_object_is_type(x, json_type_array));
 		}
 		if (scalars) {
-			char *joined = xstrdup("");
+			char *joined = diff_xstrdup("");
 
 			for (size_t i = 0; i < n; i++) {
 				json_object *x = json_object_array_get_idx(o, i);
-				char *j = xasprintf("%s%s%s", joined, i ? " " : "",
+				char *j = diff_xasprintf("%s%s%s", joined, i ? " " : "",
 						    x ? json_object_get_string(x) : "null");
 
 				free(joined);
@@ -527,7 +497,7 @@ static void flatten(struct diff *d, int s, const char *prefix, json_object *o)
 			free(joined);
 		} else {
 			for (size_t i = 0; i < n; i++) {
-				char *key = xasprintf("%s.%zu", prefix, i);
+				char *key = diff_xasprintf("%s.%zu", prefix, i);
 
 				flatten(d, s, key, json_object_array_get_idx(o, i));
 				free(key);
@@ -550,7 +520,7 @@ static void add_env(struct diff *d, int s, json_object *r)
 
 			if (!strcmp(k, "pid") || !strcmp(k, "pids"))
 				continue;
-			key = xasprintf("target.%s", k);
+			key = diff_xasprintf("target.%s", k);
 			flatten(d, s, key, v);
 			free(key);
 		}
@@ -567,7 +537,7 @@ static void env_finish(struct diff *d)
 				env_add_value(&d->env[i].val[s], "(unset)");
 }
 
-static bool env_changed(const struct env_fact *f)
+bool diff_env_changed(const struct env_fact *f)
 {
 	if (!f->val[0] || !f->val[1])
 		return f->val[0] || f->val[1];
@@ -576,7 +546,7 @@ static bool env_changed(const struct env_fact *f)
 
 static void add_msg(char ***list, int *n, char *msg)
 {
-	*list = xrealloc(*list, (*n + 1) * sizeof(**list));
+	*list = diff_xrealloc(*list, (*n + 1) * sizeof(**list));
 	(*list)[(*n)++] = msg;
 }
 
@@ -591,9 +561,9 @@ static void check_hosts(struct diff *d)
 			struct env_fact *f = &d->env[k];
 			char *m;
 
-			if (strcmp(f->key, keys[i]) || !env_changed(f))
+			if (strcmp(f->key, keys[i]) || !diff_env_changed(f))
 				continue;
-			m = xasprintf("%s%s%s %s vs %s", msg ? msg : "", msg ? ", " : "", keys[i],
+			m = diff_xasprintf("%s%s%s %s vs %s", msg ? msg : "", msg ? ", " : "", keys[i],
 				      f->val[0] ? f->val[0] : "(unknown)",
 				      f->val[1] ? f->val[1] : "(unknown)");
 			free(msg);
@@ -601,7 +571,7 @@ static void check_hosts(struct diff *d)
 		}
 	}
 	if (msg) {
-		char *w = xasprintf("reports come from different machines or kernels (%s): "
+		char *w = diff_xasprintf("reports come from different machines or kernels (%s): "
 				    "differences may be the machine's, not the change's", msg);
 
 		free(msg);
@@ -633,13 +603,6 @@ static int cmp_group_key(const void *pa, const void *pb)
 	return a->order < b->order ? -1 : a->order > b->order;
 }
 
-struct group {
-	size_t first, n;	/* rows[first .. first+n) */
-	enum section sec;
-	int cls;		/* unit class of the weight: time, bytes, counts */
-	double weight;		/* largest |delta| of that class */
-	bool changed;
-};
 
 static int cmp_group(const void *pa, const void *pb)
 {
@@ -652,461 +615,6 @@ static int cmp_group(const void *pa, const void *pb)
 	if (a->weight != b->weight)
 		return a->weight > b->weight ? -1 : 1;
 	return a->first < b->first ? -1 : a->first > b->first;
-}
-
-/* ---- text ------------------------------------------------------------------------ */
-
-/* s in w columns, cut with ".." if longer; right-aligned when right. */
-static void cell(FILE *out, const char *s, int w, bool right)
-{
-	int n = cm_text_cols(s);
-
-	if (n > w) {
-		cm_put_text(out, s, w > 2 ? w - 2 : w);
-		if (w > 2)
-			fputs("..", out);
-		return;
-	}
-	if (right)
-		fprintf(out, "%*s", w - n, "");
-	cm_put_text(out, s, n);
-	if (!right)
-		fprintf(out, "%*s", w - n, "");
-}
-
-static void line(FILE *out, const char *s)
-{
-	cm_put_text(out, s, WIDTH);
-	fputc('\n', out);
-}
-
-/* s broken at spaces into lines of WIDTH; the first line starts at column
- * first, continuation lines at indent. */
-static void wrapped(FILE *out, const char *s, int first, int indent)
-{
-	int col = first;
-
-	fprintf(out, "%*s", first, "");
-	while (*s) {
-		size_t n = strcspn(s, " ");
-		char word[WIDTH + 1];
-		int w;
-
-		snprintf(word, sizeof(word), "%.*s", (int)(n < WIDTH ? n : WIDTH), s);
-		w = cm_text_cols(word);
-		if (col > first && col + 1 + w > WIDTH) {
-			fprintf(out, "\n%*s", indent, "");
-			col = indent;
-		} else if (col > first) {
-			fputc(' ', out);
-			col++;
-		}
-		col += cm_put_text(out, word, WIDTH - col);
-		s += n;
-		s += strspn(s, " ");
-	}
-	fputc('\n', out);
-}
-
-/* A value in its unit; compact drops the space ("1.5ms") for multi-run cells. */
-static void fmt_val(double v, enum unit u, bool sign, bool compact, char *buf, size_t sz)
-{
-	const char *pre = sign ? (v > 0 ? "+" : v < 0 ? "-" : "") : (v < 0 ? "-" : "");
-	double a = fabs(v);
-	char tmp[32];
-
-	if (u == U_COUNT) {
-		if (a >= 1e7)
-			snprintf(tmp, sizeof(tmp), a >= 1e10 ? "%.0fG" : "%.1fM", a >= 1e10 ? a / 1e9 : a / 1e6);
-		else if (a == floor(a))
-			snprintf(tmp, sizeof(tmp), "%.0f", a);
-		else
-			snprintf(tmp, sizeof(tmp), "%.1f", a);
-	} else {
-		uint64_t x = a >= 1.8e19 ? UINT64_MAX : (uint64_t)llround(a);
-
-		if (u == U_NS)
-			cm_fmt_ns(x, tmp, sizeof(tmp));
-		else
-			cm_fmt_bytes(x, tmp, sizeof(tmp));
-		if (compact) {
-			char *sp = strchr(tmp, ' ');
-
-			if (sp)
-				memmove(sp, sp + 1, strlen(sp));
-		}
-	}
-	snprintf(buf, sz, "%s%s", pre, tmp);
-}
-
-static void fmt_side(const struct diff *d, const struct row *r, int s, char *buf, size_t sz)
-{
-	char m[24], sd[24];
-
-	if (d->s[0].n == 1 && d->s[1].n == 1) {
-		fmt_val(r->mean[s], r->unit, false, false, buf, sz);
-		return;
-	}
-	fmt_val(r->mean[s], r->unit, false, true, m, sizeof(m));
-	fmt_val(r->sd[s], r->unit, false, true, sd, sizeof(sd));
-	snprintf(buf, sz, "%s \u00b1%s", m, sd);
-}
-
-static void fmt_rel(const struct row *r, char *buf, size_t sz)
-{
-	double p = r->rel * 100;
-
-	if (!r->has_rel)
-		snprintf(buf, sz, "new");
-	else if (r->delta == 0)
-		snprintf(buf, sz, "0%%");
-	else if (fabs(p) < 9.95)
-		snprintf(buf, sz, "%+.1f%%", p);
-	else if (fabs(p) < 9999.5)
-		snprintf(buf, sz, "%+.0f%%", p);
-	else
-		snprintf(buf, sz, "x%.0f", r->mean[1] / r->mean[0]);
-}
-
-/* Display name of an item or metric: units dropped, report keys shortened. */
-static const char *disp(const char *k)
-{
-	static const struct { const char *key, *name; } names[] = {
-		{ "voluntary_switches", "voluntary switches" },
-		{ "involuntary_switches", "involuntary switches" },
-		{ "runq_waits", "run-queue waits" }, { "runq_p50_ns", "run-queue p50" },
-		{ "runq_p99_ns", "run-queue p99" }, { "minor", "minor faults" },
-		{ "major", "major faults" }, { "total_ns", "total" }, { "p99_ns", "p99" },
-		{ "duration_ns", "duration" }, { "wall_ns", "wall" }, { "oncpu_ns", "on-CPU" },
-		{ "oncpu_user_ns", "on-CPU user" }, { "oncpu_syscall_ns", "on-CPU in syscalls" },
-		{ "runq_ns", "run queue" }, { "runq_wakeup_ns", "run queue after wakeup" },
-		{ "runq_preempt_ns", "run queue preempted" }, { "offcpu_ns", "off-CPU" },
-		{ "iowait_ns", "off-CPU in io wait" }, { "unattributed_ns", "unattributed" },
-	};
-	static char buf[256];
-	size_t n;
-
-	for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
-		if (!strcmp(k, names[i].key))
-			return names[i].name;
-	n = strlen(k);
-	if (n > 3 && !strcmp(k + n - 3, "_ns") && n - 3 < sizeof(buf)) {
-		snprintf(buf, sizeof(buf), "%.*s", (int)(n - 3), k);
-		return buf;
-	}
-	return k;
-}
-
-#define NCOL 6
-struct tline {
-	char *c[NCOL];		/* name, before, after, delta, rel, share */
-	bool header;		/* a group heading: only the name column */
-	bool noise;
-};
-
-struct table {
-	struct tline *l;
-	int n, cap;
-};
-
-static void tadd(struct table *t, struct tline l)
-{
-	if (t->n == t->cap) {
-		t->cap = t->cap ? t->cap * 2 : 32;
-		t->l = xrealloc(t->l, t->cap * sizeof(*t->l));
-	}
-	t->l[t->n++] = l;
-}
-
-static void row_line(const struct diff *d, struct table *t, const struct row *r, const char *name)
-{
-	char b[64], a[64], dl[64], rel[32], sh[64] = "";
-
-	fmt_side(d, r, 0, b, sizeof(b));
-	fmt_side(d, r, 1, a, sizeof(a));
-	fmt_val(r->delta, r->unit, true, false, dl, sizeof(dl));
-	fmt_rel(r, rel, sizeof(rel));
-	if (r->share[0])
-		snprintf(sh, sizeof(sh), "%.1f%% > %.1f%%", 100 * r->share_mean[0],
-			 100 * r->share_mean[1]);
-	tadd(t, (struct tline){ .c = { xstrdup(name), xstrdup(b), xstrdup(a), xstrdup(dl),
-				       xstrdup(rel), xstrdup(sh) }, .noise = r->noise });
-}
-
-static void print_table(FILE *out, struct table *t, bool shares)
-{
-	int w[NCOL] = { 0 }, used = 2, ncol = shares ? NCOL : NCOL - 1;
-	static const char *const head[NCOL] = { "", "before", "after", "delta", "rel", "share" };
-
-	for (int c = 1; c < ncol; c++) {
-		w[c] = cm_text_cols(head[c]);
-		for (int i = 0; i < t->n; i++)
-			if (!t->l[i].header && cm_text_cols(t->l[i].c[c]) > w[c])
-				w[c] = cm_text_cols(t->l[i].c[c]);
-		used += w[c] + 2;
-	}
-	used += 2;	/* noise mark */
-	for (int i = 0; i < t->n; i++)
-		if (!t->l[i].header && cm_text_cols(t->l[i].c[0]) > w[0])
-			w[0] = cm_text_cols(t->l[i].c[0]);
-	if (w[0] > WIDTH - used)
-		w[0] = WIDTH - used > 12 ? WIDTH - used : 12;
-	fprintf(out, "  %*s", w[0], "");
-	for (int c = 1; c < ncol; c++) {
-		fputs("  ", out);
-		cell(out, head[c], w[c], true);
-	}
-	fputc('\n', out);
-	for (int i = 0; i < t->n; i++) {
-		struct tline *l = &t->l[i];
-
-		if (l->header) {
-			fputs("  ", out);
-			cm_put_text(out, l->c[0], WIDTH - 2);
-			fputc('\n', out);
-			continue;
-		}
-		fputs("  ", out);
-		cell(out, l->c[0], w[0], false);
-		for (int c = 1; c < ncol; c++) {
-			fputs("  ", out);
-			cell(out, l->c[c], w[c], true);
-		}
-		fputs(l->noise ? " ~" : "", out);
-		fputc('\n', out);
-	}
-	for (int i = 0; i < t->n; i++)
-		for (int c = 0; c < NCOL; c++)
-			free(t->l[i].c[c]);
-	free(t->l);
-	*t = (struct table){ 0 };
-}
-
-static char *row_name(const struct row *r, const char *indent)
-{
-	const char *item = r->label ? r->label : r->item;
-
-	if (!strncmp(item, "offcpu:", 7))
-		return xasprintf("%s%s%soff-CPU %s", indent, r->proc ? r->proc : "", r->proc ? " " : "",
-				 item + 7);
-	return xasprintf("%s%s%s%s", indent, r->proc ? r->proc : "", r->proc ? " " : "", disp(item));
-}
-
-/* True when every process row belongs to one process label: its ledger then
- * repeats the totals line for line. */
-static bool one_process(const struct diff *d)
-{
-	const char *p = NULL;
-
-	for (size_t i = 0; i < d->nrows; i++) {
-		if (!d->rows[i].proc)
-			continue;
-		if (p && strcmp(p, d->rows[i].proc))
-			return false;
-		p = d->rows[i].proc;
-	}
-	return p != NULL;
-}
-
-static void print_section(FILE *out, struct diff *d, struct group *g, size_t ng, enum section sec)
-{
-	size_t total = 0, changed = 0, shown = 0;
-	struct table t = { 0 };
-	size_t limit = sec == SEC_CONTACT || sec == SEC_TOTALS || d->all ? SIZE_MAX : TOP_GROUPS;
-
-	for (size_t i = 0; i < ng; i++) {
-		if (g[i].sec != sec)
-			continue;
-		total++;
-		changed += g[i].changed;
-		if ((!g[i].changed && !d->all) || shown >= limit)
-			continue;
-		shown++;
-		struct row *r = &d->rows[g[i].first];
-
-		if (g[i].n == 1 && !r->metric) {
-			char *name = row_name(r, "");
-
-			row_line(d, &t, r, name);
-			free(name);
-			continue;
-		}
-		tadd(&t, (struct tline){ .header = true,
-			 .c = { xasprintf("%s%s%s", r->proc ? r->proc : "", r->proc ? ": " : "", r->item) } });
-		for (size_t k = 0; k < g[i].n; k++) {
-			if (k && !d->all && d->rows[g[i].first + k].delta == 0)
-				continue;	/* e.g. errors 0 -> 0; the first (count) stays */
-			char *name = xasprintf("    %s", disp(d->rows[g[i].first + k].metric));
-
-			row_line(d, &t, &d->rows[g[i].first + k], name);
-			free(name);
-		}
-	}
-	if (!total)
-		return;
-	if (sec == SEC_LEDGER && !d->all && one_process(d)) {
-		fprintf(out, "\n%s: one process, the same as the totals\n", sec_title[sec]);
-		for (int i = 0; i < t.n; i++)
-			for (int c = 0; c < NCOL; c++)
-				free(t.l[i].c[c]);
-		free(t.l);
-		return;
-	}
-	fprintf(out, "\n%s", sec_title[sec]);
-	if (!changed && !d->all) {
-		fprintf(out, ": no change\n");
-		return;
-	}
-	fputc('\n', out);
-	print_table(out, &t, sec == SEC_CONTACT);
-	if (shown < total) {
-		char msg[160];
-
-		if (changed > shown)
-			snprintf(msg, sizeof(msg), "  (%zu more changed, %zu unchanged: --all or -o FILE for every row)",
-				 changed - shown, total - changed);
-		else
-			snprintf(msg, sizeof(msg), "  (%zu unchanged)", total - changed);
-		line(out, msg);
-	}
-}
-
-static const char *side_name(int s)
-{
-	return s ? "after" : "before";
-}
-
-static char *command_of(json_object *r)
-{
-	json_object *t = obj(r, "target"), *a;
-	char *s = xstrdup("");
-
-	if ((a = arr(t, "command")) || (a = arr(t, "pids"))) {
-		bool pids = !arr(t, "command");
-
-		for (size_t i = 0; i < json_object_array_length(a); i++) {
-			json_object *x = json_object_array_get_idx(a, i);
-			const char *sep = i ? (pids ? "," : " ") : (pids ? "pid " : "");
-			char *n = xasprintf("%s%s%s", s, sep, x ? json_object_get_string(x) : "");
-
-			free(s);
-			s = n;
-		}
-	}
-	return s;
-}
-
-/* One token list against another: what was removed and what was added
- * (kernel command lines are long and differ in a word or two). */
-static void print_token_diff(FILE *out, const char *a, const char *b)
-{
-	char *msg = xstrdup("");
-
-	for (int pass = 0; pass < 2; pass++) {
-		const char *from = pass ? b : a, *other = pass ? a : b;
-		char *copy = xstrdup(from), *save = NULL;
-		bool any = false;
-
-		for (char *tok = strtok_r(copy, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
-			bool found = false;
-			size_t n = strlen(tok);
-
-			for (const char *p = other; !found && (p = strstr(p, tok)); p += n)
-				found = (p == other || p[-1] == ' ') && (p[n] == ' ' || !p[n]);
-			if (found)
-				continue;
-			char *m = xasprintf("%s%s%s", msg, any ? " " : (pass ? (*msg ? "; added " : "added ") : "removed "), tok);
-
-			free(msg);
-			msg = m;
-			any = true;
-		}
-		free(copy);
-	}
-	wrapped(out, *msg ? msg : "(same words, other order)", 6, 8);
-	free(msg);
-}
-
-static void print_env(FILE *out, struct diff *d)
-{
-	int n = 0;
-
-	for (size_t i = 0; i < d->nenv; i++)
-		n += env_changed(&d->env[i]);
-	if (!n) {
-		fprintf(out, "\nenvironment: same host facts, target context and features\n");
-		return;
-	}
-	fprintf(out, "\nenvironment (%d difference%s)\n", n, n == 1 ? "" : "s");
-	for (size_t i = 0; i < d->nenv; i++) {
-		struct env_fact *f = &d->env[i];
-		const char *a = f->val[0] ? f->val[0] : "(absent)", *b = f->val[1] ? f->val[1] : "(absent)";
-		int k = cm_text_cols(f->key);
-
-		if (!env_changed(f))
-			continue;
-		if (2 + k + 2 + cm_text_cols(a) + 4 + cm_text_cols(b) <= WIDTH) {
-			fputs("  ", out);
-			cm_put_text(out, f->key, k);
-			fputs("  ", out);
-			cm_put_text(out, a, cm_text_cols(a));
-			fputs(" -> ", out);
-			cm_put_text(out, b, cm_text_cols(b));
-			fputc('\n', out);
-			continue;
-		}
-		fputs("  ", out);
-		cm_put_text(out, f->key, WIDTH - 2);
-		fputc('\n', out);
-		if (f->val[0] && f->val[1] && strchr(a, ' ') && strchr(b, ' ') && !strstr(a, " | ") &&
-		    !strstr(b, " | ")) {
-			print_token_diff(out, a, b);
-			continue;
-		}
-		fprintf(out, "    %s: ", side_name(0));
-		cm_put_text(out, a, WIDTH - 12);
-		fprintf(out, "\n    %s:  ", side_name(1));
-		cm_put_text(out, b, WIDTH - 12);
-		fputc('\n', out);
-	}
-}
-
-static void print_text(FILE *out, struct diff *d, struct group *g, size_t ng)
-{
-	bool multi = d->s[0].n > 1 || d->s[1].n > 1;
-
-	fprintf(out, "contactmap diff: %d report%s before, %d after\n", d->s[0].n,
-		d->s[0].n == 1 ? "" : "s", d->s[1].n);
-	for (int s = 0; s < 2; s++) {
-		for (int i = 0; i < d->s[s].n; i++) {
-			char *cmd = command_of(d->s[s].r[i]), dur[32];
-			char *l = xasprintf("  %-6s  %7s  %s  %s", side_name(s),
-					    cm_fmt_ns((uint64_t)num(obj(d->s[s].r[i], "window"), "duration_ns"),
-						      dur, sizeof(dur)), d->s[s].paths[i], cmd);
-
-			line(out, l);
-			free(l);
-			free(cmd);
-		}
-	}
-	print_env(out, d);
-	for (int i = 0; i < d->nnotes; i++) {
-		char *l = xasprintf("note: %s", d->notes[i]);
-
-		fputc('\n', out);
-		wrapped(out, l, 0, 6);
-		free(l);
-	}
-	for (int sec = 0; sec < SEC_N; sec++)
-		if (sec != SEC_WINDOW)
-			print_section(out, d, g, ng, sec);
-	fputc('\n', out);
-	if (multi)
-		fprintf(out, "values: mean \u00b1stddev of %d before and %d after runs. ~ marks noise:\n"
-			     "|delta| is below the larger run-to-run spread (max-min) of the two sides.\n",
-			d->s[0].n, d->s[1].n);
-	else
-		fprintf(out, "one run per side: give several (a1 a2 -- b1 b2) to tell change from noise.\n");
 }
 
 /* ---- JSON ------------------------------------------------------------------------- */
@@ -1125,11 +633,11 @@ static json_object *side_json(struct diff *d, int s)
 		    *cmds = json_object_new_array(), *durs = json_object_new_array();
 
 	for (int i = 0; i < d->s[s].n; i++) {
-		char *cmd = command_of(d->s[s].r[i]);
+		char *cmd = diff_command_of(d->s[s].r[i]);
 
 		json_object_array_add(files, json_object_new_string(d->s[s].paths[i]));
 		json_object_array_add(cmds, json_object_new_string(cmd));
-		json_object_array_add(durs, jnum(num(obj(d->s[s].r[i], "window"), "duration_ns")));
+		json_object_array_add(durs, jnum(diff_num(obj(d->s[s].r[i], "window"), "duration_ns")));
 		free(cmd);
 	}
 	json_object_object_add(o, "runs", json_object_new_int(d->s[s].n));
@@ -1165,7 +673,7 @@ static json_object *build_json(struct diff *d, struct group *g, size_t ng)
 		struct env_fact *f = &d->env[i];
 		json_object *e;
 
-		if (!env_changed(f))
+		if (!diff_env_changed(f))
 			continue;
 		e = json_object_new_object();
 		json_object_object_add(e, "key", json_object_new_string(f->key));
@@ -1179,14 +687,14 @@ static json_object *build_json(struct diff *d, struct group *g, size_t ng)
 			struct row *r = &d->rows[g[i].first + k];
 			json_object *j = json_object_new_object();
 
-			json_object_object_add(j, "section", json_object_new_string(sec_key[r->sec]));
+			json_object_object_add(j, "section", json_object_new_string(diff_sec_key[r->sec]));
 			json_object_object_add(j, "key", json_object_new_string(r->key));
 			if (r->proc)
 				json_object_object_add(j, "process", json_object_new_string(r->proc));
 			json_object_object_add(j, "item", json_object_new_string(r->item));
 			if (r->metric)
 				json_object_object_add(j, "metric", json_object_new_string(r->metric));
-			json_object_object_add(j, "unit", json_object_new_string(unit_key[r->unit]));
+			json_object_object_add(j, "unit", json_object_new_string(diff_unit_key[r->unit]));
 			json_object_object_add(j, "before", jnum(r->mean[0]));
 			json_object_object_add(j, "after", jnum(r->mean[1]));
 			json_object_object_add(j, "delta", jnum(r->delta));
@@ -1284,7 +792,8 @@ int cm_diff_main(int argc, char **argv)
 {
 	struct diff d = { 0 };
 	const char *json_path = NULL;
-	char **files = xcalloc(argc, sizeof(char *));
+	struct cm_out *jout = NULL;
+	char **files = diff_xcalloc(argc, sizeof(char *));
 	int nfiles = 0, split = -1, rc = 1;
 	struct group *g = NULL;
 	size_t ng = 0;
@@ -1335,10 +844,10 @@ int cm_diff_main(int argc, char **argv)
 		       split == 0 ? "BEFORE" : "AFTER");
 		goto out;
 	}
-	d.s[0] = (struct side){ .n = split, .paths = xcalloc(split, sizeof(char *)),
-				.r = xcalloc(split, sizeof(json_object *)) };
-	d.s[1] = (struct side){ .n = nfiles - split, .paths = xcalloc(nfiles - split, sizeof(char *)),
-				.r = xcalloc(nfiles - split, sizeof(json_object *)) };
+	d.s[0] = (struct side){ .n = split, .paths = diff_xcalloc(split, sizeof(char *)),
+				.r = diff_xcalloc(split, sizeof(json_object *)) };
+	d.s[1] = (struct side){ .n = nfiles - split, .paths = diff_xcalloc(nfiles - split, sizeof(char *)),
+				.r = diff_xcalloc(nfiles - split, sizeof(json_object *)) };
 	for (int i = 0; i < nfiles; i++) {
 		int s = i >= split, k = s ? i - split : i;
 		json_object *r = cm_read_json(files[i]);
@@ -1354,7 +863,8 @@ int cm_diff_main(int argc, char **argv)
 		d.s[s].paths[k] = !strcmp(files[i], "-") ? "stdin" : files[i];
 		d.s[s].r[k] = r;
 	}
-	if (json_path && cm_check_writable(json_path))
+	/* opened now (and refused now, if it must be), written at the end */
+	if (json_path && !(jout = cm_out_open(json_path, "comparison", "-o")))
 		goto out;
 
 	for (int s = 0; s < 2; s++) {
@@ -1377,7 +887,7 @@ int cm_diff_main(int argc, char **argv)
 		    fabs(r->delta) <= WINDOW_NOTE_FRAC * r->mean[0])
 			continue;
 		add_msg(&d.notes, &d.nnotes,
-			xasprintf("the windows differ by %+.0f%% (%s vs %s): absolute times scale with "
+			diff_xasprintf("the windows differ by %+.0f%% (%s vs %s): absolute times scale with "
 				  "the window; compare shares in the contact map",
 				  100 * r->rel, cm_fmt_ns((uint64_t)llround(r->mean[0]), b, sizeof(b)),
 				  cm_fmt_ns((uint64_t)llround(r->mean[1]), a, sizeof(a))));
@@ -1386,7 +896,7 @@ int cm_diff_main(int argc, char **argv)
 	/* groups (rows of one item, e.g. a syscall's count/errors/total/p99),
 	 * largest change first within each section */
 	qsort(d.rows, d.nrows, sizeof(*d.rows), cmp_group_key);
-	g = xcalloc(d.nrows, sizeof(*g));
+	g = diff_xcalloc(d.nrows, sizeof(*g));
 	for (size_t i = 0; i < d.nrows; i++) {
 		struct row *r = &d.rows[i];
 
@@ -1407,19 +917,24 @@ int cm_diff_main(int argc, char **argv)
 	qsort(g, ng, sizeof(*g), cmp_group);
 
 	rc = 0;
-	print_text(json_path && !strcmp(json_path, "-") ? stderr : stdout, &d, g, ng);
+	diff_print_text(json_path && !strcmp(json_path, "-") ? stderr : stdout, &d, g, ng);
 	if (json_path) {
 		json_object *j = build_json(&d, g, ng);
 
-		if (cm_write_json(j, json_path))
+		if (cm_write_json_out(j, jout))
 			rc = 1;
+		jout = NULL;
 		json_object_put(j);
 	}
-	if (fflush(stdout) == EOF)
+	/* the text lost to a full disk or a closed pipe is a failure too */
+	if (cm_out_check_stream(json_path && !strcmp(json_path, "-") ? stderr : stdout,
+				"comparison", json_path && !strcmp(json_path, "-") ? "stderr" : "stdout"))
 		rc = 1;
 out:
+	cm_out_abort(jout);
 	free(g);
 	free(files);
 	free_diff(&d);
 	return rc;
 }
+

@@ -13,8 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <signal.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "cm.h"
@@ -48,13 +51,6 @@ int cm_gpu_api_class(unsigned api)
 	return api < CM_GA_COUNT ? (int)apis[api].cls : CM_GPU_CLASS_OTHER;
 }
 
-static const char *const class_names[] = {
-	[CM_GPU_CLASS_OTHER] = "other", [CM_GPU_CLASS_LAUNCH] = "launch",
-	[CM_GPU_CLASS_GRAPH] = "graph", [CM_GPU_CLASS_COPY] = "copy",
-	[CM_GPU_CLASS_MEMSET] = "memset", [CM_GPU_CLASS_SYNC] = "sync",
-	[CM_GPU_CLASS_ALLOC] = "alloc", [CM_GPU_CLASS_FREE] = "free",
-};
-
 const char *cm_gpu_copy_kind_name(unsigned k)
 {
 	static const char *const n[CM_COPY_NKINDS] = {
@@ -71,23 +67,6 @@ const char *cm_gpu_mem_name(unsigned m)
 		"device_static", "managed_static",
 	};
 	return m < CM_MEM_NKINDS ? n[m] : "unknown";
-}
-
-static const char *tier_name(unsigned t)
-{
-	return t == CM_GPU_TIER_CUPTI ? "cupti" : t == CM_GPU_TIER_UPROBES ? "uprobes" : "none";
-}
-
-static const char *status_name(unsigned s)
-{
-	switch (s) {
-	case CM_GPU_ST_CUPTI: return "cupti";
-	case CM_GPU_ST_MULTISUB: return "multiple_subscribers";
-	case CM_GPU_ST_NO_CUPTI: return "no_cupti";
-	case CM_GPU_ST_CUPTI_ERROR: return "cupti_error";
-	case CM_GPU_ST_FORCED: return "forced_uprobes";
-	default: return "none";
-	}
 }
 
 /*
@@ -121,6 +100,13 @@ static const struct probe_def {
 	C(cuMemcpyDtoD_v2, cuMemcpyDtoD, DTOD, 0), C(cuMemcpyDtoD_v2_ptds, cuMemcpyDtoD, DTOD, 0),
 	C(cuMemcpyDtoDAsync_v2, cuMemcpyDtoDAsync, DTOD, 0),
 	C(cuMemcpyDtoDAsync_v2_ptsz, cuMemcpyDtoDAsync, DTOD, 0),
+	/* (dst, dstCtx, src, srcCtx, bytes): device to device across GPUs. The 2D
+	 * and batched copies take their sizes through pointers the probe does not
+	 * follow: not probed, rather than rows without bytes */
+	{ "cuMemcpyPeer", CM_GA_cuMemcpyPeer, 5, 0, 0, CM_COPY_PTOP, 0 },
+	{ "cuMemcpyPeer_ptds", CM_GA_cuMemcpyPeer, 5, 0, 0, CM_COPY_PTOP, 0 },
+	{ "cuMemcpyPeerAsync", CM_GA_cuMemcpyPeerAsync, 5, 0, 0, CM_COPY_PTOP, 0 },
+	{ "cuMemcpyPeerAsync_ptsz", CM_GA_cuMemcpyPeerAsync, 5, 0, 0, CM_COPY_PTOP, 0 },
 	M(cuMemsetD8_v2, cuMemsetD8, 0), M(cuMemsetD8_v2_ptds, cuMemsetD8, 0),
 	M(cuMemsetD16_v2, cuMemsetD16, 1), M(cuMemsetD16_v2_ptds, cuMemsetD16, 1),
 	M(cuMemsetD32_v2, cuMemsetD32, 2), M(cuMemsetD32_v2_ptds, cuMemsetD32, 2),
@@ -135,6 +121,7 @@ static const struct probe_def {
 	A(cuMemAllocAsync, cuMemAllocAsync, 2, 0), A(cuMemAllocAsync_ptsz, cuMemAllocAsync, 2, 0),
 	A(cuMemHostRegister_v2, cuMemHostRegister, 2, 1),
 	A(cuMemFree_v2, cuMemFree, 0, 0), A(cuMemFreeHost, cuMemFreeHost, 0, 1),
+	A(cuMemFreeAsync, cuMemFreeAsync, 0, 0), A(cuMemFreeAsync_ptsz, cuMemFreeAsync, 0, 0),
 	A(cuMemHostUnregister, cuMemHostUnregister, 0, 1),
 
 	L(cudaLaunchKernel, cudaLaunchKernel), L(cudaLaunchKernel_ptsz, cudaLaunchKernel),
@@ -146,6 +133,8 @@ static const struct probe_def {
 	{ "cudaMemcpy_ptds", CM_GA_cudaMemcpy, 3, 0, 4, 0, 2 },
 	{ "cudaMemcpyAsync", CM_GA_cudaMemcpyAsync, 3, 0, 4, 0, 2 },
 	{ "cudaMemcpyAsync_ptsz", CM_GA_cudaMemcpyAsync, 3, 0, 4, 0, 2 },
+	{ "cudaMemcpyPeer", CM_GA_cudaMemcpyPeer, 5, 0, 0, CM_COPY_PTOP, 0 },
+	{ "cudaMemcpyPeerAsync", CM_GA_cudaMemcpyPeerAsync, 5, 0, 0, CM_COPY_PTOP, 0 },
 	M(cudaMemset, cudaMemset, 0), M(cudaMemset_ptds, cudaMemset, 0),
 	M(cudaMemsetAsync, cudaMemsetAsync, 0), M(cudaMemsetAsync_ptsz, cudaMemsetAsync, 0),
 	L(cudaDeviceSynchronize, cudaDeviceSynchronize),
@@ -157,6 +146,7 @@ static const struct probe_def {
 	A(cudaMallocAsync, cudaMallocAsync, 2, 0), A(cudaMallocAsync_ptsz, cudaMallocAsync, 2, 0),
 	A(cudaHostRegister, cudaHostRegister, 2, 1),
 	A(cudaFree, cudaFree, 0, 0), A(cudaFreeHost, cudaFreeHost, 0, 1),
+	A(cudaFreeAsync, cudaFreeAsync, 0, 0), A(cudaFreeAsync_ptsz, cudaFreeAsync, 0, 0),
 	A(cudaHostUnregister, cudaHostUnregister, 0, 1),
 #undef L
 #undef C
@@ -182,9 +172,13 @@ struct cm_gpu_state {
 	size_t ready_off;		/* the agent's contactmap_gpu_ready() */
 	struct gpu_lib *libs;		/* (pid, file) pairs already probed */
 	size_t nlibs, libcap;
-	pid_t *watch;			/* attach mode: processes rescanned for new libraries */
+	pid_t *watch;			/* processes rescanned for new libraries */
 	size_t nwatch;
 	uint64_t last_scan_ns;
+	bool watch_wrapped;		/* wrap mode without the agent: every traced process */
+	bool watched;			/* some process was watched */
+	int epfd;			/* what the run loop polls: the ring buffer, and */
+	int timerfd;			/* the rescan period while watching wrapped processes */
 	struct ring_buffer *rb;
 	char agent[PATH_MAX];		/* the agent injected in wrap mode, "" if none */
 	enum cm_gpu_mode mode;
@@ -532,11 +526,15 @@ void cm_gpu_watch_pid(struct cm_tracer *tr, pid_t pid)
 
 	if (!g || g->mode == CM_GPU_OFF || g->mode == CM_GPU_CUPTI)
 		return;
+	for (size_t i = 0; i < g->nwatch; i++)
+		if (g->watch[i] == pid)
+			return;
 	w = realloc(g->watch, (g->nwatch + 1) * sizeof(*w));
 	if (!w)
 		return;
 	g->watch = w;
 	g->watch[g->nwatch++] = pid;
+	g->watched = true;
 	cm_gpu_attach_pid(tr, pid);
 }
 
@@ -550,10 +548,10 @@ static int on_gpu_event(void *ctx, void *data, size_t size)
 	tr->gpu->requests++;
 	if (tr->gpu->mode == CM_GPU_CUPTI) {
 		cm_info("GPU: pid %u cannot use CUPTI (%s); --gpu=cupti: no uprobes",
-			ev->pid, status_name(ev->status));
+			ev->pid, cm_gpu_status_name(ev->status));
 		return 0;
 	}
-	cm_info("GPU: pid %u: %s; probing its CUDA libraries", ev->pid, status_name(ev->status));
+	cm_info("GPU: pid %u: %s; probing its CUDA libraries", ev->pid, cm_gpu_status_name(ev->status));
 	if (cm_gpu_attach_pid(tr, ev->pid) <= 0)
 		cm_info("GPU: pid %u maps no CUDA library to probe", ev->pid);
 	/* the agent waits for an int3 on its contactmap_gpu_ready(): all set */
@@ -570,24 +568,88 @@ static int on_gpu_event(void *ctx, void *data, size_t size)
 
 int cm_gpu_poll_fd(struct cm_tracer *tr)
 {
-	return tr->gpu && tr->gpu->rb ? ring_buffer__epoll_fd(tr->gpu->rb) : -1;
+	struct cm_gpu_state *g = tr->gpu;
+
+	if (!g)
+		return -1;
+	return g->epfd >= 0 ? g->epfd : g->rb ? ring_buffer__epoll_fd(g->rb) : -1;
+}
+
+/* The traced processes (their leaders' bits in traced_tids) are watched too. */
+static void watch_traced(struct cm_tracer *tr)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+
+	while (d && (e = readdir(d))) {
+		char *end;
+		long pid = strtol(e->d_name, &end, 10);
+
+		if (*end || pid <= 0 || (size_t)pid / 64 >= tr->tid_bits_len / sizeof(uint64_t) ||
+		    !(__atomic_load_n(&tr->tid_bits[pid / 64], __ATOMIC_RELAXED) & (1ULL << (pid % 64))))
+			continue;
+		cm_gpu_watch_pid(tr, (pid_t)pid);
+	}
+	if (d)
+		closedir(d);
 }
 
 /* Serves agents' requests for the uprobe tier; rescans watched processes
- * (attach mode) for CUDA libraries loaded since, at most every 500 ms. */
+ * for CUDA libraries loaded since: every 500 ms in attach mode, every
+ * WRAP_SCAN_MS in wrap mode without the agent (libcudart opens libcuda only
+ * at the program's first CUDA call, so what it calls first is missed). */
+#define WRAP_SCAN_MS 100
 void cm_gpu_poll(struct cm_tracer *tr)
 {
 	struct cm_gpu_state *g = tr->gpu;
+	uint64_t ticks;
 
 	if (!g)
 		return;
 	if (g->rb)
 		ring_buffer__consume(g->rb);
-	if (g->nwatch && cm_now_ns() - g->last_scan_ns > 500000000ULL) {
+	if (g->timerfd >= 0 && read(g->timerfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
+		cm_info("GPU: rescan timer: %s", strerror(errno));
+	if ((g->nwatch || g->watch_wrapped) &&
+	    cm_now_ns() - g->last_scan_ns > (g->watch_wrapped ? WRAP_SCAN_MS - 5 : 500) * 1000000ULL) {
 		g->last_scan_ns = cm_now_ns();
-		for (size_t i = 0; i < g->nwatch; i++)
-			cm_gpu_attach_pid(tr, g->watch[i]);
+		if (g->watch_wrapped)
+			watch_traced(tr);
+		for (size_t i = 0; i < g->nwatch;) {
+			/* gone (its maps unreadable): forget it, the pid may come back */
+			if (cm_gpu_attach_pid(tr, g->watch[i]) < 0 && kill(g->watch[i], 0) && errno == ESRCH) {
+				g->watch[i] = g->watch[--g->nwatch];
+				continue;
+			}
+			i++;
+		}
 	}
+}
+
+/*
+ * Wrap mode without the agent (not installed, or CUDA_INJECTION64_PATH taken
+ * by another tool): no agent will ask for uprobes, so the wrapped processes'
+ * mappings are watched for CUDA libraries, as attach mode does. The run loop
+ * polls g->epfd, which a timerfd makes readable every WRAP_SCAN_MS.
+ */
+static void watch_wrapped(struct cm_tracer *tr)
+{
+	struct cm_gpu_state *g = tr->gpu;
+	struct itimerspec its = { .it_interval.tv_nsec = WRAP_SCAN_MS * 1000000L,
+				  .it_value.tv_nsec = WRAP_SCAN_MS * 1000000L };
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	if (g->mode == CM_GPU_CUPTI)
+		return;
+	g->watch_wrapped = true;
+	g->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (g->timerfd < 0 || g->epfd < 0 || timerfd_settime(g->timerfd, 0, &its, NULL) ||
+	    epoll_ctl(g->epfd, EPOLL_CTL_ADD, g->timerfd, &ev)) {
+		cm_warn("GPU: no rescan timer (%s): CUDA libraries of wrapped programs are probed only "
+			"when something else wakes contactmap", strerror(errno));
+		return;
+	}
+	cm_info("GPU: no CUPTI agent: the wrapped processes' CUDA libraries get uprobes as they map them");
 }
 
 /* ---- set-up --------------------------------------------------------------------------- */
@@ -641,9 +703,17 @@ int cm_gpu_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 	tr->gpu = g;
 	g->mode = o->gpu_mode;
 	g->multi = tr->feat.uprobe_multi;
+	g->timerfd = -1;
+	g->epfd = epoll_create1(EPOLL_CLOEXEC);
 	g->rb = ring_buffer__new(bpf_map__fd(tr->skel->maps.gpu_events), on_gpu_event, tr, NULL);
 	if (!g->rb)
 		cm_info("GPU: no ring buffer (%s): agents cannot ask for uprobes", strerror(errno));
+	if (g->rb && g->epfd >= 0) {
+		struct epoll_event ev = { .events = EPOLLIN };
+
+		if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, ring_buffer__epoll_fd(g->rb), &ev))
+			cm_info("GPU: cannot poll the ring buffer (%s)", strerror(errno));
+	}
 	return 0;
 }
 
@@ -659,18 +729,22 @@ int cm_gpu_wrap_prepare(struct cm_tracer *tr)
 		return 0;
 	if (!find_agent(g->agent, sizeof(g->agent))) {
 		g->agent[0] = 0;
-		cm_info("GPU: the CUPTI agent libcontactmap-cupti.so is not installed next to contactmap: no GPU tracing of wrapped CUDA programs");
+		cm_info("GPU: the CUPTI agent libcontactmap-cupti.so is not installed next to contactmap: no device times for wrapped CUDA programs");
+		watch_wrapped(tr);
 		return 0;
 	}
 	if (prev && *prev && strcmp(prev, g->agent)) {
-		cm_warn("CUDA_INJECTION64_PATH is already set (%s): contactmap's CUPTI agent is not injected, GPU work is not traced", prev);
+		cm_warn("CUDA_INJECTION64_PATH is already set (%s): contactmap's CUPTI agent is not injected, %s", prev,
+			g->mode == CM_GPU_CUPTI ? "GPU work is not traced" : "GPU calls are seen through uprobes");
 		g->agent[0] = 0;
+		watch_wrapped(tr);
 		return 0;
 	}
 	off = symbol_offset(g->agent, CM_GPU_HOOK_SYMBOL);
 	if (!off) {
-		cm_warn("%s has no %s(): not contactmap's agent? GPU work is not traced", g->agent, CM_GPU_HOOK_SYMBOL);
+		cm_warn("%s has no %s(): not contactmap's agent? GPU calls are seen through uprobes only", g->agent, CM_GPU_HOOK_SYMBOL);
 		g->agent[0] = 0;
+		watch_wrapped(tr);
 		return 0;
 	}
 	g->ready_off = symbol_offset(g->agent, "contactmap_gpu_ready");
@@ -680,9 +754,10 @@ int cm_gpu_wrap_prepare(struct cm_tracer *tr)
 	if (err == -ENOMEM)
 		return -1;
 	if (err <= 0) {
-		cm_warn("cannot attach to the CUPTI agent's hook (%s): GPU work is not traced",
+		cm_warn("cannot attach to the CUPTI agent's hook (%s): GPU calls are seen through uprobes only",
 			strerror(err < 0 ? -err : errno));
 		g->agent[0] = 0;
+		watch_wrapped(tr);
 	}
 	return 0;
 }
@@ -723,6 +798,10 @@ void cm_gpu_close(struct cm_tracer *tr)
 		return;
 	cm_gpu_detach(tr);
 	ring_buffer__free(g->rb);
+	if (g->timerfd >= 0)
+		close(g->timerfd);
+	if (g->epfd >= 0)
+		close(g->epfd);
 	free(g->links);
 	free(g->fds);
 	free(g->libs);
@@ -789,248 +868,6 @@ int cm_gpu_read(struct cm_tracer *tr, struct cm_snapshot *s)
 	return 0;
 }
 
-void cm_gpu_snapshot_free(struct cm_snapshot *s)
-{
-	free(s->gapi_keys);
-	free(s->gapi);
-	free(s->gkern_keys);
-	free(s->gkern);
-	free(s->gcopy_keys);
-	free(s->gcopy);
-	free(s->gproc_pids);
-	free(s->gproc);
-}
-
-/* ---- the report's "gpu" object ------------------------------------------------------ */
-
-static json_object *hist_json(const uint64_t *h)
-{
-	json_object *a = json_object_new_array_ext(CM_HIST_SLOTS);
-
-	for (int i = 0; i < CM_HIST_SLOTS; i++)
-		json_object_array_add(a, json_object_new_int64((int64_t)h[i]));
-	return a;
-}
-
-static int cmp_total_desc(const void *a, const void *b)
-{
-	json_object *x = *(json_object *const *)a, *y = *(json_object *const *)b;
-	int64_t tx = json_object_get_int64(json_object_object_get(x, "total_ns"));
-	int64_t ty = json_object_get_int64(json_object_object_get(y, "total_ns"));
-	int64_t cx = json_object_get_int64(json_object_object_get(x, "count"));
-	int64_t cy = json_object_get_int64(json_object_object_get(y, "count"));
-
-	if (tx != ty)
-		return tx > ty ? -1 : 1;
-	if (cx != cy)
-		return cx > cy ? -1 : 1;
-	return strcmp(json_object_get_string(json_object_object_get(x, "name")) ?: "",
-		      json_object_get_string(json_object_object_get(y, "name")) ?: "");
-}
-
-static json_object *sorted(json_object **rows, size_t n)
-{
-	json_object *a = json_object_new_array();
-
-	qsort(rows, n, sizeof(*rows), cmp_total_desc);
-	for (size_t i = 0; i < n; i++)
-		json_object_array_add(a, rows[i]);
-	return a;
-}
-
-/* "memory" of a copy: the host side's kind when the host takes part. */
-static unsigned copy_memory(const struct cm_gpu_copy_key *k)
-{
-	switch (k->kind) {
-	case CM_COPY_HTOD: case CM_COPY_HTOA: return k->src_mem;
-	case CM_COPY_DTOH: case CM_COPY_ATOH: return k->dst_mem;
-	default: return k->dst_mem ? k->dst_mem : k->src_mem;
-	}
-}
-
-json_object *cm_gpu_process_json(const struct cm_snapshot *s, uint32_t pid,
-				 const struct cm_gpu_thread_sums *ts)
-{
-	const struct cm_gpu_proc *p = NULL;
-	json_object *o, **rows, *sync, *by;
-	size_t nrows = 0, cap = s->ngapi + s->ngkern + s->ngcopy + 1;
-	bool any = ts->syncs || ts->spin_ns || ts->blocked_ns || ts->ioctl_ns;
-	unsigned tier = CM_GPU_TIER_NONE;
-	uint64_t sync_count = 0, sync_ns = 0;
-
-	if (!s->gpu_loaded)
-		return NULL;
-	for (size_t i = 0; i < s->ngproc; i++)
-		if (s->gproc_pids[i] == pid)
-			p = &s->gproc[i];
-	for (size_t i = 0; !any && i < s->ngapi; i++)
-		any = s->gapi_keys[i].pid == pid;
-	for (size_t i = 0; !any && i < s->ngkern; i++)
-		any = s->gkern_keys[i].pid == pid;
-	for (size_t i = 0; !any && i < s->ngcopy; i++)
-		any = s->gcopy_keys[i].pid == pid;
-	if (!any && !p)
-		return NULL;
-	rows = calloc(cap, sizeof(*rows));
-	if (!rows)
-		return NULL;
-	o = json_object_new_object();
-	if (p)
-		tier = p->tier;
-	for (size_t i = 0; tier == CM_GPU_TIER_NONE && i < s->ngapi; i++)
-		if (s->gapi_keys[i].pid == pid)
-			tier = s->gapi_keys[i].tier;
-	J_STR(o, "tier", tier_name(tier));
-	json_object_object_add(o, "device_times", json_object_new_boolean(tier == CM_GPU_TIER_CUPTI));
-	if (p && p->status) {
-		json_object *a = json_object_new_object();
-
-		J_STR(a, "status", status_name(p->status));
-		J_STR(a, "clock", p->info_flags & CM_GPU_RF_CLOCK_CB ? "monotonic" :
-				  p->info_flags & CM_GPU_RF_CLOCK_CAL ? "calibrated" : "unknown");
-		J_INT(a, "clock_offset_ns", p->clock_offset_ns);
-		json_object_object_add(a, "final_flush", json_object_new_boolean(p->final_seen));
-		json_object_object_add(o, "agent", a);
-	}
-
-	/* API calls */
-	for (size_t i = 0; i < s->ngapi; i++) {
-		const struct cm_gpu_api_key *k = &s->gapi_keys[i];
-		const struct cm_gpu_api_stat *st = &s->gapi[i];
-		json_object *r;
-
-		if (k->pid != pid)
-			continue;
-		r = json_object_new_object();
-		J_STR(r, "name", cm_gpu_api_name(k->api));
-		J_STR(r, "class", class_names[cm_gpu_api_class(k->api)]);
-		J_STR(r, "tier", tier_name(k->tier));
-		J_INT(r, "count", st->count);
-		J_INT(r, "errors", st->errors);
-		J_INT(r, "total_ns", st->total_ns);
-		J_INT(r, "max_ns", st->max_ns);
-		J_INT(r, "p50_ns", cm_hist_quantile((const uint64_t *)st->hist, CM_HIST_SLOTS, 0.50, st->max_ns));
-		J_INT(r, "p99_ns", cm_hist_quantile((const uint64_t *)st->hist, CM_HIST_SLOTS, 0.99, st->max_ns));
-		J_INT(r, "bytes", st->bytes);
-		json_object_object_add(r, "hist_log2_ns", hist_json((const uint64_t *)st->hist));
-		rows[nrows++] = r;
-		if (cm_gpu_api_class(k->api) == CM_GPU_CLASS_SYNC) {
-			sync_count += st->count;
-			sync_ns += st->total_ns;
-		}
-	}
-	json_object_object_add(o, "api", sorted(rows, nrows));
-
-	/* kernels, per device and stream */
-	nrows = 0;
-	for (size_t i = 0; i < s->ngkern; i++) {
-		const struct cm_gpu_kern_key *k = &s->gkern_keys[i];
-		const struct cm_gpu_kern_stat *st = &s->gkern[i];
-		json_object *r;
-
-		if (k->pid != pid)
-			continue;
-		r = json_object_new_object();
-		J_INT(r, "device", k->device);
-		J_INT(r, "stream", k->stream);
-		json_object_object_add(r, "graph", json_object_new_boolean(k->graph));
-		J_STR(r, "tier", "cupti");
-		J_INT(r, "count", st->count);
-		J_INT(r, "total_ns", st->total_ns);
-		J_INT(r, "max_ns", st->max_ns);
-		J_INT(r, "untimed", st->untimed);
-		rows[nrows++] = r;
-	}
-	json_object_object_add(o, "kernels", sorted(rows, nrows));
-
-	/* copies and memsets */
-	json_object *memsets;
-	size_t nm = 0;
-	json_object **mrows = calloc(s->ngcopy + 1, sizeof(*mrows));
-
-	nrows = 0;
-	for (size_t i = 0; mrows && i < s->ngcopy; i++) {
-		const struct cm_gpu_copy_key *k = &s->gcopy_keys[i];
-		const struct cm_gpu_copy_stat *st = &s->gcopy[i];
-		json_object *r;
-
-		if (k->pid != pid)
-			continue;
-		r = json_object_new_object();
-		if (k->op == CM_GPU_OP_COPY)
-			J_STR(r, "kind", cm_gpu_copy_kind_name(k->kind));
-		J_STR(r, "memory", cm_gpu_mem_name(k->op == CM_GPU_OP_COPY ? copy_memory(k) : k->dst_mem));
-		if (k->op == CM_GPU_OP_COPY) {
-			J_STR(r, "src_memory", cm_gpu_mem_name(k->src_mem));
-			J_STR(r, "dst_memory", cm_gpu_mem_name(k->dst_mem));
-		}
-		J_STR(r, "tier", tier_name(k->tier));
-		/* device time from CUPTI; the API call's span from uprobes */
-		J_STR(r, "time", k->tier == CM_GPU_TIER_CUPTI ? "device" : "api");
-		J_INT(r, "count", st->count);
-		J_INT(r, "bytes", st->bytes);
-		J_INT(r, "total_ns", st->total_ns);
-		J_INT(r, "max_ns", st->max_ns);
-		J_INT(r, "untimed", st->untimed);
-		/* bytes of the timed ones only would need a second counter; untimed
-		 * copies are rare (CUPTI lost the timestamps), so leave them out */
-		J_INT(r, "bandwidth_bytes_per_s", st->total_ns && !st->untimed
-			     ? (uint64_t)((double)st->bytes * 1e9 / (double)st->total_ns) : 0);
-		if (k->op == CM_GPU_OP_COPY)
-			rows[nrows++] = r;
-		else
-			mrows[nm++] = r;
-	}
-	json_object_object_add(o, "copies", sorted(rows, nrows));
-	memsets = mrows ? sorted(mrows, nm) : json_object_new_array();
-	json_object_object_add(o, "memsets", memsets);
-	free(mrows);
-	free(rows);
-
-	/* synchronization: calls, and how their time was spent (scheduler) */
-	sync = json_object_new_object();
-	J_INT(sync, "count", ts->syncs);
-	J_INT(sync, "wait_ns", ts->sync_ns);
-	J_INT(sync, "spin_ns", ts->spin_ns);
-	J_INT(sync, "blocked_ns", ts->blocked_ns);
-	J_INT(sync, "api_count", sync_count);
-	J_INT(sync, "api_total_ns", sync_ns);
-	by = json_object_new_object();
-	if (p) {
-		static const char *const ty[CM_GPU_SYNC_TYPES] = {
-			"unknown", "event_synchronize", "stream_wait_event", "stream_synchronize",
-			"context_synchronize",
-		};
-
-		for (int i = 0; i < CM_GPU_SYNC_TYPES; i++) {
-			json_object *r;
-
-			if (!p->sync_rec_count[i])
-				continue;
-			r = json_object_new_object();
-			J_INT(r, "count", p->sync_rec_count[i]);
-			J_INT(r, "total_ns", p->sync_rec_ns[i]);
-			json_object_object_add(by, ty[i], r);
-		}
-	}
-	json_object_object_add(sync, "records", by);
-	json_object_object_add(o, "sync", sync);
-	J_INT(o, "driver_ioctl_ns", ts->ioctl_ns);
-	J_INT(o, "driver_ioctls", ts->ioctls);
-
-	json_object *ov = json_object_new_object();
-	J_INT(ov, "count", p ? p->overhead_count : 0);
-	J_INT(ov, "total_ns", p ? p->overhead_ns : 0);
-	json_object_object_add(o, "cupti_overhead", ov);
-	J_INT(o, "dropped_records", p ? p->dropped : 0);
-	J_INT(o, "untimed_records", p ? p->untimed : 0);
-	J_INT(o, "graph_kernels", p ? p->graph_kernels : 0);
-	J_INT(o, "records", p ? p->records : 0);
-	J_INT(o, "hook_calls", p ? p->hook_calls : 0);
-	J_INT(o, "bad_records", p ? p->bad_records : 0);
-	return o;
-}
-
 /* The run's GPU set-up: what was loaded, injected and attached. */
 json_object *cm_gpu_report_json(const struct cm_tracer *tr, const struct cm_snapshot *s)
 {
@@ -1047,24 +884,7 @@ json_object *cm_gpu_report_json(const struct cm_tracer *tr, const struct cm_snap
 		J_STR(o, "agent_path", g->agent);
 	J_INT(o, "uprobes_attached", s->gpu_probes);
 	J_INT(o, "uprobe_requests", g ? g->requests : 0);
+	/* where uprobes come from without an agent's request */
+	J_STR(o, "watch", !g ? "none" : g->watch_wrapped ? "wrapped" : g->watched ? "attached" : "none");
 	return o;
-}
-
-void cm_gpu_lost_json(const struct cm_snapshot *s, json_object *lost)
-{
-	const struct cm_gpu_counters *c = &s->gpu_counters;
-	uint64_t dropped = 0;
-
-	for (size_t i = 0; i < s->ngproc; i++)
-		dropped += s->gproc[i].dropped;
-	/* CUPTI's own drops (its buffers full): GPU records that never arrived */
-	J_INT(lost, "gpu_cupti_dropped_records", dropped);
-
-	J_INT(lost, "gpu_api_map_full", c->api_full);
-	J_INT(lost, "gpu_kernel_map_full", c->kern_full);
-	J_INT(lost, "gpu_copy_map_full", c->copy_full);
-	J_INT(lost, "gpu_proc_map_full", c->procs_full);
-	J_INT(lost, "gpu_pinned_table_full", c->pinned_full);
-	J_INT(lost, "gpu_bad_batches", c->bad_batches);
-	J_INT(lost, "gpu_events_full", c->events_full);
 }

@@ -23,6 +23,8 @@ json_object *cm_gpu_process_json(const struct cm_snapshot *s, uint32_t pid,
 void cm_gpu_lost_json(const struct cm_snapshot *s, json_object *lost);
 json_object *cm_gpu_report_json(const struct cm_tracer *tr, const struct cm_snapshot *s);
 const char *cm_gpu_api_name(unsigned api);
+const char *cm_gpu_tier_name(unsigned tier);
+const char *cm_gpu_status_name(unsigned status);
 int cm_gpu_api_class(unsigned api);
 const char *cm_gpu_copy_kind_name(unsigned k);
 const char *cm_gpu_mem_name(unsigned m);

@@ -9,26 +9,26 @@
 #include <string.h>
 #include "cm.h"
 #include "interval.h"
+#include "outfile.h"
 
 
 struct cm_interval {
-	FILE *fp;		/* opened at the first line: a run that fails leaves no file */
-	char *path;
+	struct cm_out *out;	/* published at the first line: a run that fails leaves no file */
 	json_object *prev;	/* the last cumulative report */
 	uint64_t n;
+	bool published, failed;
 };
 
-struct cm_interval *cm_interval_open(const char *path)
+struct cm_interval *cm_interval_open(struct cm_out *out)
 {
 	struct cm_interval *iv = calloc(1, sizeof(*iv));
 
-	if (!iv)
-		return NULL;
-	if (cm_check_writable(path)) {
-		free(iv);
+	if (!iv) {
+		cm_err("out of memory");
+		cm_out_abort(out);
 		return NULL;
 	}
-	iv->path = strdup(path);
+	iv->out = out;
 	return iv;
 }
 
@@ -114,14 +114,20 @@ int cm_interval_emit(struct cm_interval *iv, json_object *report)
 	json_object *cur_procs = cm_json_get(report, "processes"), *prev_procs = cm_json_get(iv->prev, "processes");
 	json_object *w = cm_json_get(report, "window"), *pw = cm_json_get(iv->prev, "window");
 
-	if (!iv->fp) {
-		iv->fp = strcmp(iv->path, "-") ? fopen(iv->path, "we") : stdout;
-		if (!iv->fp) {
-			cm_err("cannot write the interval stream %s: %s", iv->path, strerror(errno));
+	if (iv->failed || !iv->out) {
+		json_object_put(line);
+		json_object_put(procs);
+		return -1;
+	}
+	/* readers tail the file as it grows: it is visible from the first line */
+	if (!iv->published) {
+		if (cm_out_publish(iv->out)) {
+			iv->failed = true;
 			json_object_put(line);
 			json_object_put(procs);
 			return -1;
 		}
+		iv->published = true;
 	}
 	json_object_object_add(line, "schema", json_object_new_string("contactmap-interval/1"));
 	json_object_object_add(line, "interval", json_object_new_int64((int64_t)iv->n++));
@@ -164,22 +170,46 @@ int cm_interval_emit(struct cm_interval *iv, json_object *report)
 		json_object_object_add(line, "observer", o);
 	}
 
-	fprintf(iv->fp, "%s\n", json_object_to_json_string_ext(line, JSON_C_TO_STRING_PLAIN |
-								   JSON_C_TO_STRING_NOSLASHESCAPE));
-	fflush(iv->fp);
+	FILE *fp = cm_out_fp(iv->out);
+
+	fprintf(fp, "%s\n", json_object_to_json_string_ext(line, JSON_C_TO_STRING_PLAIN |
+							     JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(line);
 	json_object_put(iv->prev);
 	iv->prev = json_object_get(report);
-	return ferror(iv->fp) ? -1 : 0;
+	/* each line whole as it is written; the first failure is said once */
+	errno = 0;
+	if (fflush(fp) == EOF || ferror(fp)) {
+		cm_err("cannot write the interval stream to %s (--jsonl): %s",
+		       cm_out_is_stdout(iv->out) ? "stdout" : cm_out_path(iv->out),
+		       strerror(errno ? errno : EIO));
+		iv->failed = true;
+		return -1;
+	}
+	return 0;
+}
+
+int cm_interval_finish(struct cm_interval *iv)
+{
+	int rc;
+
+	if (!iv->out)
+		return iv->failed ? -1 : 0;
+	if (iv->failed) {
+		cm_out_abort(iv->out);	/* said already; a torn stream is removed */
+		rc = -1;
+	} else {
+		rc = cm_out_commit(iv->out);
+	}
+	iv->out = NULL;
+	return rc;
 }
 
 void cm_interval_close(struct cm_interval *iv)
 {
 	if (!iv)
 		return;
-	if (iv->fp && iv->fp != stdout)
-		fclose(iv->fp);
+	cm_out_abort(iv->out);
 	json_object_put(iv->prev);
-	free(iv->path);
 	free(iv);
 }

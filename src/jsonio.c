@@ -8,238 +8,157 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "cm.h"
+#include "outfile.h"
 
-static const char *hint(int err)
+int cm_write_json_out(json_object *report, struct cm_out *out)
 {
-	switch (err) {
-	case ENOENT: case ENOTDIR:
-		return "does the directory exist?";
-	case EACCES: case EPERM: case EROFS:
-		return "choose a writable directory, or -o - for stdout";
-	case ENOSPC: case EDQUOT:
-		return "free some space, or write elsewhere";
-	case EISDIR:
-		return "give a file name, not a directory";
-	default:
-		return "choose another path, or -o - for stdout";
-	}
-}
+	const char *s = json_object_to_json_string_ext(report,
+			JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
 
-static int tmp_name(const char *path, char *buf, size_t sz)
-{
-	int n = snprintf(buf, sz, "%s.tmp.%ld", path, (long)getpid());
-
-	if (n < 0 || (size_t)n >= sz) {
-		errno = ENAMETOOLONG;
+	if (!s) {
+		cm_err("out of memory writing the report");
+		cm_out_abort(out);
 		return -1;
 	}
-	return 0;
-}
-
-/* O_EXCL|O_NOFOLLOW: contactmap runs as root, often in /tmp, so a link
- * planted at the temp name must not redirect the write. A leftover from a
- * crashed run with the same pid is removed once. */
-static int open_tmp(const char *tmp)
-{
-	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-	int fd = open(tmp, flags, 0644);
-
-	if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
-		fd = open(tmp, flags, 0644);
-	return fd;
-}
-
-static int write_all(int fd, const char *s, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, s, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		s += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Existing devices, pipes and symlinks (-o /dev/stdout, >(jq .), a link the
- * user made) are written in place: renaming over them would replace the node
- * or the link itself rather than feed it. */
-static bool write_in_place(const char *path)
-{
-	struct stat st;
-
-	return lstat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+	/* errors are caught when the file is committed */
+	fputs(s, cm_out_fp(out));
+	fputc('\n', cm_out_fp(out));
+	return cm_out_commit(out);
 }
 
 int cm_write_json(json_object *report, const char *path)
 {
-	const char *s = json_object_to_json_string_ext(report,
-			JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-	size_t len = strlen(s);
-	char tmp[PATH_MAX];
-	int fd, err;
+	struct cm_out *out = cm_out_open(path, "report", "-o");
 
-	if (!strcmp(path, "-")) {
-		if (fwrite(s, 1, len, stdout) != len || fputc('\n', stdout) == EOF ||
-		    fflush(stdout) == EOF) {
-			cm_err("cannot write report to stdout: %s", strerror(errno));
-			return -1;
-		}
-		return 0;
-	}
-	if (write_in_place(path)) {
-		fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-		if (fd < 0) {
-			err = errno;
-			goto fail;
-		}
-		int bad = write_all(fd, s, len) || write_all(fd, "\n", 1);
-		err = errno;
-		if (close(fd) && !bad) {
-			bad = 1;
-			err = errno;
-		}
-		if (!bad)
-			return 0;
-		goto fail;
-	}
-	if (tmp_name(path, tmp, sizeof(tmp)) || (fd = open_tmp(tmp)) < 0) {
-		err = errno;
-		goto fail;
-	}
-	/* fsync before rename: after a crash the path holds the old report or the
-	 * new one, never a truncated file */
-	if (write_all(fd, s, len) || write_all(fd, "\n", 1) || fsync(fd)) {
-		err = errno;
-		close(fd);
-		goto fail_unlink;
-	}
-	if (close(fd) || rename(tmp, path)) {
-		err = errno;
-		goto fail_unlink;
-	}
-	return 0;
-fail_unlink:
-	unlink(tmp);
-fail:
-	cm_err("cannot write report to %s: %s (%s)", path, strerror(err), hint(err));
-	return -1;
+	return out ? cm_write_json_out(report, out) : -1;
 }
 
 int cm_check_writable(const char *path)
 {
-	char tmp[PATH_MAX];
-	struct stat st;
-	int fd, err;
+	struct cm_out *out = cm_out_open(path, "report", "-o");
 
-	if (!strcmp(path, "-"))
-		return 0;
-	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-		err = EISDIR;
-		goto fail;
-	}
-	if (write_in_place(path)) {
-		if (access(path, W_OK) == 0)
-			return 0;
-		err = errno;
-		goto fail;
-	}
-	/* the same temp file cm_write_json will create, so the check exercises
-	 * exactly the permissions the final write needs */
-	if (tmp_name(path, tmp, sizeof(tmp)) || (fd = open_tmp(tmp)) < 0) {
-		err = errno;
-		goto fail;
-	}
-	close(fd);
-	unlink(tmp);
+	if (!out)
+		return -1;
+	cm_out_abort(out);
 	return 0;
-fail:
-	cm_err("cannot write %s: %s (%s)", path, strerror(err), hint(err));
-	return -1;
 }
 
-static char *read_fd(int fd, size_t *lenp)
+/* Whitespace only, as JSON allows around a value. */
+static size_t skip_ws(const char *s, size_t n)
 {
-	size_t len = 0, cap = 1 << 16;
-	char *buf = malloc(cap);
+	size_t i = 0;
 
-	while (buf) {
-		if (len == cap) {
-			char *nb = realloc(buf, cap *= 2);
-			if (!nb)
-				break;
-			buf = nb;
-		}
-		ssize_t n = read(fd, buf + len, cap - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			break;
-		if (n == 0) {
-			*lenp = len;
-			return buf;
-		}
-		len += (size_t)n;
-	}
-	free(buf);
-	return NULL;
+	while (i < n && strchr(" \t\r\n", s[i]) && s[i])
+		i++;
+	return i;
 }
 
+/*
+ * Parsed as it is read, 64 KiB at a time, so memory holds the objects but not
+ * the text, and capped at CM_REPORT_MAX_BYTES: a wrong path (/dev/zero, a
+ * disk image) fails fast instead of growing until allocation fails.
+ */
 json_object *cm_read_json(const char *path)
 {
+	enum { CHUNK = 64 << 10 };
 	bool is_stdin = !strcmp(path, "-");
 	const char *name = is_stdin ? "stdin" : path;
 	json_object *obj = NULL, *schema;
-	size_t len = 0;
-	char *buf;
-	int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+	json_tokener *tok = NULL;
+	static char buf[CHUNK];
+	uint64_t total = 0;
+	struct stat st;
+	int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 
 	if (fd < 0) {
 		cm_err("cannot open %s: %s", path, strerror(errno));
 		return NULL;
 	}
-	buf = read_fd(fd, &len);
-	int err = errno;
-	if (!is_stdin)
-		close(fd);
-	if (!buf) {
-		cm_err("cannot read %s: %s", name, strerror(err));
-		return NULL;
+	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		cm_err("cannot read %s: it is a directory (give a report file)", name);
+		goto out;
 	}
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > CM_REPORT_MAX_BYTES) {
+		cm_err("%s is %llu MiB: contactmap reads reports of up to %u MiB", name,
+		       (unsigned long long)(st.st_size >> 20), CM_REPORT_MAX_BYTES >> 20);
+		goto out;
+	}
+	tok = json_tokener_new();
+	if (!tok) {
+		cm_err("cannot parse %s: %s", name, strerror(ENOMEM));
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		size_t used = 0;
 
-	json_tokener *tok = json_tokener_new();
-	if (tok)
-		obj = json_tokener_parse_ex(tok, buf, (int)(len < INT_MAX ? len : INT_MAX));
-	if (!tok || len >= INT_MAX) {
-		cm_err("cannot parse %s: %s", name, tok ? "file too large" : strerror(ENOMEM));
-	} else if (json_tokener_get_error(tok) != json_tokener_success) {
-		enum json_tokener_error e = json_tokener_get_error(tok);
-		cm_err("%s is not JSON: %s at byte %zu", name,
-		       e == json_tokener_continue ? "unexpected end of data"
-						  : json_tokener_error_desc(e),
-		       json_tokener_get_parse_end(tok));
-	} else {
-		size_t end = json_tokener_get_parse_end(tok);
-		while (end < len && strchr(" \t\r\n", buf[end]))
-			end++;
-		if (end < len)
-			cm_err("%s is not JSON: trailing data at byte %zu", name, end);
-		else if (!json_object_object_get_ex(obj, "schema", &schema))
-			cm_err("%s is not a contactmap report: no \"schema\" key", name);
-		else if (!json_object_is_type(schema, json_type_string) ||
-			 strcmp(json_object_get_string(schema), CM_SCHEMA))
-			cm_err("%s has schema \"%s\", expected \"%s\" (written by another contactmap version?)",
-			       name, json_object_get_string(schema), CM_SCHEMA);
-		else
-			goto out;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			cm_err("cannot read %s: %s", name, strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		if (total + (uint64_t)n > CM_REPORT_MAX_BYTES) {
+			cm_err("%s is larger than %u MiB, the most contactmap reads as a report "
+			       "(is it a report?)", name, CM_REPORT_MAX_BYTES >> 20);
+			goto fail;
+		}
+		/* never valid JSON, and json-c would take it for the end */
+		const char *nul = memchr(buf, 0, (size_t)n);
+		if (nul) {
+			cm_err("%s is not JSON: a NUL byte at byte %llu", name,
+			       (unsigned long long)(total + (uint64_t)(nul - buf)));
+			goto fail;
+		}
+		if (!obj) {
+			obj = json_tokener_parse_ex(tok, buf, (int)n);
+			enum json_tokener_error e = json_tokener_get_error(tok);
+
+			if (e == json_tokener_continue) {
+				total += (uint64_t)n;
+				continue;
+			}
+			if (e != json_tokener_success) {
+				cm_err("%s is not JSON: %s at byte %llu", name, json_tokener_error_desc(e),
+				       (unsigned long long)(total + json_tokener_get_parse_end(tok)));
+				goto fail;
+			}
+			used = json_tokener_get_parse_end(tok);
+		}
+		used += skip_ws(buf + used, (size_t)n - used);
+		if (used < (size_t)n) {
+			cm_err("%s is not JSON: trailing data at byte %llu", name,
+			       (unsigned long long)(total + used));
+			goto fail;
+		}
+		total += (uint64_t)n;
 	}
+	if (!obj) {
+		/* a bare number at the end of the data needs the end said */
+		obj = json_tokener_parse_ex(tok, "", 1);
+		if (!obj || json_tokener_get_error(tok) != json_tokener_success) {
+			cm_err("%s is not JSON: unexpected end of data at byte %llu", name,
+			       (unsigned long long)total);
+			goto fail;
+		}
+	}
+	if (!json_object_object_get_ex(obj, "schema", &schema))
+		cm_err("%s is not a contactmap report: no \"schema\" key", name);
+	else if (!json_object_is_type(schema, json_type_string) ||
+		 strcmp(json_object_get_string(schema), CM_SCHEMA))
+		cm_err("%s has schema \"%s\", expected \"%s\" (written by another contactmap version?)",
+		       name, json_object_get_string(schema), CM_SCHEMA);
+	else
+		goto out;
+fail:
 	json_object_put(obj);
 	obj = NULL;
 out:
 	if (tok)
 		json_tokener_free(tok);
-	free(buf);
+	if (!is_stdin)
+		close(fd);
 	return obj;
 }

@@ -37,16 +37,20 @@ struct cm_life {
 	uint64_t no_final_switch;
 	uint64_t drain_errors;
 	bool lookup_and_delete;	/* the kernel has it for hash maps (5.14) */
-	cm_life_exit_fn on_exit;	/* told of every ended thread (the timeline) */
-	void *on_exit_ctx;
+	/* told of every ended thread (the timeline, the critical path) */
+	struct { cm_life_exit_fn fn; void *ctx; } on_exit[4];
+	int non_exit;
 };
 
-void cm_life_on_exit(struct cm_tracer *tr, cm_life_exit_fn fn, void *ctx)
+int cm_life_on_exit(struct cm_tracer *tr, cm_life_exit_fn fn, void *ctx)
 {
-	if (tr->life) {
-		tr->life->on_exit = fn;
-		tr->life->on_exit_ctx = ctx;
-	}
+	struct cm_life *lf = tr->life;
+
+	if (!lf || lf->non_exit == (int)(sizeof(lf->on_exit) / sizeof(lf->on_exit[0])))
+		return -1;
+	lf->on_exit[lf->non_exit].fn = fn;
+	lf->on_exit[lf->non_exit++].ctx = ctx;
+	return 0;
 }
 
 static int take(int fd, const void *key, void *val, bool *combined)
@@ -102,8 +106,8 @@ static void retire(struct cm_life *lf, struct cm_thread *t)
 	struct cm_sys_stat *rows;
 	size_t n;
 
-	if (lf->on_exit)
-		lf->on_exit(lf->on_exit_ctx, t);
+	for (int i = 0; i < lf->non_exit; i++)
+		lf->on_exit[i].fn(lf->on_exit[i].ctx, t);
 	if (drain_rows(lf, t, &keys, &rows, &n) ||
 	    cm_books_retire(lf->books, t, keys, rows, n, cm_now_ns()))
 		lf->drain_errors++;

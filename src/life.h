@@ -12,7 +12,7 @@ struct cm_books;
 int cm_life_start(struct cm_tracer *tr, struct cm_books *books);
 /* fn(ctx, t) for every traced thread that ends, as its record arrives. */
 typedef void (*cm_life_exit_fn)(void *ctx, const struct cm_thread *t);
-void cm_life_on_exit(struct cm_tracer *tr, cm_life_exit_fn fn, void *ctx);
+int cm_life_on_exit(struct cm_tracer *tr, cm_life_exit_fn fn, void *ctx);
 /* Collects what the ring missed, drains ended processes' block rows and
  * trims the books; at most once a second, so call it every loop turn. */
 void cm_life_sweep(struct cm_tracer *tr);

@@ -12,6 +12,9 @@
 #include "gpu.h"
 #include "stacks.h"
 #include "interval.h"
+#include "numarg.h"
+#include "outfile.h"
+#include "sigstate.h"
 #include "exporter.h"
 #include "cgroup.h"
 
@@ -20,7 +23,7 @@ static const char usage[] =
 "Usage: contactmap [OPTIONS] -- COMMAND [ARG...]   trace COMMAND and what it starts\n"
 "       contactmap [OPTIONS] -p PID[,PID...]       attach to running processes\n"
 "       contactmap [OPTIONS] --cgroup PATH         every process of a cgroup v2 subtree\n"
-"       contactmap report [-t] REPORT.json         print a saved report\n"
+"       contactmap report [-t [N]] REPORT.json     print a saved report\n"
 "       contactmap diff BEFORE.json... [--] AFTER.json...  compare reports\n"
 "       contactmap check                           kernel features and fallbacks\n"
 "       contactmap metrics REPORT.json             a saved report as Prometheus metrics\n"
@@ -36,7 +39,7 @@ static const char usage[] =
 "      --stacks WHICH     collect stacks: oncpu, offcpu or both (implied by -f)\n"
 "      --min-block USEC   off-CPU stacks only for blocks this long (default 200)\n"
 "  -i, --interval SECS    a JSON line per interval (JSONL) to --jsonl FILE\n"
-"      --jsonl FILE       where -i writes ('-' = stdout, the default when attaching)\n"
+"      --jsonl FILE       where -i writes ('-' = stdout)\n"
 "      --trace FILE       timeline in Chrome Trace Event JSON (Perfetto, chrome://tracing)\n"
 "      --trace-syscall-min USEC  syscalls on the timeline from this long (default 100)\n"
 "      --trace-rate N     timeline events per second per CPU at most (default 100000)\n"
@@ -48,14 +51,20 @@ static const char usage[] =
 "      --cgroup PATH      trace every process in this cgroup v2 directory and below,\n"
 "                         those that join later too, until Ctrl-C or -d (PATH is\n"
 "                         absolute, or relative to the cgroup2 mount)\n"
-"  -t, --threads          per-thread rows in the text map\n"
+"  -t, --threads [N]      per-thread rows in the text map, longest wall time first:\n"
+"                         at most N (default 20), threads of one name grouped\n"
+"      --text FILE        the text map to FILE ('-' = stdout; default stderr)\n"
 "      --observer-cost MODE  contactmap's own cost, from BPF run-time statistics\n"
 "                         (two clock reads per BPF program run on every CPU while\n"
 "                         on): sampled (default: on 50 ms of every second;\n"
 "                         estimated), full, or off\n"
 "      --no-observer-cost the same as --observer-cost off\n"
+"      --no-critical-path no wake-up graph, critical path or request markers\n"
+"      --marker-lib PATH  the libcontactmap-mark.so to probe for request markers\n"
+"                         (default: the one next to contactmap and in PREFIX/lib)\n"
 "      --max-threads N    threads alive at once that can be traced (default 65536;\n"
 "                         entries are freed at exit and not preallocated)\n"
+"      --max-syscall-rows N  (thread, syscall) rows alive at once (default 262144)\n"
 "      --attach-type T    force tp_btf or raw_tp (default: best available)\n"
 "      --block-claim insert_issue  claim block requests at insert/issue, as\n"
 "                         on kernels before 6.5 (default: block_io_start)\n"
@@ -92,32 +101,82 @@ static int keyword(const char *arg, const char *const *words, const char *fmt)
 	return -1;
 }
 
+/* A whole number for option opt in [min, max], or one error line and exit 2. */
+static uint64_t uint_opt(const char *opt, const char *arg, uint64_t min, uint64_t max,
+			 const char *unit)
+{
+	uint64_t v;
+
+	if (cm_parse_uint(arg, min, max, &v)) {
+		cm_err("bad %s '%s': %s, a whole number from %llu to %llu (see contactmap --help)",
+		       opt, arg, unit, (unsigned long long)min, (unsigned long long)max);
+		exit(2);
+	}
+	return v;
+}
+
+static double secs_opt(const char *opt, const char *arg, double min, double max)
+{
+	double v;
+
+	if (cm_parse_secs(arg, min, max, &v)) {
+		cm_err("bad %s '%s': seconds, from %.15g to %.15g, e.g. %s 10 or %s 0.5 (see contactmap --help)",
+		       opt, arg, min, max, opt, opt);
+		exit(2);
+	}
+	return v;
+}
+
+/* A file name for option opt: never empty ('-' is stdout where allowed). */
+static const char *path_opt(const char *opt, const char *arg)
+{
+	if (!*arg) {
+		cm_err("%s needs a file name, and got an empty one (see contactmap --help)", opt);
+		exit(2);
+	}
+	return arg;
+}
+
+/* pid_max is at most 2^22 (PID_MAX_LIMIT) */
+#define CM_PID_MAX 4194304
+
+/* PID[,PID...]: every item a pid, so "1,", ",2" and "1,,2" are refused. */
 static int parse_pids(const char *s, struct cm_run_opts *o)
 {
-	char *copy = strdup(s), *save = NULL, *tok;
+	char *copy = strdup(s), *p = copy;
 
-	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		char *end;
-		long v;
+	while (p) {
+		char *comma = strchr(p, ',');
+		uint64_t v;
 
-		errno = 0;
-		v = strtol(tok, &end, 10);
-		if (errno || *end || end == tok || v <= 0 || v > INT_MAX) {
+		if (comma)
+			*comma = 0;
+		if (cm_parse_uint(p, 1, CM_PID_MAX, &v)) {
 			free(copy);
 			return -1;
 		}
 		o->pids = realloc(o->pids, (o->npids + 1) * sizeof(*o->pids));
 		o->pids[o->npids++] = (pid_t)v;
+		p = comma ? comma + 1 : NULL;
 	}
 	free(copy);
 	return o->npids ? 0 : -1;
 }
 
+/* -t, -tN, --threads[=N], or -t N (a bare number after -t is its count). */
+static unsigned threads_opt(const char *arg, int argc, char **argv)
+{
+	if (!arg && optind < argc && argv[optind][0] >= '0' && argv[optind][0] <= '9')
+		arg = argv[optind++];
+	return arg ? (unsigned)uint_opt("-t", arg, 1, 1000000, "thread rows") : CM_THREAD_ROWS;
+}
+
 static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 {
-	enum { OPT_MAX_THREADS = 256, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
+	enum { OPT_MAX_THREADS = 256, OPT_MAX_ROWS, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
-	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_PPROF, OPT_SERVE, OPT_CGROUP };
+	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_NO_CRITPATH,
+	       OPT_MARKER_LIB, OPT_TEXT, OPT_PPROF, OPT_SERVE, OPT_CGROUP };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -126,8 +185,10 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		{ "cgroup", required_argument, NULL, OPT_CGROUP },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "pid", required_argument, NULL, 'p' },
-		{ "threads", no_argument, NULL, 't' },
+		{ "threads", optional_argument, NULL, 't' },
+		{ "text", required_argument, NULL, OPT_TEXT },
 		{ "max-threads", required_argument, NULL, OPT_MAX_THREADS },
+		{ "max-syscall-rows", required_argument, NULL, OPT_MAX_ROWS },
 		{ "attach-type", required_argument, NULL, OPT_ATTACH_TYPE },
 		{ "block-claim", required_argument, NULL, OPT_BLOCK_CLAIM },
 		{ "freq", required_argument, NULL, 'F' },
@@ -142,12 +203,13 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		{ "gpu", required_argument, NULL, OPT_GPU },
 		{ "observer-cost", required_argument, NULL, OPT_OBSERVER },
 		{ "no-observer-cost", no_argument, NULL, OPT_NO_OBSERVER },
+		{ "no-critical-path", no_argument, NULL, OPT_NO_CRITPATH },
+		{ "marker-lib", required_argument, NULL, OPT_MARKER_LIB },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
-	char *end;
 	int c;
 
 	opterr = 0;
@@ -155,13 +217,16 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 	while ((c = getopt_long(argc, argv, "+:o:f:F:d:i:p:tvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'o':
-			o->json_path = optarg;
+			o->json_path = path_opt("-o", optarg);
 			break;
 		case 'f':
-			o->folded_path = optarg;
+			o->folded_path = path_opt("-f", optarg);
+			break;
+		case OPT_TEXT:
+			o->text_path = path_opt("--text", optarg);
 			break;
 		case OPT_PPROF:
-			o->pprof_path = optarg;
+			o->pprof_path = path_opt("--pprof", optarg);
 			break;
 		case OPT_SERVE:
 			o->serve = optarg;
@@ -170,22 +235,18 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 			o->cgroup_path = optarg;	/* resolved in main() */
 			break;
 		case 'd':
-			errno = 0;
-			o->duration = strtod(optarg, &end);
-			if (errno || *end || end == optarg || o->duration <= 0 || o->duration > 1e7)
-				bad_usage("bad duration '%s': give seconds, e.g. -d 10", optarg);
+			o->duration = secs_opt("-d", optarg, 0.001, 1e7);
 			break;
 		case 'p':
 			if (parse_pids(optarg, o))
-				bad_usage("bad pid list '%s': give PID[,PID...]", optarg);
+				bad_usage("bad -p '%s': give PID[,PID...], each a whole number from 1 to 4194304", optarg);
 			break;
 		case 't':
 			o->threads = true;
+			o->thread_rows = threads_opt(optarg, argc, argv);
 			break;
 		case 'F':
-			o->tr.sample_hz = strtoul(optarg, &end, 10);
-			if (*end || end == optarg || o->tr.sample_hz < 1 || o->tr.sample_hz > 10000)
-				bad_usage("bad frequency '%s': 1 to 10000 Hz", optarg);
+			o->tr.sample_hz = (unsigned)uint_opt("-F", optarg, 1, 10000, "samples per second");
 			break;
 		case OPT_STACKS:
 		{
@@ -207,42 +268,45 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		case OPT_NO_OBSERVER:
 			o->tr.observer = CM_OBS_OFF;
 			break;
+		case OPT_NO_CRITPATH:
+			o->tr.critpath = false;
+			break;
+		case OPT_MARKER_LIB:
+			o->tr.marker_lib = optarg;
+			break;
 		case 'i':
-			errno = 0;
-			o->interval = strtod(optarg, &end);
-			if (errno || *end || end == optarg || o->interval < 0.01 || o->interval > 1e6)
-				bad_usage("bad interval '%s': seconds, at least 0.01", optarg);
+			o->interval = secs_opt("-i", optarg, 0.01, 1e6);
 			break;
 		case OPT_JSONL:
-			o->jsonl_path = optarg;
+			o->jsonl_path = path_opt("--jsonl", optarg);
 			break;
 		case OPT_TRACE:
-			o->tr.trace_path = optarg;
+			/* streamed during the run, then renamed into place: a file */
+			if (!strcmp(optarg, "-"))
+				bad_usage("%s", "--trace needs a file: the timeline cannot go to stdout");
+			o->tr.trace_path = path_opt("--trace", optarg);
 			break;
+		/* microseconds up to an hour, so that *1000 cannot wrap */
 		case OPT_TRACE_SYS_MIN:
-			o->tr.trace_sys_min_ns = strtoull(optarg, &end, 10) * 1000;
-			if (*end || end == optarg)
-				bad_usage("bad --trace-syscall-min '%s': microseconds", optarg);
+			o->tr.trace_sys_min_ns = uint_opt("--trace-syscall-min", optarg, 0, 3600000000ULL,
+							  "microseconds") * 1000;
 			break;
 		case OPT_TRACE_RATE:
-			o->tr.trace_max_per_sec = strtoull(optarg, &end, 10);
-			if (*end || end == optarg || !o->tr.trace_max_per_sec)
-				bad_usage("bad --trace-rate '%s': events per second per CPU", optarg);
+			o->tr.trace_max_per_sec = uint_opt("--trace-rate", optarg, 1, 1000000000ULL,
+							   "events per second per CPU");
 			break;
 		case OPT_TRACE_MAX_MB:
-			o->tr.trace_max_bytes = strtoull(optarg, &end, 10) << 20;
-			if (*end || end == optarg || !o->tr.trace_max_bytes)
-				bad_usage("bad --trace-max-mb '%s': megabytes", optarg);
+			o->tr.trace_max_bytes = uint_opt("--trace-max-mb", optarg, 1, 1048576, "megabytes") << 20;
 			break;
 		case OPT_MIN_BLOCK:
-			o->tr.min_block_ns = strtoull(optarg, &end, 10) * 1000;
-			if (*end || end == optarg)
-				bad_usage("bad --min-block '%s': microseconds", optarg);
+			o->tr.min_block_ns = uint_opt("--min-block", optarg, 0, 3600000000ULL,
+						      "microseconds") * 1000;
 			break;
 		case OPT_MAX_THREADS:
-			o->tr.max_threads = strtoul(optarg, &end, 10);
-			if (*end || o->tr.max_threads < 16 || o->tr.max_threads > (1U << 22))
-				bad_usage("bad --max-threads '%s': 16 to 4194304", optarg);
+			o->tr.max_threads = (unsigned)uint_opt("--max-threads", optarg, 16, 1U << 22, "threads");
+			break;
+		case OPT_MAX_ROWS:
+			o->tr.max_syscall_rows = (unsigned)uint_opt("--max-syscall-rows", optarg, 64, 1U << 24, "rows");
 			break;
 		case OPT_ATTACH_TYPE:
 			keyword(optarg, (const char *const[]){ "tp_btf", "raw_tp", NULL },
@@ -288,11 +352,9 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		bad_usage("%s", "give either --cgroup PATH or -- COMMAND, not both");
 	if (!o->argv && !o->npids && !o->cgroup_path)
 		bad_usage("%s", "nothing to trace: give -- COMMAND, -p PID or --cgroup PATH");
-	if (o->interval && !o->jsonl_path) {
-		if (o->argv)
-			bad_usage("%s", "-i with a command needs --jsonl FILE: stdout is the command's");
-		o->jsonl_path = "-";
-	}
+	/* machine-readable lines go where they are sent, never by default */
+	if (o->interval && !o->jsonl_path)
+		bad_usage("%s", "-i needs --jsonl FILE ('--jsonl -' for stdout)");
 	if (o->jsonl_path && !o->interval)
 		bad_usage("%s", "--jsonl needs -i SECONDS");
 	if ((o->folded_path || o->pprof_path) && !o->fold_which)
@@ -335,9 +397,14 @@ static int cmd_report(int argc, char **argv)
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads"))
+		if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
 			ro.threads = true;
-		else if (argv[i][0] == '-' && argv[i][1])
+			if (i + 1 < argc && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9')
+				ro.thread_rows = (int)uint_opt("-t", argv[++i], 1, 1000000, "thread rows");
+		} else if (!strncmp(argv[i], "--threads=", 10)) {
+			ro.threads = true;
+			ro.thread_rows = (int)uint_opt("-t", argv[i] + 10, 1, 1000000, "thread rows");
+		} else if (argv[i][0] == '-' && argv[i][1])
 			bad_usage("unknown option '%s' for report", argv[i]);
 		else if (path)
 			bad_usage("report takes one file, got '%s' too", argv[i]);
@@ -349,7 +416,7 @@ static int cmd_report(int argc, char **argv)
 	r = cm_read_json(path);
 	if (!r)
 		return 1;
-	rc = cm_render_text(r, &ro, stdout) ? 1 : 0;
+	rc = cm_render_text(r, &ro, stdout) || cm_out_check_stream(stdout, "text map", "stdout") ? 1 : 0;
 	json_object_put(r);
 	return rc;
 }
@@ -386,6 +453,9 @@ static int cmd_check(void)
 					   : "requests claimed at insert/issue (block_io_start: 6.5+)");
 	print_feature("GPU programs", f->gpu, f->gpu ? "CUPTI agent hook and CUDA library uprobes"
 						    : f->gpu_error[0] ? f->gpu_error : "not loaded");
+	print_feature("bpf_mem_alloc", f->mem_alloc, f->mem_alloc ? "tables allocated as threads come (6.1+): memory follows the live set"
+								: "tables preallocated (before 6.1): --max-threads is capped at 8192");
+	print_feature("kernel split", true, "kernel time outside syscalls from the kernel's tick accounting (task->stime), per segment");
 	print_feature("uprobe_multi", f->uprobe_multi, f->uprobe_multi ? "one link per CUDA library (fast detach)"
 								      : "one perf uprobe per function (slow detach)");
 	print_feature("CUPTI agent", cm_gpu_agent_found(), cm_gpu_agent_found() ? "libcontactmap-cupti.so found: wrap mode uses CUPTI"
@@ -398,14 +468,18 @@ static int cmd_check(void)
 int main(int argc, char **argv)
 {
 	struct cm_run_opts o = { .tr = { .max_threads = 65536, .max_syscall_rows = 262144,
-				  .keep_threads = 64, .keep_procs = 1024,
+				  .keep_threads = 64, .keep_procs = 1024, .critpath = true,
 				  .min_block_ns = 200000, .trace_sys_min_ns = 100000,
 				  .trace_max_per_sec = 100000, .trace_max_bytes = 256ULL << 20 } };
 	char cgroup[PATH_MAX];
 	int rc;
 
+	/* first: the wrapped command starts with what contactmap was given */
+	cm_sig_save();
 	/* report output and pipes: a closed reader must not kill us mid-write */
 	signal(SIGPIPE, SIG_IGN);
+	/* inherited as ignored, it would reap the command before we can wait */
+	signal(SIGCHLD, SIG_DFL);
 	if (argc > 1 && !strcmp(argv[1], "report"))
 		return cmd_report(argc - 1, argv + 1);
 	if (argc > 1 && !strcmp(argv[1], "check"))
@@ -422,22 +496,12 @@ int main(int argc, char **argv)
 			return 1;
 		o.cgroup_path = cgroup;
 	}
-	if (o.json_path && cm_check_writable(o.json_path))
-		return 1;
-	if (o.folded_path && cm_check_writable(o.folded_path))
-		return 1;
-	if (o.pprof_path && cm_check_writable(o.pprof_path))
-		return 1;
-	if (o.tr.trace_path && cm_check_writable(o.tr.trace_path))
-		return 1;
-	if (o.jsonl_path && !(o.iv = cm_interval_open(o.jsonl_path)))
-		return 1;
-	/* before tracing starts: a port in use fails at once */
-	if (o.serve && !(o.exp = cm_exporter_open(o.serve)))
-		return 1;
-	rc = o.argv ? cm_run_wrap(&o) : cm_run_attach(&o);
+	/* every output opened (and checked) before anything runs; the metrics
+	 * port bound too, so one in use fails at once */
+	rc = cm_run_open_outputs(&o) || (o.serve && !(o.exp = cm_exporter_open(o.serve))) ? 1
+	     : o.argv ? cm_run_wrap(&o) : cm_run_attach(&o);
 	cm_exporter_close(o.exp);
-	cm_interval_close(o.iv);
+	cm_run_close_outputs(&o);
 	free(o.pids);
 	return rc;
 }

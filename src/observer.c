@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -328,4 +329,21 @@ void cm_observer_free(struct cm_tracer *tr)
 	pthread_mutex_destroy(&ob->lock);
 	free(ob);
 	tr->obs = NULL;
+}
+
+json_object *cm_observer_self_json(void)
+{
+	json_object *j = json_object_new_object();
+	struct rusage ru;
+
+	/* contactmap's own process: its threads, not the traced programs (a
+	 * wrapped command is reaped after the report is built) */
+	if (getrusage(RUSAGE_SELF, &ru))
+		return j;
+	json_object_object_add(j, "cpu_user_ns", json_object_new_int64(
+		(int64_t)ru.ru_utime.tv_sec * 1000000000LL + ru.ru_utime.tv_usec * 1000LL));
+	json_object_object_add(j, "cpu_sys_ns", json_object_new_int64(
+		(int64_t)ru.ru_stime.tv_sec * 1000000000LL + ru.ru_stime.tv_usec * 1000LL));
+	json_object_object_add(j, "max_rss_bytes", json_object_new_int64((int64_t)ru.ru_maxrss * 1024));
+	return j;
 }

@@ -15,5 +15,7 @@ void cm_observer_window(struct cm_tracer *tr);
 void cm_observer_stop(struct cm_tracer *tr);
 void cm_observer_read(const struct cm_tracer *tr, struct cm_snapshot *s);
 void cm_observer_free(struct cm_tracer *tr);
+/* contactmap's own CPU time and peak memory so far (getrusage). */
+json_object *cm_observer_self_json(void);
 
 #endif /* CM_OBSERVER_H */

@@ -6,14 +6,10 @@
  * hold the same frames. A frame is a name (pprof's Function), with no address
  * or mapping: symbolization is already done, and a store must not redo it.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
-#include <sys/stat.h>
 #include <zlib.h>
 #include "cm.h"
 #include "pprof.h"
@@ -199,29 +195,31 @@ static int64_t realtime_of(uint64_t mono_ns)
 	return (int64_t)rt.tv_sec * 1000000000 + rt.tv_nsec - (int64_t)(cm_now_ns() - mono_ns);
 }
 
-/* The packed profile, gzipped, to fd; 0 or -1 (errno set). */
-static int write_gz(int fd, const uint8_t *buf, size_t len)
+/* The packed profile, gzipped (zlib's gzip wrapper), to fp; 0 or -1. */
+static int write_gz(FILE *fp, const uint8_t *buf, size_t len)
 {
-	gzFile gz = gzdopen(fd, "wb9");
-	int rc = 0;
+	z_stream z = { 0 };
+	uint8_t out[65536];
+	int rc = 0, zr;
 
-	if (!gz)
+	/* windowBits 15 + 16: a gzip header and trailer rather than zlib's */
+	if (deflateInit2(&z, 9, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
 		return -1;
-	while (len && !rc) {
-		unsigned chunk = len > (1U << 30) ? 1U << 30 : (unsigned)len;
-		int n = gzwrite(gz, buf, chunk);
-
-		if (n <= 0)
+	z.next_in = (uint8_t *)buf;
+	z.avail_in = (uInt)len;	/* a profile is far below 4 GiB */
+	do {
+		z.next_out = out;
+		z.avail_out = sizeof(out);
+		zr = deflate(&z, Z_FINISH);
+		if (zr == Z_STREAM_ERROR ||
+		    fwrite(out, 1, sizeof(out) - z.avail_out, fp) != sizeof(out) - z.avail_out)
 			rc = -1;
-		buf += n > 0 ? n : 0;
-		len -= n > 0 ? (size_t)n : len;
-	}
-	if (gzclose(gz) != Z_OK)
-		rc = -1;
+	} while (!rc && zr != Z_STREAM_END);
+	deflateEnd(&z);
 	return rc;
 }
 
-static int emit(struct pp *p, const char *path, const struct cm_pprof_info *info)
+static int emit(struct pp *p, FILE *fp, const struct cm_pprof_info *info)
 {
 	Perftools__Profiles__Profile prof = PERFTOOLS__PROFILES__PROFILE__INIT;
 	Perftools__Profiles__ValueType vt[3], *vtp[2];
@@ -230,10 +228,10 @@ static int emit(struct pp *p, const char *path, const struct cm_pprof_info *info
 	Perftools__Profiles__Line *line = NULL, **linep = NULL;
 	Perftools__Profiles__Mapping map = PERFTOOLS__PROFILES__MAPPING__INIT, *mapp = &map;
 	int64_t comment[2];
-	char buf[160], tmppath[4096];
+	char buf[160];
 	uint8_t *packed = NULL;
 	size_t nf = 0, len;
-	int rc = -1, fd;
+	int rc = -1;
 
 	for (int i = 0; i < 3; i++)
 		perftools__profiles__value_type__init(&vt[i]);
@@ -313,31 +311,8 @@ static int emit(struct pp *p, const char *path, const struct cm_pprof_info *info
 	}
 	perftools__profiles__profile__pack(&prof, packed);
 
-	struct stat st;
-	/* stdout, or an existing pipe or device (>(cmd), /dev/stdout): in place */
-	if (!strcmp(path, "-") || (!lstat(path, &st) && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))) {
-		fd = !strcmp(path, "-") ? dup(STDOUT_FILENO) : open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-		if (fd < 0 || write_gz(fd, packed, len)) {
-			cm_err("cannot write the pprof profile to %s: %s", path, strerror(errno));
-			goto out;
-		}
-		rc = 0;
-		goto out;
-	}
-	snprintf(tmppath, sizeof(tmppath), "%s.tmp.%d", path, (int)getpid());
-	fd = open(tmppath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-	/* after a crash the path holds the old profile or the new one, never half */
-	bool bad = fd < 0 || write_gz(dup(fd), packed, len) || fsync(fd);
-	int err = errno;
-
-	if (fd >= 0 && close(fd) && !bad)
-		bad = true, err = errno;
-	if (!bad && rename(tmppath, path))
-		bad = true, err = errno;
-	if (bad) {
-		cm_err("cannot write the pprof profile to %s: %s", path, strerror(err));
-		if (fd >= 0)
-			unlink(tmppath);
+	if (write_gz(fp, packed, len)) {
+		cm_err("cannot compress the pprof profile (out of memory?)");
 		goto out;
 	}
 	rc = 0;
@@ -352,7 +327,7 @@ out:
 	return rc;
 }
 
-int cm_pprof_write(struct cm_stacks *s, const char *path, const struct cm_pprof_info *info)
+int cm_pprof_write(struct cm_stacks *s, FILE *fp, const struct cm_pprof_info *info)
 {
 	struct pp p = { .period_ns = info->sample_hz ? (1000000000 + info->sample_hz / 2) / info->sample_hz : 0 };
 	int rc = -1;
@@ -367,7 +342,7 @@ int cm_pprof_write(struct cm_stacks *s, const char *path, const struct cm_pprof_
 			cm_stacks_foreach(s, info->which, add_row, &p);
 		else
 			p.oom = true;
-		rc = emit(&p, path, info);
+		rc = emit(&p, fp, info);
 	} else {
 		cm_err("out of memory writing the pprof profile");
 	}

@@ -4,6 +4,7 @@
 #define CM_PPROF_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 struct cm_stacks;
 
@@ -14,10 +15,10 @@ struct cm_pprof_info {
 	int which;			/* CM_FOLD_* */
 };
 
-/* Writes PATH atomically (temp file + rename; "-" is stdout). Sample types
+/* Writes the profile to fp, whose owner (outfile.h) commits it. Sample types
  * cpu/nanoseconds (samples x the nominal period) and off_cpu/nanoseconds
  * (blocked time); labels pid, tid (numbers), comm and, off-CPU, cause. 0 or
  * -1 (printed). */
-int cm_pprof_write(struct cm_stacks *s, const char *path, const struct cm_pprof_info *info);
+int cm_pprof_write(struct cm_stacks *s, FILE *fp, const struct cm_pprof_info *info);
 
 #endif /* CM_PPROF_H */

@@ -13,8 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cm.h"
+#include "render_cp.h"
+#include "render_threads.h"
 
 #define DEF_WIDTH 80
+#define MAX_PROCS 20		/* processes shown in full, the heaviest */
 #define DEF_TOP_SYSCALLS 10
 #define TOP_CAUSES 5
 
@@ -256,7 +259,8 @@ static void render_map(json_object *r, int width, FILE *out)
 	json_object *rows = arr(r, "contact_map"), *totals = obj(r, "totals");
 	json_object *procs = arr(r, "processes");
 	uint64_t total = num(totals, "wall_ns"), oncpu = num(totals, "oncpu_ns");
-	size_t nthreads = 0, shown = 0;
+	uint64_t nthreads = 0;
+	size_t shown = 0;
 	int barw = width - MAP_FIXED;
 
 	fprintf(out, "\nOS contact map\n");
@@ -309,12 +313,16 @@ static void render_map(json_object *r, int width, FILE *out)
 	}
 	fprintf(out, "  %-14s %8s %6.1f%% %8s\n", "total", T(total), total ? 100.0 : 0.0, T(oncpu));
 
-	for (size_t i = 0; i < arr_len(procs); i++)
-		nthreads += arr_len(arr(json_object_array_get_idx(procs, i), "threads"));
+	for (int pass = 0; pass < 2; pass++) {
+		json_object *ps = pass ? arr(r, "folded_processes") : procs;
+
+		for (size_t i = 0; i < arr_len(ps); i++)
+			nthreads += cm_thread_count(json_object_array_get_idx(ps, i));
+	}
 	/* thread-seconds exceed the window when threads run side by side */
 	fprintf(out, "  shares of %s thread-seconds", fmt_secs(total, (char[32]){0}, 32));
 	if (nthreads)
-		fprintf(out, " (the wall time of %zu thread%s added up)",
+		fprintf(out, " (the wall time of %" PRIu64 " thread%s added up)",
 			nthreads, nthreads == 1 ? "" : "s");
 	fputc('\n', out);
 }
@@ -373,8 +381,11 @@ static void render_ledger(json_object *l, FILE *out)
 	ledger_row(out, "wall", wall, wall);
 	fputc('\n', out);
 	ledger_row(out, "on-CPU", num(l, "oncpu_ns"), wall);
-	fprintf(out, "  user %s, in syscalls %s\n",
-		T(num(l, "oncpu_user_ns")), T(num(l, "oncpu_syscall_ns")));
+	fprintf(out, "  user %s, in syscalls %s", T(num(l, "oncpu_user_ns")),
+		T(num(l, "oncpu_syscall_ns")));
+	if (num(l, "oncpu_kernel_ns"))
+		fprintf(out, ", kernel %s", T(num(l, "oncpu_kernel_ns")));
+	fputc('\n', out);
 	ledger_row(out, "run queue", num(l, "runq_ns"), wall);
 	fprintf(out, "  after wakeup %s, preempted %s\n",
 		T(num(l, "runq_wakeup_ns")), T(num(l, "runq_preempt_ns")));
@@ -528,6 +539,13 @@ static void render_gpu(json_object *g, int width, FILE *out)
 			cm_json_str(agent, "status") ? cm_json_str(agent, "status") : "", cm_json_str(agent, "status") ? ")" : "");
 	else
 		fprintf(out, "  GPU\n");
+	if (cm_json_str(agent, "status") && !strcmp(cm_json_str(agent, "status"), "taken_over"))
+		fprintf(out, "  CUPTI taken over by another client (torch.profiler?) during the run: "
+			"no device times after that\n");
+	if (cm_json_str(agent, "clock_check") && !strcmp(cm_json_str(agent, "clock_check"), "disagrees"))
+		fprintf(out, "  device clock disagrees with the calls' own times by %.3f s: the timeline's "
+			"GPU tracks are shifted\n",
+			(double)json_object_get_int64(cm_json_get(agent, "clock_skew_ns")) / 1e9);
 	if (arr_len(api)) {
 		uint64_t rest = 0;
 
@@ -608,46 +626,6 @@ static void render_gpu(json_object *g, int width, FILE *out)
 			T(num(obj(g, "cupti_overhead"), "total_ns")));
 }
 
-/* 2 + tid 7 + comm 16 + four times 8 + 2 before the cause */
-#define THREAD_FIXED 59
-
-static void render_threads(json_object *th, int width, FILE *out)
-{
-	int causew = width - THREAD_FIXED;
-
-	if (!arr_len(th))
-		return;
-	fprintf(out, "  %7s %-15s %7s %7s %7s %7s  %s\n",
-		"tid", "comm", "wall", "on-CPU", "runq", "off-CPU", "top cause");
-	for (size_t i = 0; i < arr_len(th); i++) {
-		json_object *t = json_object_array_get_idx(th, i), *l = obj(t, "ledger");
-		struct cause *c;
-		size_t n;
-
-		if (!json_object_is_type(t, json_type_object))
-			continue;
-		fprintf(out, "  %7" PRIu64 " ", num(t, "tid"));
-		field(out, cm_json_str(t, "comm"), 15);
-		fprintf(out, " %7s %7s %7s %7s", T(num(l, "wall_ns")), T(num(l, "oncpu_ns")),
-			T(num(l, "runq_ns")), T(num(l, "offcpu_ns")));
-		c = sorted_causes(obj(l, "offcpu_by_cause"), &n);
-		if (n && causew > 0) {
-			const char *name = c[0].name;
-
-			fputs("  ", out);
-			/* "syscall:" is most of the column; "sys:" keeps the name whole */
-			if (cm_text_cols(name) > causew && !strncmp(name, "syscall:", 8)) {
-				fputs("sys:", out);
-				cm_put_text(out, name + 8, causew - 4);
-			} else {
-				cm_put_text(out, name, causew);
-			}
-		}
-		free(c);
-		fputc('\n', out);
-	}
-}
-
 static void render_process(json_object *p, const struct cm_render_opts *o, FILE *out)
 {
 	json_object *th = arr(p, "threads");
@@ -665,8 +643,11 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 		wrap_item(&w, ", ", "%s", fmt_exit_code(num(p, "exit_code"), (char[48]){0}, 48));
 	else if (cm_json_get(p, "end_ns") && !num(p, "end_ns"))
 		wrap_item(&w, ", ", "alive at the end");
-	if (th)
-		wrap_item(&w, ", ", "%zu thread%s", arr_len(th), arr_len(th) == 1 ? "" : "s");
+	if (th || arr(p, "threads_folded")) {
+		uint64_t n = cm_thread_count(p);
+
+		wrap_item(&w, ", ", "%" PRIu64 " thread%s", n, n == 1 ? "" : "s");
+	}
 	wrap_end(&w);
 
 	if (obj(p, "ledger"))
@@ -676,10 +657,29 @@ static void render_process(json_object *p, const struct cm_render_opts *o, FILE 
 	render_block(arr(p, "block_io"), out);
 	render_gpu(obj(p, "gpu"), o->width, out);
 	if (o->threads)
-		render_threads(th, o->width, out);
+		cm_render_threads(p, o->width, o->thread_rows, out);
 }
 
 /* ---- lost and anomalies ------------------------------------------------------ */
+
+/* What to do about a drop, by its counter. */
+static const char *lost_hint(const char *key)
+{
+	static const struct { const char *key, *hint; } hints[] = {
+		{ "threads_map_full", "raise --max-threads" },
+		{ "syscall_map_full", "raise --max-syscall-rows" },
+		{ "stack_ringbuf_full", "lower -F, or raise --min-block" },
+		{ "kernel_stack_missing", "lower -F, or raise --min-block" },
+		{ "user_stack_missing", "lower -F, or raise --min-block" },
+		{ "timeline_ringbuf_full", "lower --trace-rate, or raise --trace-syscall-min" },
+		{ "timeline_rate_limited", "raise --trace-rate" },
+	};
+
+	for (size_t i = 0; i < sizeof(hints) / sizeof(hints[0]); i++)
+		if (!strcmp(key, hints[i].key))
+			return hints[i].hint;
+	return NULL;
+}
 
 /* Nonzero counters of o (nested objects as "outer.inner"), one row each when
  * out is set; returns how many there are. */
@@ -698,9 +698,14 @@ static size_t nonzero(json_object *o, const char *prefix, FILE *out)
 		} else if (val_num(v)) {
 			n++;
 			if (out) {
+				const char *hint = lost_hint(name);
+
 				fputs("  ", out);
 				field(out, name, 28);
-				fprintf(out, " %12" PRIu64 "\n", val_num(v));
+				fprintf(out, " %12" PRIu64, val_num(v));
+				if (hint)
+					fprintf(out, "  (%s)", hint);
+				fputc('\n', out);
 			}
 		}
 	}
@@ -726,6 +731,16 @@ static void render_lost(json_object *r, FILE *out)
 	}
 }
 
+/* The uprobe trampolines' syscalls (uretprobe, uprobe) the traced threads made. */
+static void render_probe_syscalls(json_object *ob, FILE *out)
+{
+	json_object *p = obj(ob, "probe_syscalls");
+
+	if (num(p, "count"))
+		fprintf(out, "  and %" PRIu64 " uprobe trampoline syscalls in traced threads: %s "
+			"(not in their syscalls)\n", num(p, "count"), T(num(p, "oncpu_ns")));
+}
+
 /* What the tracer itself cost, from the kernel's BPF run-time statistics. */
 static void render_observer(json_object *r, FILE *out)
 {
@@ -738,6 +753,7 @@ static void render_observer(json_object *r, FILE *out)
 		return;
 	if (!json_object_get_boolean(cm_json_get(ob, "bpf_stats"))) {
 		fprintf(out, "observer cost: not measured (BPF run-time statistics off or unavailable)\n");
+		render_probe_syscalls(ob, out);
 		return;
 	}
 	/* reports from before --observer-cost had the statistics on throughout */
@@ -763,10 +779,66 @@ static void render_observer(json_object *r, FILE *out)
 			"(left out of the ledgers)\n", num(obj(ob, "agent_threads"), "count"),
 			num(obj(ob, "agent_threads"), "count") == 1 ? "" : "s",
 			T(num(obj(ob, "agent_threads"), "oncpu_ns")));
+	render_probe_syscalls(ob, out);
 	if (json_object_get_boolean(cm_json_get(ob, "others_had_stats")))
 		fprintf(out, "  another process had BPF run-time statistics on too: %s\n",
 			sampled ? "the kernel also counted while ours were off, so the estimate is high"
 				: "runs from before the window may be counted");
+}
+
+static int cmp_wall_desc(const void *a, const void *b)
+{
+	uint64_t x = num(obj(*(json_object *const *)a, "ledger"), "wall_ns");
+	uint64_t y = num(obj(*(json_object *const *)b, "ledger"), "wall_ns");
+
+	return x > y ? -1 : x < y;
+}
+
+/* The processes, the heaviest MAX_PROCS of them in the report's order when
+ * there are more, then a line for the rest and for those folded by comm. */
+static void render_processes(json_object *report, json_object *procs,
+			     const struct cm_render_opts *o, FILE *out)
+{
+	json_object *folded = arr(report, "folded_processes");
+	size_t n = arr_len(procs), shown = 0, nfolded = 0;
+	json_object **by_wall = calloc(n + 1, sizeof(*by_wall));
+	uint64_t cut = 0;
+
+	for (size_t i = 0; by_wall && i < n; i++)
+		by_wall[i] = json_object_array_get_idx(procs, i);
+	if (by_wall && n > MAX_PROCS) {
+		qsort(by_wall, n, sizeof(*by_wall), cmp_wall_desc);
+		cut = num(obj(by_wall[MAX_PROCS - 1], "ledger"), "wall_ns");
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_object *p = json_object_array_get_idx(procs, i);
+
+		if (!json_object_is_type(p, json_type_object))
+			continue;
+		if (n > MAX_PROCS && (num(obj(p, "ledger"), "wall_ns") < cut || shown == MAX_PROCS))
+			continue;
+		render_process(p, o, out);
+		shown++;
+	}
+	free(by_wall);
+	for (size_t i = 0; i < arr_len(folded); i++)
+		nfolded += num(json_object_array_get_idx(folded, i), "count");
+	if (shown < n || nfolded) {
+		fprintf(out, "\n(%zu more process%s", n - shown + nfolded, n - shown + nfolded == 1 ? "" : "es");
+		if (nfolded) {
+			fprintf(out, ", %zu of them ended and folded by name:", nfolded);
+			for (size_t i = 0; i < arr_len(folded) && i < 8; i++) {
+				json_object *g = json_object_array_get_idx(folded, i);
+
+				fputc(' ', out);
+				cm_put_text(out, cm_json_str(g, "comm") ? cm_json_str(g, "comm") : "?", 16);
+				fprintf(out, " x%" PRIu64, num(g, "count"));
+			}
+			if (arr_len(folded) > 8)
+				fprintf(out, " ...");
+		}
+		fprintf(out, "; every one is in the totals and the JSON report)\n");
+	}
 }
 
 int cm_render_text(json_object *report, const struct cm_render_opts *opts, FILE *out)
@@ -785,15 +857,13 @@ int cm_render_text(json_object *report, const struct cm_render_opts *opts, FILE 
 
 	render_header(report, o.width, out);
 	render_map(report, o.width, out);
+	cm_render_critpath(report, out);
+	cm_render_requests(report, out);
 	procs = arr(report, "processes");
 	if (!procs)
 		fprintf(out, "\nno processes in this report\n");
-	for (size_t i = 0; i < arr_len(procs); i++) {
-		json_object *p = json_object_array_get_idx(procs, i);
-
-		if (json_object_is_type(p, json_type_object))
-			render_process(p, &o, out);
-	}
+	else
+		render_processes(report, procs, &o, out);
 	render_lost(report, out);
 	render_observer(report, out);
 	return 0;

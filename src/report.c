@@ -16,6 +16,8 @@
 #include "gpu.h"
 #include "observer.h"
 #include "stacks.h"
+#include "critpath.h"
+#include "requests.h"
 
 #define J_INT(o, k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))
 
@@ -407,6 +409,11 @@ json_object *cm_features_json(const struct cm_features *f)
 	json_object_object_add(o, "block_claim", json_object_new_string(
 		!f->block_tp ? "none" : f->block_io_start_tp ? "block_io_start" : "insert_issue"));
 	json_object_object_add(o, "gpu_programs", json_object_new_boolean(f->gpu));
+	/* kernel time outside syscalls: the kernel's own tick accounting of
+	 * user and system mode, per segment between syscalls */
+	json_object_object_add(o, "kernel_split", json_object_new_string("tick"));
+	/* the tables hold the live set; preallocated before 6.1 */
+	json_object_object_add(o, "tables", json_object_new_string(f->mem_alloc ? "on demand" : "preallocated"));
 	return o;
 }
 
@@ -453,6 +460,11 @@ static json_object *observer_json(const struct cm_tracer *tr, const struct cm_sn
 	json_object_object_add(o, "cpu_share",
 			       json_object_new_double(dur ? (double)est_ns / (double)dur : 0));
 	json_object_object_add(o, "programs", progs);
+	/* uprobe trampolines' syscalls in traced threads: kept out of their syscalls */
+	progs = json_object_new_object();
+	J_INT(progs, "count", s->counters.probe_syscalls);
+	J_INT(progs, "oncpu_ns", s->counters.probe_syscall_ns);
+	json_object_object_add(o, "probe_syscalls", progs);
 	return o;
 }
 
@@ -552,6 +564,7 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	json_object_object_add(r, "lost", lost_json(tr, s));
 	json_object_object_add(r, "collector", collector_json(tr, s));
 	json_object_object_add(r, "observer", observer_json(tr, s));
+	json_object_object_add(json_object_object_get(r, "observer"), "self", cm_observer_self_json());
 
 	/* the CUPTI agent's own threads are contactmap's cost, not the program's */
 	obs_n = books->obs_threads;
@@ -616,6 +629,11 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 	json_object_object_add(r, "folded_processes", folded);
 	json_object_object_add(r, "totals", ledger_json(&total, tcauses));
 	json_object_object_add(r, "contact_map", cmap_json(&tmap));
+	/* the wrapped command's main thread, start to end; the markers' requests */
+	if ((o = cm_critpath_json(tr->cp)))
+		json_object_object_add(r, "critical_path", o);
+	if ((o = cm_requests_json(tr->requests)))
+		json_object_object_add(r, "requests", o);
 	cm_view_free(&v);
 	return r;
 }

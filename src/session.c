@@ -26,12 +26,16 @@
 #include "observer.h"
 #include "books.h"
 #include "life.h"
+#include "critpath.h"
+#include "requests.h"
 #include "contactmap.skel.h"
 #include "stacks.h"
 #include "pprof.h"
 #include "sym.h"
 #include "timeline.h"
 #include "interval.h"
+#include "outfile.h"
+#include "sigstate.h"
 #include "exporter.h"
 #include "cgroup.h"
 
@@ -103,6 +107,62 @@ static int start_stacks(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 	return 0;
 }
 
+/* Switch-in records to the histories, markers to the requests. */
+static int on_cp_event(void *ctx, void *data, size_t len)
+{
+	struct cm_tracer *tr = ctx;
+	const struct cm_cp_event *e = data;
+
+	if (len < sizeof(*e))
+		return 0;
+	if (e->type == CM_EV_SWITCH_IN)
+		cm_critpath_switch_in(tr->cp, e);
+	else if (e->type == CM_EV_REQ_BEGIN || e->type == CM_EV_REQ_END)
+		cm_requests_event(tr->requests, e);
+	return 0;
+}
+
+static void critpath_thread_exit(void *ctx, const struct cm_thread *t)
+{
+	cm_critpath_thread_end(ctx, t);
+}
+
+/* Wake-ups, histories and request markers: the critical path. */
+static int start_critpath(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+{
+	const char *lib;
+
+	tr->cp = cm_critpath_new();
+	tr->requests = tr->cp ? cm_requests_new(tr->cp) : NULL;
+	if (!tr->requests) {
+		cm_err("out of memory for the critical path");
+		return -1;
+	}
+	if (cm_tracer_add_ring(tr, tr->skel->maps.cp_events, on_cp_event, tr)) {
+		cm_err("cannot open the switch-in ring buffer: %s", strerror(errno));
+		return -1;
+	}
+	cm_life_on_exit(tr, critpath_thread_exit, tr->cp);
+	lib = cm_requests_attach(tr->requests, tr, o->marker_lib);
+	if (o->marker_lib && !lib)
+		return -1;
+	/* commands started here find the library contactmap probes */
+	if (lib)
+		setenv("CONTACTMAP_MARK_LIB", lib, 0);
+	return 0;
+}
+
+/* Histories no open request needs go; requests whose histories are in resolve. */
+static void poll_critpath(struct cm_tracer *tr)
+{
+	uint64_t now = cm_now_ns();
+
+	if (!tr->cp)
+		return;
+	cm_requests_poll(tr->requests, now, false);
+	cm_critpath_poll(tr->cp, now, cm_requests_keep_from(tr->requests, now));
+}
+
 static int on_slice_event(void *ctx, void *data, size_t len)
 {
 	return cm_timeline_event(ctx, data, len);
@@ -116,9 +176,17 @@ static void timeline_thread_exit(void *ctx, const struct cm_thread *t)
 			      t->comm);
 }
 
-static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+static void timeline_request(void *ctx, uint32_t pid, uint32_t tid, uint64_t id, uint64_t b,
+			     uint64_t e)
 {
-	tr->timeline = cm_timeline_open(o->trace_path, cm_now_ns(), o->trace_max_bytes);
+	cm_timeline_request(ctx, pid, tid, id, b, e);
+}
+
+static int start_timeline(struct cm_tracer *tr, const struct cm_run_opts *ro)
+{
+	const struct cm_tracer_opts *o = &ro->tr;
+
+	tr->timeline = cm_timeline_open(cm_out_fp(ro->trace_out), cm_now_ns(), o->trace_max_bytes);
 	if (!tr->timeline)
 		return -1;
 	if (cm_tracer_add_ring(tr, tr->skel->maps.trace_events, on_slice_event, tr->timeline)) {
@@ -126,6 +194,8 @@ static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		return -1;
 	}
 	cm_life_on_exit(tr, timeline_thread_exit, tr->timeline);
+	if (tr->requests)
+		cm_requests_on_request(tr->requests, timeline_request, tr->timeline);
 	return 0;
 }
 
@@ -133,6 +203,10 @@ static int start_timeline(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 static void session_close(struct cm_tracer *tr)
 {
 	cm_observer_free(tr);
+	cm_requests_free(tr->requests);
+	tr->requests = NULL;
+	cm_critpath_free(tr->cp);
+	tr->cp = NULL;
 	cm_life_free(tr);
 	cm_books_free(tr->books);
 	tr->books = NULL;
@@ -141,7 +215,7 @@ static void session_close(struct cm_tracer *tr)
 	free(tr->perf_fds);
 	tr->perf_links = NULL;
 	tr->perf_fds = NULL;
-	cm_timeline_abort(tr->timeline);	/* never finished: leave no half file */
+	cm_timeline_abort(tr->timeline);	/* never finished: its output is dropped */
 	tr->timeline = NULL;
 	cm_stacks_free(tr->stacks);
 	tr->stacks = NULL;
@@ -152,8 +226,10 @@ static void session_close(struct cm_tracer *tr)
 }
 
 /* The core, then each subsystem; any failure undoes the whole start. */
-static int session_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
+static int session_start(struct cm_tracer *tr, const struct cm_run_opts *ro)
 {
+	const struct cm_tracer_opts *o = &ro->tr;
+
 	if (cm_tracer_start(tr, o))
 		return -1;
 	tr->books = cm_books_new(o->keep_threads, o->keep_procs);
@@ -163,9 +239,11 @@ static int session_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 	}
 	if (cm_life_start(tr, tr->books))
 		goto fail;
+	if (o->critpath && start_critpath(tr, o))
+		goto fail;
 	if ((o->sample_hz || o->offcpu_stacks) && start_stacks(tr, o))
 		goto fail;
-	if (o->trace_path && start_timeline(tr, o))
+	if (ro->trace_out && start_timeline(tr, ro))
 		goto fail;
 	if (cm_gpu_start(tr, o)) {
 		cm_err("out of memory setting up GPU tracing");
@@ -224,13 +302,22 @@ static int session_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 {
 	stop_sampling(tr);
 	cm_gpu_detach(tr);
+	if (tr->requests)
+		cm_requests_detach(tr->requests);
 	cm_tracer_detach(tr);
 	/* statistics off before the counters are read: nothing runs any more */
 	cm_observer_stop(tr);
 	/* what the programs wrote before they were detached */
 	cm_tracer_consume(tr);
 	cm_life_final(tr);
-	return session_read(tr, s);
+	if (session_read(tr, s))
+		return -1;
+	/* every history ends here: the requests still waiting resolve */
+	if (tr->cp) {
+		cm_critpath_finish(tr->cp, s->threads, s->nthreads, tr->end_ns);
+		cm_requests_poll(tr->requests, tr->end_ns, true);
+	}
+	return 0;
 }
 
 /* Resolves COMMAND as execvp would, so a typo fails before anything loads. */
@@ -324,8 +411,7 @@ static void interval_tick(struct cm_tracer *tr, struct cm_run_opts *o)
 
 	if (!r)
 		return;
-	if (cm_interval_emit(o->iv, r))
-		cm_warn("could not write an interval line: %s", strerror(errno));
+	cm_interval_emit(o->iv, r);	/* a failure is said once, and fails the run at the end */
 	json_object_put(r);
 }
 
@@ -346,10 +432,12 @@ static int interval_due(struct cm_tracer *tr, struct cm_run_opts *o, uint64_t *n
 	return (int)((*next - now) / 1000000) + 1;
 }
 
-static int emit(struct cm_tracer *tr, const struct cm_run_opts *o, json_object *target,
-		json_object *exitj, bool text_to_stderr)
+/* Writes every output; each one committed (or dropped) and cleared in o. */
+static int emit(struct cm_tracer *tr, struct cm_run_opts *o, json_object *target,
+		json_object *exitj)
 {
-	struct cm_render_opts ro = { .threads = o->threads, .width = 80 };
+	struct cm_render_opts ro = { .threads = o->threads, .width = 80,
+				     .thread_rows = (int)o->thread_rows };
 	struct cm_snapshot snap;
 	json_object *report;
 	int rc = 0;
@@ -360,7 +448,7 @@ static int emit(struct cm_tracer *tr, const struct cm_run_opts *o, json_object *
 		return -1;
 	}
 	report = cm_build_report(tr, &snap, target, exitj);
-	if (o->iv && cm_interval_emit(o->iv, report))
+	if (o->iv && (cm_interval_emit(o->iv, report) | cm_interval_finish(o->iv)))
 		rc = -1;
 	for (size_t i = 0; tr->timeline && i < snap.nthreads; i++) {
 		const struct cm_thread *t = &snap.threads[i];
@@ -368,26 +456,53 @@ static int emit(struct cm_tracer *tr, const struct cm_run_opts *o, json_object *
 		cm_timeline_final_seq(tr->timeline, t->pid, t->tid, t->trace_seq,
 				      t->end_ns ? t->end_ns : tr->end_ns, NULL);
 	}
-	if (tr->timeline &&
-	    cm_timeline_close(tr->timeline, report,
-			      snap.counters.trace_ringbuf_full + snap.counters.trace_rate_limited))
-		rc = -1;
-	tr->timeline = NULL;
+	if (tr->timeline) {
+		cm_timeline_close(tr->timeline, report,
+				  snap.counters.trace_ringbuf_full + snap.counters.trace_rate_limited);
+		tr->timeline = NULL;
+		if (cm_out_commit(o->trace_out))
+			rc = -1;
+		o->trace_out = NULL;
+	}
 	session_snapshot_free(&snap);
-	if (o->json_path && cm_write_json(report, o->json_path))
+	if (o->json_out && cm_write_json_out(report, o->json_out))
 		rc = -1;
-	if (o->folded_path && tr->stacks &&
-	    cm_stacks_write_folded(tr->stacks, o->folded_path, o->fold_which))
+	o->json_out = NULL;
+	if (o->folded_out) {
+		if (!tr->stacks || cm_stacks_write_folded(tr->stacks, cm_out_fp(o->folded_out), o->fold_which)) {
+			cm_out_abort(o->folded_out);
+			rc = -1;
+		} else if (cm_out_commit(o->folded_out)) {
+			rc = -1;
+		}
+		o->folded_out = NULL;
+	}
+	if (o->pprof_out) {
+		if (!tr->stacks || cm_pprof_write(tr->stacks, cm_out_fp(o->pprof_out), &(struct cm_pprof_info){
+			    .sample_hz = o->tr.sample_hz, .start_ns = tr->start_ns,
+			    .duration_ns = tr->end_ns - tr->start_ns, .min_block_ns = tr->min_block_ns,
+			    .which = o->fold_which })) {
+			cm_out_abort(o->pprof_out);
+			rc = -1;
+		} else if (cm_out_commit(o->pprof_out)) {
+			rc = -1;
+		}
+		o->pprof_out = NULL;
+	}
+	/* the text map goes to stderr, as perf and strace print theirs, unless
+	 * --text sends it elsewhere: stdout is the command's, or the JSON's */
+	if (o->text_out) {
+		if (cm_render_text(report, &ro, cm_out_fp(o->text_out))) {
+			cm_out_abort(o->text_out);
+			rc = -1;
+		} else if (cm_out_commit(o->text_out)) {
+			rc = -1;
+		}
+		o->text_out = NULL;
+	} else if (cm_render_text(report, &ro, stderr) ||
+		   cm_out_check_stream(stderr, "text map", "stderr")) {
 		rc = -1;
-	if (o->pprof_path && tr->stacks &&
-	    cm_pprof_write(tr->stacks, o->pprof_path, &(struct cm_pprof_info){
-		    .sample_hz = o->tr.sample_hz, .start_ns = tr->start_ns,
-		    .duration_ns = tr->end_ns - tr->start_ns, .min_block_ns = tr->min_block_ns,
-		    .which = o->fold_which }))
-		rc = -1;
-	if (cm_render_text(report, &ro, text_to_stderr || (o->json_path && !strcmp(o->json_path, "-"))
-					     ? stderr : stdout))
-		rc = -1;
+	}
 	json_object_put(report);
 	return rc;
 }
@@ -415,38 +530,136 @@ static void wait_blocked(pid_t child)
 	}
 }
 
+/* "SIGINT" for SIGINT, in a static buffer. */
+static const char *sig_name(int sig)
+{
+	static char buf[32];
+	const char *abbr = sigabbrev_np(sig);
+
+	if (abbr)
+		snprintf(buf, sizeof(buf), "SIG%s", abbr);
+	else
+		snprintf(buf, sizeof(buf), "signal %d", sig);
+	return buf;
+}
+
+/* A stop signal for a wrapped command: passed on to it, unless it came from
+ * the terminal to the process group the command shares with contactmap
+ * (then the command has it already, and a second one could interrupt its
+ * own handling of the first). */
+static void pass_on(pid_t child, const struct signalfd_siginfo *si)
+{
+	if (si->ssi_code == SI_KERNEL && getpgid(child) == getpgrp())
+		return;
+	kill(child, (int)si->ssi_signo);
+}
+
+/* The signal read from sfd, or 0. */
+static int read_signal(int sfd, struct signalfd_siginfo *si)
+{
+	return read(sfd, si, sizeof(*si)) == sizeof(*si) ? (int)si->ssi_signo : 0;
+}
+
+/* After the report, a command still running (-d ended the window) is waited
+ * for; a signal is passed on to it, a second one leaves it running. Its
+ * exit status, or 128+signal when it was left. */
+static int wait_command(pid_t child, int sfd, int pidfd, bool *left, int *status)
+{
+	int nsig = 0;
+
+	for (;;) {
+		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN }, { .fd = pidfd, .events = POLLIN } };
+		struct signalfd_siginfo si;
+		int sig;
+
+		if (waitpid(child, status, WNOHANG) == child)
+			return 0;
+		/* without a pidfd, poll for the exit */
+		if (poll(pfd, pidfd >= 0 ? 2 : 1, pidfd >= 0 ? -1 : 100) < 0 && errno != EINTR)
+			return -1;
+		if (!(pfd[0].revents & POLLIN) || !(sig = read_signal(sfd, &si)))
+			continue;
+		if (++nsig == 1) {
+			pass_on(child, &si);
+			continue;
+		}
+		*left = true;
+		return sig;
+	}
+}
+
+/* Builds the report's target and exit objects and writes the outputs. */
+static int emit_wrap(struct cm_tracer *tr, struct cm_run_opts *o, pid_t child, json_object *tenv,
+		     bool exited, int status)
+{
+	json_object *target = json_object_new_object(), *argvj = json_object_new_array();
+	json_object *exitj = NULL;
+
+	json_object_object_add(target, "mode", json_object_new_string("wrap"));
+	for (char **a = o->argv; *a; a++) {
+		char clean[4096];
+
+		cm_sanitize_comm(*a, strnlen(*a, 1000), clean, sizeof(clean));
+		json_object_array_add(argvj, json_object_new_string(clean));
+	}
+	json_object_object_add(target, "command", argvj);
+	json_object_object_add(target, "pid", json_object_new_int(child));
+	json_object_object_add(target, "environment", tenv);
+	if (exited) {
+		exitj = json_object_new_object();
+		if (WIFSIGNALED(status)) {
+			json_object_object_add(exitj, "signal", json_object_new_int(WTERMSIG(status)));
+			json_object_object_add(exitj, "status", json_object_new_int(128 + WTERMSIG(status)));
+		} else {
+			json_object_object_add(exitj, "status", json_object_new_int(WEXITSTATUS(status)));
+		}
+	}
+	return emit(tr, o, target, exitj);
+}
+
 int cm_run_wrap(struct cm_run_opts *o)
 {
 	struct cm_tracer tr = { 0 };
 	char exe[PATH_MAX];
 	int go[2], errp[2], sfd, rc, status = 0, child_errno = 0;
-	bool exited = false;
+	bool exited = false, left = false;
 	sigset_t oldmask;
 	pid_t child;
 
 	rc = resolve_command(o->argv[0], exe, sizeof(exe));
 	if (rc)
 		return rc;
-	if (session_start(&tr, &o->tr))
+	if (session_start(&tr, o))
 		return 1;
 	if (cm_gpu_wrap_prepare(&tr)) {
 		cm_err("out of memory setting up GPU tracing");
+		session_close(&tr);
 		return 1;
 	}
-	if (pipe2(go, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
+	if (pipe2(go, O_CLOEXEC)) {
 		cm_err("pipe: %s", strerror(errno));
+		session_close(&tr);
+		return 1;
+	}
+	if (pipe2(errp, O_CLOEXEC)) {
+		cm_err("pipe: %s", strerror(errno));
+		close(go[0]);
+		close(go[1]);
+		session_close(&tr);
 		return 1;
 	}
 	sfd = signal_fd(&oldmask);
 	child = fork();
 	if (child < 0) {
 		cm_err("fork: %s", strerror(errno));
+		session_close(&tr);
 		return 1;
 	}
 	if (child == 0) {
 		char c;
 
-		sigprocmask(SIG_SETMASK, &oldmask, NULL);
+		/* the mask and ignored signals contactmap was given, not its own */
+		cm_sig_restore();
 		cm_gpu_child_env(&tr);
 		close(go[1]);
 		close(errp[0]);
@@ -465,6 +678,8 @@ int cm_run_wrap(struct cm_run_opts *o)
 	/* the window opens before the first thread is seeded, so every thread's
 	 * start lies inside it */
 	session_open_window(&tr);
+	if (tr.cp)
+		cm_critpath_set_main(tr.cp, (uint32_t)child);
 	if (cm_tracer_seed_process(&tr, child, true))
 		cm_warn("could not register the command's process %d", child);
 	/* before exec: the environment and cgroup that exec keeps */
@@ -472,12 +687,16 @@ int cm_run_wrap(struct cm_run_opts *o)
 	if (write(go[1], "g", 1) != 1) {
 		cm_err("could not start the command: %s", strerror(errno));
 		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+		json_object_put(tenv);
+		session_close(&tr);
 		return 1;
 	}
 	close(go[1]);
 	if (read(errp[0], &child_errno, sizeof(child_errno)) == sizeof(child_errno)) {
 		waitpid(child, NULL, 0);
 		cm_err("cannot run %s: %s", o->argv[0], strerror(child_errno));
+		json_object_put(tenv);
 		session_close(&tr);
 		return 127;
 	}
@@ -486,7 +705,7 @@ int cm_run_wrap(struct cm_run_opts *o)
 	int pidfd = syscall(SYS_pidfd_open, child, 0);
 	uint64_t deadline = o->duration > 0 ? cm_now_ns() + (uint64_t)(o->duration * 1e9) : 0;
 	uint64_t next_tick = 0, next_pub = 0;
-	int stop_sig = 0;
+	int nsig = 0, stop_sig = 0;
 
 	int gpufd = cm_gpu_poll_fd(&tr);
 
@@ -524,49 +743,44 @@ int cm_run_wrap(struct cm_run_opts *o)
 			cm_gpu_poll(&tr);
 		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
 		cm_life_sweep(&tr);
+		poll_critpath(&tr);
 		if (pfd[0].revents & POLLIN) {
 			struct signalfd_siginfo si;
+			int sig = read_signal(sfd, &si);
 
-			if (read(sfd, &si, sizeof(si)) == sizeof(si))
-				stop_sig = si.ssi_signo;
+			/* the first is the command's to handle, and its way out is
+			 * traced; the second stops tracing, whatever the command does */
+			if (sig && ++nsig == 1) {
+				pass_on(child, &si);
+				if (isatty(STDERR_FILENO))
+					cm_warn("%s passed on to the command; again to stop tracing and "
+						"leave it running", sig_name(sig));
+			} else if (sig) {
+				stop_sig = sig;
+			}
 		}
 		if (waitpid(child, &status, WNOHANG) == child)
 			exited = true;
 	}
 
-	json_object *target = json_object_new_object(), *argvj = json_object_new_array();
-	json_object *exitj = NULL;
-
-	json_object_object_add(target, "mode", json_object_new_string("wrap"));
-	for (char **a = o->argv; *a; a++) {
-		char clean[4096];
-
-		cm_sanitize_comm(*a, strnlen(*a, 1000), clean, sizeof(clean));
-		json_object_array_add(argvj, json_object_new_string(clean));
-	}
-	json_object_object_add(target, "command", argvj);
-	json_object_object_add(target, "pid", json_object_new_int(child));
-	json_object_object_add(target, "environment", tenv);
-	if (exited) {
-		exitj = json_object_new_object();
-		if (WIFSIGNALED(status)) {
-			json_object_object_add(exitj, "signal", json_object_new_int(WTERMSIG(status)));
-			json_object_object_add(exitj, "status", json_object_new_int(128 + WTERMSIG(status)));
-		} else {
-			json_object_object_add(exitj, "status", json_object_new_int(WEXITSTATUS(status)));
-		}
-	}
-	rc = emit(&tr, o, target, exitj, true) ? 1 : 0;
+	rc = emit_wrap(&tr, o, child, tenv, exited, status) ? 1 : 0;
 	session_close(&tr);
 
-	if (!exited) {
-		/* stopped by a signal: pass it on; stopped by -d: let the command finish */
-		if (stop_sig)
-			kill(child, stop_sig);
-		if (waitpid(child, &status, 0) != child)
-			return stop_sig ? 128 + stop_sig : 1;
+	int sig = stop_sig;
+	if (!exited && !stop_sig)	/* -d ended the window: the command goes on */
+		sig = wait_command(child, sfd, pidfd, &left, &status);
+	else
+		left = !exited;
+	if (pidfd >= 0)
+		close(pidfd);
+	if (left) {
+		cm_warn("the command (pid %d) is still running: it did not exit on %s, and "
+			"contactmap leaves it running", child, sig_name(sig));
+		return rc ? 1 : 128 + sig;
 	}
 	if (rc)
+		return 1;
+	if (sig < 0)
 		return 1;
 	if (WIFSIGNALED(status))
 		return 128 + WTERMSIG(status);
@@ -603,13 +817,15 @@ int cm_run_attach(struct cm_run_opts *o)
 		}
 		/* a thread id means its whole process */
 		o->pids[i] = tgid_of(o->pids[i]);
+		if (cm_check_attach_target(o->pids[i]))
+			return 1;
 	}
 	/* while the target certainly lives: an exited one's environ is empty */
 	json_object *tenv = o->npids ? cm_target_env(o->pids[0]) : NULL;
 	pid_t *cg_pids = NULL;
 	int ncg = 0;
 
-	if (session_start(&tr, &o->tr)) {
+	if (session_start(&tr, o)) {
 		json_object_put(tenv);
 		return 1;
 	}
@@ -668,6 +884,7 @@ int cm_run_attach(struct cm_run_opts *o)
 		}
 		cm_tracer_consume(&tr);	/* readable or not: see cm_tracer_poll_ms */
 		cm_life_sweep(&tr);
+		poll_critpath(&tr);
 		cm_gpu_poll(&tr);
 	}
 
@@ -684,7 +901,7 @@ int cm_run_attach(struct cm_run_opts *o)
 	if (o->cgroup_path)
 		json_object_object_add(target, "cgroup", json_object_new_string(o->cgroup_path));
 	json_object_object_add(target, "environment", tenv);
-	int rc = emit(&tr, o, target, NULL, false) ? 1 : 0;
+	int rc = emit(&tr, o, target, NULL) ? 1 : 0;
 
 	session_close(&tr);
 	return rc;

@@ -28,11 +28,27 @@ struct cm_run_opts {
 	int npids;
 	char **argv;		/* wrap mode command */
 	struct cm_tracer_opts tr;
+
+	const char *text_path;	/* --text; NULL = stderr */
+	unsigned thread_rows;	/* -t N */
+	/* the outputs, opened before the run (cm_run_open_outputs); each is
+	 * committed by the run and set to NULL, what is left is dropped */
+	struct cm_out *json_out, *folded_out, *trace_out, *jsonl_out, *text_out;
 	const char *pprof_path;	/* --pprof: the stacks as a gzipped profile.proto */
 	const char *serve;	/* --serve ADDR:PORT */
 	struct cm_exporter *exp;	/* its server (exporter.h): traces until stopped */
 	const char *cgroup_path;	/* --cgroup, resolved (cgroup.h); its id is in tr */
+	struct cm_out *pprof_out;	/* --pprof, opened with the other outputs */
 };
+
+/* Opens every output the options name, refusing two that name one file.
+ * 0, or -1 with one error line. */
+int cm_run_open_outputs(struct cm_run_opts *o);
+/* Drops the outputs the run did not commit (nothing half-written is left). */
+void cm_run_close_outputs(struct cm_run_opts *o);
+/* 0 if -p may attach to pid; -1, with one error line, for a kernel thread
+ * or a zombie (targets.c). */
+int cm_check_attach_target(pid_t pid);
 
 /* Traces argv until it exits; returns its exit status (128+signal), or
  * contactmap's own failure status. */

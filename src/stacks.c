@@ -379,29 +379,24 @@ static int fold_row(const struct cm_stack_row *r, void *ctx)
 	return 0;
 }
 
-int cm_stacks_write_folded(struct cm_stacks *s, const char *path, int which)
+int cm_stacks_write_folded(struct cm_stacks *s, FILE *fp, int which)
 {
 	struct fold_ctx f = { .lines = calloc(s->n + 1, sizeof(*f.lines)) };
 	struct line *lines;
 	size_t nl;
-	FILE *fp;
-	int rc = 0;
 
-	if (!f.lines)
+	if (!f.lines || cm_stacks_foreach(s, which, fold_row, &f)) {
+		cm_err("out of memory writing folded stacks");
+		for (size_t i = 0; f.lines && i < f.nl; i++)
+			free(f.lines[i].text);
+		free(f.lines);
 		return -1;
-	cm_stacks_foreach(s, which, fold_row, &f);
+	}
 	lines = f.lines;
 	nl = f.nl;
 	/* one line per distinct stack: different addresses may share names */
 	qsort(lines, nl, sizeof(*lines), cmp_line_text);
 
-	char tmppath[4096];
-	snprintf(tmppath, sizeof(tmppath), "%s.tmp.%d", path, (int)getpid());
-	fp = strcmp(path, "-") ? fopen(tmppath, "we") : stdout;
-	if (!fp) {
-		cm_err("cannot write folded stacks to %s: %s", path, strerror(errno));
-		rc = -1;
-	}
 	for (size_t i = 0; i < nl; i++) {
 		uint64_t w = lines[i].weight;
 
@@ -413,19 +408,12 @@ int cm_stacks_write_folded(struct cm_stacks *s, const char *path, int which)
 		 * rounded once per line, so a line is its stacks' time, to the us */
 		if (lines[i].offcpu)
 			w = (w + 500) / 1000;
-		if (fp && w)
+		if (w)
 			fprintf(fp, "%s %llu\n", lines[i].text, (unsigned long long)w);
 		free(lines[i].text);
 	}
 	free(lines);
-	if (fp && fp != stdout) {
-		if (fflush(fp) || ferror(fp) || fclose(fp) || rename(tmppath, path)) {
-			cm_err("cannot write folded stacks to %s: %s", path, strerror(errno));
-			unlink(tmppath);
-			rc = -1;
-		}
-	}
-	return rc;
+	return 0;	/* write errors: the stream's owner finds them at commit */
 }
 
 struct ranked {

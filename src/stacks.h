@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <json-c/json.h>
 
 struct cm_stacks;
@@ -34,8 +35,9 @@ typedef int (*cm_stacks_fn)(const struct cm_stack_row *row, void *ctx);
 /* Calls fn for every stack of the kinds in which (CM_FOLD_*), one per thread,
  * in no order; stops at fn's first non-zero return, and returns it. */
 int cm_stacks_foreach(struct cm_stacks *s, int which, cm_stacks_fn fn, void *ctx);
-/* Writes folded stacks ("comm;frame;...;leaf COUNT"), atomically. 0 or -1 (printed). */
-int cm_stacks_write_folded(struct cm_stacks *s, const char *path, int which);
+/* Writes folded stacks ("comm;frame;...;leaf COUNT") to fp, whose owner
+ * (outfile.h) commits it. 0, or -1 when out of memory (printed). */
+int cm_stacks_write_folded(struct cm_stacks *s, FILE *fp, int which);
 /* Per process: the heaviest stacks on-CPU and behind each off-CPU cause. */
 json_object *cm_stacks_process_json(struct cm_stacks *s, uint32_t pid, int top);
 /* Run-wide figures: methods, truncation, how many reached main. */

@@ -9,7 +9,7 @@ static const struct {
 	const char *key, *label;
 } subsys[CM_SS_COUNT] = {
 	[CM_SS_CPU_USER] = { "cpu_user", "CPU (user)" },
-	[CM_SS_CPU_KERNEL] = { "cpu_kernel", "CPU (kernel: irq, other)" },
+	[CM_SS_CPU_KERNEL] = { "cpu_kernel", "CPU (kernel)" },
 	[CM_SS_RUNQ] = { "runq", "run queue" },
 	[CM_SS_MEMORY] = { "memory", "memory" },
 	[CM_SS_SYNC] = { "sync", "sync (futex)" },
@@ -18,6 +18,7 @@ static const struct {
 	[CM_SS_BLOCK_IO] = { "block_io", "block I/O wait" },
 	[CM_SS_SLEEP] = { "sleep", "sleep/timers" },
 	[CM_SS_POLL] = { "poll", "poll/wait" },
+	[CM_SS_CHILD_WAIT] = { "child_wait", "child wait" },
 	[CM_SS_PROCESS] = { "process", "process mgmt" },
 	[CM_SS_OTHER] = { "other", "other" },
 	[CM_SS_GPU] = { "gpu", "GPU wait" },

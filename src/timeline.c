@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * The timeline: Chrome Trace Event JSON (what Perfetto's UI and
- * chrome://tracing open), streamed to a temp file as slices arrive and renamed
- * into place when complete. One track per thread for its states (running,
+ * chrome://tracing open), streamed as slices arrive into an output that
+ * outfile.c renames into place when complete. One track per thread for its states (running,
  * runnable, blocked with its cause), one per thread for syscalls above the
  * threshold (they span several state slices, so they cannot share a track
  * without overlapping), and async slices per process for block requests.
@@ -19,6 +19,8 @@
 
 /* Syscall tracks: a tid no real thread has (pid_max is at most 2^22). */
 #define SYSCALL_TRACK(tid) (1000000000u + (tid))
+/* Request tracks: requests on a thread may nest and overlap its syscalls. */
+#define REQUEST_TRACK(tid) (1100000000u + (tid))
 /* GPU tracks per device and stream: kernels, and copies (copy engines run
  * beside compute, so they get their own track). */
 #define GPU_KERNEL_TRACK(dev, stream) (2000000000u + ((dev) & 0x3f) * 1000000u + (stream) % 1000000u)
@@ -34,7 +36,6 @@ struct seqent {
 
 struct cm_timeline {
 	FILE *fp;
-	char *path, *tmp;
 	uint64_t base, max_bytes, bytes;
 	uint64_t written, dropped_cap, gaps, gap_events;
 	uint64_t async_id;
@@ -45,34 +46,26 @@ struct cm_timeline {
 	int ngpu;
 };
 
-struct cm_timeline *cm_timeline_open(const char *path, uint64_t base_ns, uint64_t max_bytes)
+struct cm_timeline *cm_timeline_open(FILE *fp, uint64_t base_ns, uint64_t max_bytes)
 {
 	struct cm_timeline *tl = calloc(1, sizeof(*tl));
-	size_t n = strlen(path) + 32;
 
 	if (!tl)
-		return NULL;
-	tl->path = strdup(path);
-	tl->tmp = malloc(n);
+		goto fail;
 	tl->seqcap = 4096;
 	tl->seqs = calloc(tl->seqcap, sizeof(*tl->seqs));
-	if (!tl->path || !tl->tmp || !tl->seqs)
+	if (!tl->seqs)
 		goto fail;
-	snprintf(tl->tmp, n, "%s.tmp.%d", path, (int)getpid());
-	tl->fp = fopen(tl->tmp, "we");
-	if (!tl->fp) {
-		cm_err("cannot write the timeline %s: %s", path, strerror(errno));
-		goto fail;
-	}
+	tl->fp = fp;
 	tl->base = base_ns;
 	tl->max_bytes = max_bytes;
 	tl->first = true;
 	fputs("{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n", tl->fp);
 	return tl;
 fail:
-	free(tl->path);
-	free(tl->tmp);
-	free(tl->seqs);
+	cm_err("out of memory for the timeline");
+	if (tl)
+		free(tl->seqs);
 	free(tl);
 	return NULL;
 }
@@ -277,6 +270,16 @@ int cm_timeline_event(struct cm_timeline *tl, const void *data, size_t len)
 	return 0;
 }
 
+void cm_timeline_request(struct cm_timeline *tl, uint32_t pid, uint32_t tid, uint64_t id,
+			 uint64_t start, uint64_t end)
+{
+	if (!tl)
+		return;
+	emit(tl, "{\"name\":\"request %" PRIu64 "\",\"cat\":\"request\",\"ph\":\"X\",\"ts\":%.3f,"
+	     "\"dur\":%.3f,\"pid\":%u,\"tid\":%u,\"args\":{\"id\":%" PRIu64 ",\"thread\":%u}}", id,
+	     us(tl, start), (double)(end - start) / 1000.0, pid, REQUEST_TRACK(tid), id, tid);
+}
+
 void cm_timeline_set_base(struct cm_timeline *tl, uint64_t base_ns)
 {
 	if (tl)
@@ -310,10 +313,6 @@ void cm_timeline_abort(struct cm_timeline *tl)
 {
 	if (!tl)
 		return;
-	fclose(tl->fp);
-	unlink(tl->tmp);
-	free(tl->path);
-	free(tl->tmp);
 	free(tl->seqs);
 	free(tl);
 }
@@ -376,6 +375,8 @@ int cm_timeline_close(struct cm_timeline *tl, json_object *report, uint64_t kern
 				json_str(tl->fp, tc);
 				fprintf(tl->fp, "}},\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"args\":{\"name\":\"%d syscalls\"}}",
 					pid, SYSCALL_TRACK((unsigned)tid), tid);
+				fprintf(tl->fp, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"args\":{\"name\":\"%d requests\"}}",
+					pid, REQUEST_TRACK((unsigned)tid), tid);
 				fprintf(tl->fp, ",\n{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"sort_index\":%d}}",
 					pid, tid, 2 * tid);
 				fprintf(tl->fp, ",\n{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":%d,\"tid\":%u,\"args\":{\"sort_index\":%d}}",
@@ -392,18 +393,10 @@ int cm_timeline_close(struct cm_timeline *tl, json_object *report, uint64_t kern
 		",\"dropped_in_kernel\":%" PRIu64 ",\"dropped_size_cap\":%" PRIu64
 		",\"gaps\":%" PRIu64 ",\"gap_events\":%" PRIu64 "}}\n",
 		CM_VERSION, tl->base, tl->written, kernel_dropped, tl->dropped_cap, tl->gaps, tl->gap_events);
-	if (fflush(tl->fp) || ferror(tl->fp) || fsync(fileno(tl->fp)) || fclose(tl->fp) ||
-	    rename(tl->tmp, tl->path)) {
-		cm_err("cannot write the timeline %s: %s", tl->path, strerror(errno));
-		unlink(tl->tmp);
-		rc = -1;
-	}
 	if (json_object_object_get_ex(report, "lost", &lost)) {
 		json_object_object_add(lost, "timeline_size_cap", json_object_new_int64((int64_t)tl->dropped_cap));
 		json_object_object_add(lost, "timeline_gaps", json_object_new_int64((int64_t)tl->gaps));
 	}
-	free(tl->path);
-	free(tl->tmp);
 	free(tl->seqs);
 	free(tl);
 	return rc;

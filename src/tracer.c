@@ -21,8 +21,23 @@
 #include "contactmap_gpu.h"
 #include "contactmap.skel.h"
 
+/* Why libbpf could not read the kernel BTF: it reports any failure there as
+ * ESRCH ("no kernel BTF"), ENOMEM under a low ulimit -v included, and says
+ * the real error only in a debug line. */
+static int vmlinux_btf_err;
+
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
+	if (strstr(fmt, "loading kernel BTF '%s': %d")) {
+		va_list c;
+
+		va_copy(c, ap);
+		(void)va_arg(c, const char *);
+		int e = va_arg(c, int);
+		va_end(c);
+		if (e < 0)
+			vmlinux_btf_err = e;
+	}
 	if (level == LIBBPF_DEBUG && cm_verbose < 2)
 		return 0;
 	if (level == LIBBPF_INFO && cm_verbose < 2)
@@ -193,6 +208,13 @@ static void select_programs(struct contactmap_bpf *skel, const char *suffix,
 			on = false;
 		if (!strcmp(name, "cpu_sample"))
 			on = skel->rodata->cfg_oncpu_stacks;
+		/* the critical path: who woke whom, interrupts, request markers */
+		if (!strncmp(name, "req_", 4))
+			on = skel->rodata->cfg_critpath;
+		if (!skel->rodata->cfg_critpath &&
+		    (!strncmp(name, "sched_waking", 12) || !strncmp(name, "irq_handler", 11) ||
+		     !strncmp(name, "softirq_", 8) || !strncmp(name, "hrtimer_expire", 14)))
+			on = false;
 		if (!strncmp(name, "cgroup_", 7) && !skel->rodata->cfg_cgroup_id)
 			on = false;
 		bpf_program__set_autoload(p, on);
@@ -259,15 +281,34 @@ static int map_traced_tids(struct cm_tracer *tr)
 	return 0;
 }
 
+/* Each syscall's subsystem, for the on-CPU split by subsystem in BPF. */
+static int fill_sys_groups(struct cm_tracer *tr)
+{
+	int fd = bpf_map__fd(tr->skel->maps.sys_groups);
+
+	for (uint32_t nr = 0; nr < cm_nsyscalls && nr < 512; nr++) {
+		uint32_t g = cm_syscall_group(nr);
+
+		if (bpf_map_update_elem(fd, &nr, &g, BPF_ANY)) {
+			cm_err("cannot fill the syscall groups map: %s", strerror(errno));
+			return -1;
+		}
+	}
+	for (uint32_t nr = cm_nsyscalls; nr < 512; nr++) {
+		uint32_t g = CM_SS_OTHER;
+
+		bpf_map_update_elem(fd, &nr, &g, BPF_ANY);
+	}
+	return 0;
+}
+
 static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const struct cm_features *f)
 {
 	struct contactmap_bpf *skel = contactmap_bpf__open();
-	int ioctl_nr = cm_syscall_nr("ioctl"), read_nr = cm_syscall_nr("read");
+	int ioctl_nr = cm_syscall_nr("ioctl");
 
-	if (!skel) {
-		cm_err("cannot open the BPF object: %s", strerror(errno));
-		return NULL;
-	}
+	if (!skel)
+		return NULL;	/* errno says why; the caller prints it once */
 	bpf_map__set_max_entries(skel->maps.threads, o->max_threads);
 	bpf_map__set_max_entries(skel->maps.sysstats, o->max_syscall_rows);
 	if (!f->mem_alloc) {
@@ -275,17 +316,25 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const s
 		 * whole table is allocated at load, so it gets a tighter bound */
 		bpf_map__set_map_flags(skel->maps.threads, 0);
 		bpf_map__set_map_flags(skel->maps.sysstats, 0);
+		bpf_map__set_map_flags(skel->maps.blkstats, 0);
+		bpf_map__set_max_entries(skel->maps.blkstats, 1024);
 		bpf_map__set_max_entries(skel->maps.threads, o->max_threads < 8192 ? o->max_threads : 8192);
 		bpf_map__set_max_entries(skel->maps.sysstats,
 					 o->max_syscall_rows < 65536 ? o->max_syscall_rows : 65536);
 	}
-	if (read_nr >= 0)
-		skel->rodata->read_nr = (uint32_t)read_nr;
+	/* the tests' way to make the exit ring overflow (a power-of-two size
+	 * in bytes, at least a page): records then wait in the map */
+	if (getenv("CONTACTMAP_TEST_LIFE_RING"))
+		bpf_map__set_max_entries(skel->maps.life_events,
+					 (uint32_t)strtoul(getenv("CONTACTMAP_TEST_LIFE_RING"), NULL, 0));
 	skel->rodata->cfg_oncpu_stacks = o->sample_hz > 0;
 	skel->rodata->cfg_offcpu_stacks = o->offcpu_stacks;
 	skel->rodata->cfg_min_block_ns = o->min_block_ns;
 	skel->rodata->cfg_cgroup_id = o->cgroup_id;
 	skel->rodata->cfg_trace = o->trace_path != NULL;
+	skel->rodata->cfg_critpath = o->critpath;
+	if (o->critpath)
+		bpf_map__set_max_entries(skel->maps.cp_events, 16 << 20);
 	skel->rodata->cfg_trace_sys_min_ns = o->trace_sys_min_ns;
 	skel->rodata->cfg_trace_max_per_sec = o->trace_max_per_sec;
 	if (o->trace_path)
@@ -295,6 +344,8 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const s
 		bpf_map__set_max_entries(skel->maps.stack_events, 16 << 20);
 		bpf_map__set_max_entries(skel->maps.stacks, 16384);
 	}
+	skel->rodata->probe_nr[0] = (uint32_t)cm_syscall_nr("uretprobe");
+	skel->rodata->probe_nr[1] = (uint32_t)cm_syscall_nr("uprobe");
 	if (o->gpu_mode != CM_GPU_OFF && ioctl_nr >= 0) {
 		skel->rodata->ioctl_nr = (uint32_t)ioctl_nr;
 		skel->rodata->gpu_dev_nmajors = gpu_dev_majors((uint32_t *)skel->rodata->gpu_dev_majors,
@@ -392,8 +443,13 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 			f->attach_type = "raw_tp";
 		}
 	}
+	if (err == -ESRCH && vmlinux_btf_err)
+		err = vmlinux_btf_err;
 	if (err) {
-		if (err == -EPERM || err == -EACCES)
+		if (err == -ENOMEM)
+			cm_err("cannot load BPF programs: %s (is an address-space limit such as "
+			       "ulimit -v set too low?)", strerror(-err));
+		else if (err == -EPERM || err == -EACCES)
 			cm_err("cannot load BPF programs: %s: contactmap needs root or CAP_BPF+CAP_PERFMON", strerror(-err));
 		else
 			cm_err("cannot load BPF programs: %s (run with -vv for the verifier log)", strerror(-err));
@@ -402,7 +458,7 @@ int cm_tracer_start(struct cm_tracer *tr, const struct cm_tracer_opts *o)
 		return -1;
 	}
 	/* from here on a failure undoes everything */
-	if (map_traced_tids(tr))
+	if (map_traced_tids(tr) || fill_sys_groups(tr))
 		goto fail;
 	err = contactmap_bpf__attach(tr->skel);
 	if (err) {

@@ -49,6 +49,8 @@ struct cm_tracer_opts {
 	uint64_t trace_sys_min_ns;
 	uint64_t trace_max_per_sec;
 	enum cm_gpu_mode gpu_mode;
+	bool critpath;			/* wake-ups, switch-in records, request markers */
+	const char *marker_lib;		/* --marker-lib: libcontactmap-mark.so to probe */
 	uint64_t cgroup_id;		/* --cgroup: kernfs id of the target (cgroup.c); 0 = none */
 };
 
@@ -84,6 +86,8 @@ struct cm_gpu_state;
 struct cm_observer;
 struct cm_life;
 struct cm_books;
+struct cm_critpath;
+struct cm_requests;
 
 struct cm_tracer {
 	struct contactmap_bpf *skel;
@@ -101,6 +105,8 @@ struct cm_tracer {
 	struct cm_observer *obs;	/* observer.c: BPF run-time statistics */
 	struct cm_life *life;		/* life.c: exit records into the books */
 	struct cm_books *books;		/* books.c: what ended threads left */
+	struct cm_critpath *cp;		/* critpath.c: histories, the critical path */
+	struct cm_requests *requests;	/* requests.c: the markers' requests */
 	struct cm_features feat;
 	uint64_t start_ns, end_ns;
 	unsigned seeded;

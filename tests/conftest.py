@@ -253,7 +253,8 @@ def wait_for(pred, timeout, step=0.02):
 
 def check_block_rows(report, rows, what, k, bs, extra_requests, extra_bytes):
     """Block rows of one process against k requests of bs bytes it submitted.
-    Every request is claimed in the submitter's context: `submitted` is exact
+    Every request is claimed in the submitter's context: `submitted` and
+    `bytes` are exact
     (up to extra_requests of its own besides, an exec's reads say). A
     completion the kernel's block_rq_complete does not report (this VM drops
     a few under concurrent I/O; a classic-tracepoint bpftrace count misses the
@@ -267,8 +268,13 @@ def check_block_rows(report, rows, what, k, bs, extra_requests, extra_bytes):
     # unfinished is derived from the same rows: completions are held to a
     # floor of their own (the most the kernel dropped here was 16 of 64)
     assert n >= k // 2, f"block {what}: only {n} of {k} completions seen: {rows}"
-    assert (k - (sub - n)) * bs <= nbytes <= k * bs + extra_bytes, \
+    # bytes are counted at the claim: exact even for the requests whose
+    # completion the kernel never reported
+    assert k * bs <= nbytes <= k * bs + extra_bytes, \
         f"block {what} bytes {nbytes}, expected {k * bs}: {rows}"
+    done = sum(b["completed_bytes"] for b in rows)
+    assert (k - (sub - n)) * bs <= done <= nbytes, \
+        f"block {what} completed bytes {done}, {sub - n} unfinished: {rows}"
 
 
 def check_requests_within_calls(rows, calls, k):
@@ -328,7 +334,8 @@ LEDGER_KEYS = ("wall_ns", "oncpu_ns", "oncpu_user_ns", "oncpu_syscall_ns", "oncp
                "offcpu_ns", "offcpu_by_cause", "iowait_ns", "unattributed_ns")
 LEDGER_INT_KEYS = tuple(k for k in LEDGER_KEYS if k != "offcpu_by_cause") + ("oncpu_gpu_wait_ns",)
 SUBSYSTEMS = {"cpu_user", "cpu_kernel", "runq", "memory", "sync", "file_io", "network",
-              "block_io", "sleep", "poll", "process", "other", "unattributed", "gpu"}
+              "block_io", "sleep", "poll", "child_wait", "process", "other", "unattributed",
+              "gpu"}
 
 # "unattributed_ns ... must stay under 1% of wall_ns for any thread traced from
 # its start to its end" (SPEC.md).

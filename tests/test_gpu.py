@@ -211,7 +211,8 @@ def test_cupti_tier_exact(tmp_path):
     g = r.gpu()
     assert g["tier"] == "cupti" and g["device_times"] is True, g
     assert g["agent"] == {"status": "cupti", "clock": "monotonic", "clock_offset_ns": 0,
-                          "final_flush": True}, g["agent"]
+                          "clock_check": "agrees", "final_flush": True,
+                          "cupti_version": 130001, "driver_version": 13000}, g["agent"]
     assert r.report["gpu"]["agent"] is True and r.report["gpu"]["uprobes_attached"] == 0
     # runtime calls over driver calls are counted once, at the runtime
     assert_api(g, CUPTI_API, "cupti")
@@ -226,9 +227,13 @@ def test_cupti_tier_exact(tmp_path):
     assert_gpu_wait(r, 8)
     assert_no_problems(schema_problems(r.report), "schema")
     assert_no_problems(ledger_problems(r.report), "ledger")
-    # the agent's flush thread is contactmap's cost: not in the program's ledger
-    assert r.report["observer"]["agent_threads"]["count"] == 1, r.report["observer"]
-    assert all(t["comm"] != "cm-cupti-flush" for t in r.proc()["threads"]), r.proc()["threads"]
+    # the agent's flush thread and CUPTI's worker (which waits all run long and
+    # never hands a buffer back here) are contactmap's cost: not in the ledger
+    assert r.report["observer"]["agent_threads"]["count"] == 2, r.report["observer"]
+    assert [t["comm"] for t in r.proc()["threads"]] == ["gpu_app"], r.proc()["threads"]
+    # one gettid per thread, not one per API record
+    gettid = [c["count"] for c in r.proc()["syscalls"] if c["name"] == "gettid"]
+    assert sum(gettid) <= 4, r.proc()["syscalls"]
     # the text map shows the GPU section, tier named
     assert "GPU  tier cupti: device times from CUPTI, clock monotonic" in r.stderr, r.stderr[-3000:]
     assert "HtoD pinned" in r.stderr
@@ -273,7 +278,7 @@ def test_two_processes(tmp_path):
         assert k["count"] == t["launches"] + PLAN["rt_launches"], k
         assert g["sync"]["count"] == 8, g["sync"]
         assert p["ledger"]["offcpu_by_cause"].get("gpu:sync") == g["sync"]["blocked_ns"]
-    assert rep["observer"]["agent_threads"]["count"] == 2
+    assert rep["observer"]["agent_threads"]["count"] == 4    # flush thread + CUPTI worker, twice
     assert_no_problems(ledger_problems(rep), "ledger")
 
 
@@ -488,3 +493,277 @@ def test_gpu_work_on_the_timeline(tmp_path):
     names = {e["args"]["name"] for e in tl["traceEvents"] if e.get("name") == "thread_name"}
     assert "GPU 0 stream 7 kernels" in names, names
     assert tl["otherData"]["dropped_in_kernel"] == 0
+
+
+# ---------------------------------------------------------------------------
+# what a real driver, PyTorch and CUPTI do that a simpler fake would not
+# (issue 15): each test names the defect it holds down
+
+def kernel_rows(g):
+    return {k["graph"]: k for k in g["kernels"]}
+
+
+def test_partial_buffers_arrive_every_period(tmp_path):
+    """CUPTI's periodic flush returns full buffers only; the agent asks for
+    the partial ones every period too. A 1 MiB buffer holds ~4,800 kernel
+    records: the plan's 34 would otherwise come at exit, after a -d window
+    has closed, and never when the program leaves with _exit."""
+    plan = dict(PLAN)
+    kernels = plan["launches"] + plan["rt_launches"]
+    # -d: the window ends while the program lingers
+    r = wrap(tmp_path, plan, fake_env(), extra=["-d", "1.5"],
+             args=plan_args(plan) + ["--linger-ms", "3000"])
+    g = r.gpu()
+    assert kernel_rows(g)[False]["count"] == kernels, g["kernels"]
+    assert g["agent"]["final_flush"] is False, g["agent"]   # it was still running
+    # _exit: no atexit, no final flush; a period of lingering is enough
+    r = wrap(tmp_path, plan, fake_env(),
+             args=plan_args(plan) + ["--linger-ms", "600", "--quick-exit"])
+    g = r.gpu()
+    assert kernel_rows(g)[False]["count"] == kernels, g["kernels"]
+    assert kernel_rows(g)[True]["count"] == plan["graphs"] * plan["graph_kernels"]
+    assert g["agent"]["final_flush"] is False, g["agent"]
+
+
+def test_cupti_worker_hands_full_buffers_back(tmp_path):
+    """4 KiB buffers fill after ~18 kernel records: CUPTI's worker thread
+    hands them back. Every record still arrives, and the worker's time is
+    observer cost, not the program's."""
+    r = wrap(tmp_path, PLAN, fake_env(CONTACTMAP_CUPTI_BUFFER_KB=4))
+    g = r.gpu()
+    assert_cupti_device_rows(g, PLAN)
+    assert [t["comm"] for t in r.proc()["threads"]] == ["gpu_app"], r.proc()["threads"]
+    assert r.report["observer"]["agent_threads"]["count"] == 2, r.report["observer"]
+
+
+def test_profiler_takes_cupti_over(tmp_path):
+    """A kineto-like client (what torch.profiler runs) registers its own CUPTI
+    buffers, profiles 5 launches and disables the activity kinds when it stops.
+    The agent's API callbacks go on, its records do not: it says so (status
+    taken_over, in the JSON and the text) instead of reporting no kernels as
+    if none ran, and the profiler still gets its own records."""
+    plan = dict(PLAN, profiler=5, after_launches=4, after_syncs=4)
+    r = wrap(tmp_path, plan, fake_env())
+    g = r.gpu()
+    t = r.truth
+    assert t["profiler_records"] == 5, t       # the profiler's records went to it
+    a = g["agent"]
+    assert g["tier"] == "cupti" and a["status"] == "taken_over", a
+    p = r.proc()
+    assert p["start_ns"] < a["taken_over_ns"] < p["end_ns"], (a, p["start_ns"], p["end_ns"])
+    # API calls are still seen: all of them
+    want = dict(CUPTI_API)
+    want["cuLaunchKernel"] = (10 + 5 + 4, 0)
+    want["cuCtxSynchronize"] = (4 + 3 + 4, 0)
+    assert_api(g, want, "cupti")
+    # device rows: none from the profiler's block or after it
+    # (those still in the agent's buffer when the profiler took over went to
+    # the profiler, which drops buffers it does not know, as kineto does)
+    plain = kernel_rows(g).get(False, {"count": 0})["count"]
+    assert plain <= plan["launches"] + plan["rt_launches"], g["kernels"]
+    assert "another CUPTI client" in r.stderr and "taken over" in r.stderr, r.stderr[-2000:]
+    assert "CUPTI taken over by another client" in r.stderr, r.stderr[-3000:]
+
+
+def test_no_takeover_without_a_profiler(tmp_path):
+    """Synchronize calls with records coming: no takeover, also when the
+    program runs past several flush periods."""
+    plan = dict(PLAN, after_syncs=6)
+    r = wrap(tmp_path, plan, fake_env(CONTACTMAP_CUPTI_FLUSH_MS=20),
+             args=plan_args(plan) + ["--linger-ms", "200"])
+    assert r.gpu()["agent"]["status"] == "cupti", r.gpu()["agent"]
+
+
+def test_graph_kernels_by_graph_id(tmp_path):
+    """Two graph launches 4096 correlation ids apart, their records delivered
+    together at the end: kernels are graph kernels by their records' graphId,
+    not by a table of launch ids that the second launch overwrites."""
+    plan = dict(launches=0, graphs=2, graph_kernels=3, graph_gap=4095, grid=1)
+    env = fake_env(CONTACTMAP_CUPTI_FLUSH_MS=60000, CONTACTMAP_CUPTI_BUFFER_KB=8192)
+    g = wrap(tmp_path, plan, env).gpu()
+    k = kernel_rows(g)
+    assert (k[True]["count"], k[False]["count"]) == (6, 2 * 4095), g["kernels"]
+    assert g["graph_kernels"] == 6
+
+
+def gpu_slices_and_lifetime(tl, pid):
+    """The process's GPU slices, and the span of its threads' own slices, on
+    the timeline's clock (microseconds from its start)."""
+    mine = [e for e in tl["traceEvents"] if e.get("pid") == pid and e.get("ph") == "X"]
+    gpu = [e for e in mine if e.get("cat") == "gpu"]
+    host = [e for e in mine if e.get("cat") != "gpu"]
+    assert gpu and host, (len(gpu), len(host))
+    return gpu, min(e["ts"] for e in host), max(e["ts"] + e["dur"] for e in host)
+
+
+def test_clock_callback_is_never_offset(tmp_path):
+    """The timestamp callback times the records but cuptiGetTimestamp keeps
+    CUPTI's own clock: no offset may be added on top of records that are
+    already CLOCK_MONOTONIC. Every kernel lies inside its process's lifetime
+    on the report's clock, and the sync records agree with their calls."""
+    trace = tmp_path / "t.json"
+    r = wrap(tmp_path, PLAN, fake_env("tsnocb"), extra=["--trace", str(trace)])
+    a = r.gpu()["agent"]
+    assert (a["clock"], a["clock_offset_ns"], a["clock_check"]) == ("monotonic", 0, "agrees"), a
+    tl = json.loads(trace.read_text())
+    gpu, first, last = gpu_slices_and_lifetime(tl, r.truth["pid"])
+    assert len(gpu) == 34 + 4 * 3 + 5 + 2 + 2, len(gpu)    # kernels, copies, memsets
+    for e in gpu:
+        assert first <= e["ts"] and e["ts"] + e["dur"] <= last, (e, first, last)
+
+
+def test_clock_callback_accepted_but_unused(tmp_path):
+    """The callback is accepted and never used (records keep CUPTI's
+    CLOCK_REALTIME): the sync records say so. Device durations are right; the
+    report says the clocks disagree, by how much, and the text warns."""
+    r = wrap(tmp_path, PLAN, fake_env("cbignored"))
+    g = r.gpu()
+    a = g["agent"]
+    assert (a["clock"], a["clock_check"]) == ("monotonic", "disagrees"), a
+    assert abs(a["clock_skew_ns"]) > 10**15, a        # realtime - monotonic: decades
+    assert_cupti_device_rows(g, PLAN)
+    assert "CUPTI's timestamps are" in r.stderr and "off the calls' own times" in r.stderr
+    assert "device clock disagrees" in r.stderr, r.stderr[-3000:]
+
+
+def test_fork_child_stays_idle(tmp_path):
+    """A CUDA process forks a child that makes a CUDA call and exit()s. The
+    child's agent neither flushes CUPTI (it would hang: the fake waits 3 s and
+    says so) nor sends the parent's batched records under its own pid."""
+    plan = dict(PLAN, fork=1)
+    r = wrap(tmp_path, plan, fake_env(FAKE_CUPTI_FORK_HANG_MS=3000),
+             args=plan_args(dict(PLAN)) + ["--fork"])
+    t = r.truth
+    assert t["child_status"] == 0 and t["child_pid"] > 0, t
+    assert t["child_ms"] < 1500, t
+    assert "in a forked child" not in r.stderr, r.stderr[-2000:]
+    child = find_proc(r.report, pid=t["child_pid"])
+    assert "gpu" not in child, child.get("gpu")
+    g = r.gpu()
+    assert_api(g, CUPTI_API, "cupti")
+    assert_cupti_device_rows(g, PLAN)
+
+
+def test_cuda_call_from_a_late_tls_destructor(tmp_path):
+    """A thread's TLS destructor that runs after the agent's makes a CUDA
+    call: its record goes out on its own (the thread's batch is gone), not
+    into freed memory."""
+    plan = dict(launches=3)
+    r = wrap(tmp_path, plan, fake_env(MALLOC_PERTURB_=165), args=plan_args(plan) + ["--tls-dtor"])
+    g = r.gpu()
+    assert api_rows(g)["cuLaunchKernel"]["count"] == 3 + 2, api_rows(g)["cuLaunchKernel"]
+    assert kernel_rows(g)[False]["count"] == 3 + 2, g["kernels"]
+
+
+def test_peer_to_peer_copies(tmp_path):
+    """cuMemcpyPeer(Async) and cudaMemcpyPeerAsync: CUPTI reports them as
+    MEMCPY2 records (CUpti_ActivityMemcpyPtoP4), which the agent enables and
+    reads."""
+    plan = dict(launches=0, peer=3, rt_peer=2, bytes=10000)
+    g = wrap(tmp_path, plan, fake_env()).gpu()
+    rows = api_rows(g)
+    assert (rows["cuMemcpyPeer"]["count"], rows["cuMemcpyPeerAsync"]["count"],
+            rows["cudaMemcpyPeerAsync"]["count"]) == (3, 3, 2), rows
+    assert rows["cuMemcpyPeer"]["bytes"] == 3 * 10000
+    c = copies(g)[("PtoP", "device")]
+    assert (c["count"], c["bytes"], c["total_ns"]) == (8, 8 * 10000, 8 * 10000 // 50), c
+
+
+COVERAGE = dict(launches=0, bytes=4096, ctx_sync2=2, rt_launch13=3, rt_2d=2, rt_batch=2,
+                rt_free_async=2, rt_symbol=2, rt_stream_destroy=2, event_queries=5)
+
+
+def test_callback_coverage(tmp_path):
+    """CUDA 13's entry points and the copies PyTorch and NCCL make:
+    cuCtxSynchronize_v2, __cudaLaunchKernel (what <<<>>> calls in CUDA 13),
+    cudaMemcpy2DAsync, cudaMemcpyBatchAsync (one record, copyCount 4),
+    cudaFreeAsync. Driver calls inside runtime calls the agent does not time
+    (cudaMemcpyToSymbol, cudaStreamDestroy) are not the program's calls: no
+    rows, but the wait inside one is GPU wait. Event queries that find work
+    pending make no synchronization records."""
+    plan = COVERAGE
+    g = wrap(tmp_path, plan, fake_env()).gpu()
+    rows = {n: (a["count"], a["bytes"]) for n, a in api_rows(g).items()}
+    B = plan["bytes"]
+    assert rows == {
+        "cuCtxSynchronize": (2, 0), "cudaLaunchKernel": (3, 0),
+        "cudaMemcpy2DAsync": (2, 2 * B), "cudaMemcpyBatchAsync": (2, 2 * B),
+        "cudaFreeAsync": (2, 0), "cuMemAlloc": (2 + 2, (2 + 2) * B),
+        "cuMemAllocHost": (1, B), "cuMemFree": (2, 0), "cuMemFreeHost": (1, 0),
+    }, rows
+    assert kernel_rows(g)[False]["count"] == 3
+    c = copies(g)
+    # 2 2D copies and 2 batches of 4 (one record each); the symbol copies show
+    # as device records only
+    assert (c[("DtoD", "device")]["count"], c[("DtoD", "device")]["bytes"]) == (2 + 8, 4 * B), c
+    assert (c[("HtoD", "pinned")]["count"], c[("HtoD", "pinned")]["bytes"]) == (2, 2 * B), c
+    # GPU wait: the v2 context syncs and the syncs inside cudaStreamDestroy
+    assert g["sync"]["count"] == 2 + 2, g["sync"]
+    assert "event_synchronize" not in g["sync"]["records"], g["sync"]["records"]
+
+
+def test_callback_coverage_without_domain(tmp_path):
+    """Without cuptiEnableDomain the agent follows its own runtime calls
+    only: a driver call inside another runtime call counts as the program's."""
+    g = wrap(tmp_path, COVERAGE, fake_env("nodomain")).gpu()
+    rows = api_rows(g)
+    assert rows["cuMemcpyHtoD"]["count"] == 2, rows
+    assert rows["cuStreamSynchronize"]["count"] == 2, rows
+    assert rows["cudaMemcpyBatchAsync"]["count"] == 2, rows
+
+
+def test_cupti_matching_the_driver(tmp_path):
+    """A CUDA 12.8 driver: libcupti.so.13 cannot subscribe, so the agent
+    falls back to libcupti.so.12 and reads CUDA 12's record layouts (Kernel9,
+    Memcpy5, Synchronization), to the same rows."""
+    r = wrap(tmp_path, PLAN, fake_env(FAKE_CUDA_DRIVER_VERSION=12080))
+    g = r.gpu()
+    a = g["agent"]
+    assert (a["status"], a["cupti_version"], a["driver_version"]) == ("cupti", 28, 12080), a
+    assert_api(g, CUPTI_API, "cupti")
+    assert_cupti_device_rows(g, PLAN)
+
+
+def test_wrap_without_agent_probes_the_wrapped_processes(tmp_path):
+    """No agent to ask for uprobes (CUDA_INJECTION64_PATH belongs to another
+    tool, or the agent is not installed): the wrapped processes' mappings are
+    watched and their CUDA libraries probed, children included, as attach
+    mode does. gpu_app --wait-probes starts once the probes are in."""
+    env = fake_env(CUDA_INJECTION64_PATH="/nonexistent/other-tool-injection.so")
+    r = wrap(tmp_path, PLAN, env, args=plan_args(PLAN) + ["--wait-probes"])
+    assert "CUDA_INJECTION64_PATH is already set" in r.stderr, r.stderr[-2000:]
+    g = r.gpu()
+    assert g["tier"] == "uprobes" and "agent" not in g, g
+    assert r.report["gpu"]["watch"] == "wrapped" and r.report["gpu"]["agent"] is False
+    assert_uprobe_driver_rows(g, PLAN)
+    assert_gpu_wait(r, 8)
+
+    app = str(FAKES / "gpu_app")
+    env = fake_env(CONTACTMAP_CUPTI_AGENT=str(tmp_path / "not-installed.so"))
+    out = tmp_path / "r2.json"
+    argv = [contactmap_bin(), "-o", str(out), "--", "/bin/sh", "-c",
+            f"{app} --wait-probes {' '.join(plan_args(PLAN))}"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=RUN_TIMEOUT_S)
+    r = GpuRun(proc, out, argv)
+    assert r.rc == 0, r.describe()
+    assert_uprobe_driver_rows(r.gpu(), PLAN)
+
+
+def test_own_uretprobes_are_observer_cost(tmp_path):
+    """Each probed CUDA call returns through the kernel's uretprobe
+    trampoline, a syscall (Linux 6.11+): contactmap's own work, kept out of
+    the program's syscalls and counted in the observer cost, call for call."""
+    r = wrap(tmp_path, PLAN, fake_env(), extra=["--gpu", "uprobes"])
+    p = r.proc()
+    names = {s["name"] for s in p["syscalls"]}
+    assert not names & {"uretprobe", "uprobe"}, sorted(names)
+    calls = sum(a["count"] for a in p["gpu"]["api"])
+    ps = r.report["observer"]["probe_syscalls"]
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    if (major, minor) >= (6, 11):
+        # every return, and maybe one optimized uprobe call on the agent's hook
+        assert calls <= ps["count"] <= calls + 2, (ps, calls)
+        assert ps["oncpu_ns"] > 0, ps
+        assert "uprobe trampoline syscalls" in r.stderr
+    assert_no_problems(ledger_problems(r.report), "ledger")

@@ -58,7 +58,8 @@ def start_serving(args):
         pytest.fail(f"contactmap did not say where it serves: {lines}", pytrace=False)
     # keep draining stderr so contactmap never blocks on it
     rest = []
-    threading.Thread(target=lambda: rest.append(p.stderr.read()), daemon=True).start()
+    p.rest_thread = threading.Thread(target=lambda: rest.append(p.stderr.read()), daemon=True)
+    p.rest_thread.start()
     p.rest = rest
     return p, url
 
@@ -212,9 +213,11 @@ def test_serve_scraped_by_prometheus(tmp_path, prometheus_bin):
         # still serving after the target exited; SIGINT ends it with a report
         assert cm.poll() is None, "contactmap --serve stopped when its target exited"
         cm.send_signal(signal.SIGINT)
-        rep, _ = cm.communicate(timeout=BOUND_S)
+        cm.wait(timeout=BOUND_S)
+        cm.rest_thread.join(10)
         assert cm.returncode == 0, cm.rest
-        assert "getppid" in rep
+        # the text map, on stderr
+        assert "getppid" in "".join(cm.rest), cm.rest
     finally:
         kill_quietly(w.pid)
         if cm and cm.poll() is None:
@@ -235,7 +238,8 @@ def one_error_line(cp, *mentions):
 
 def test_serve_no_such_process():
     """A start that fails says one line, not the URL it would have served on."""
-    cp = run_cm(["-p", "999999999", "--serve", "127.0.0.1:0"], timeout=20)
+    gone = subprocess.run(["/bin/sh", "-c", "echo $$"], capture_output=True, text=True).stdout
+    cp = run_cm(["-p", gone.strip(), "--serve", "127.0.0.1:0"], timeout=20)
     one_error_line(cp, "no such process")
 
 

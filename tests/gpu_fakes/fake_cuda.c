@@ -10,6 +10,7 @@
  *   FAKE_CUDA_BLOCK_US  then block this long in a futex wait (off CPU)
  *   FAKE_CUDA_IOCTL_DEV open this file at cuInit and ioctl() it once per launch
  *                       and per synchronize, as the real driver does /dev/nvidia*
+ *   FAKE_CUDA_DRIVER_VERSION  what cuDriverGetVersion says (CUDA_VERSION, 13000)
  * cuInit loads $CUDA_INJECTION64_PATH and calls its InitializeInjection(), as
  * the real driver does. When a fake libcupti (fake_cupti.c) is loaded, every
  * call reports itself to it (fakecupti_api), which turns it into CUPTI
@@ -183,15 +184,23 @@ CUresult CUDAAPI cuInit(unsigned int flags)
 		else
 			init();
 	}
-	void *cupti = dlopen("libcupti.so.13", RTLD_NOLOAD | RTLD_LAZY);
-	if (cupti)
-		cupti_api = (fakecupti_api_fn)dlsym(cupti, "fakecupti_api");
+	/* the fake CUPTI the agent settled on (it may have tried another first) */
+	static const char *const cuptis[] = { "libcupti.so.13", "libcupti.so.12" };
+	for (int i = 0; i < 2 && !cupti_api; i++) {
+		void *cupti = dlopen(cuptis[i], RTLD_NOLOAD | RTLD_LAZY);
+		int (*active)(void) = cupti ? (int (*)(void))dlsym(cupti, "fakecupti_active") : NULL;
+
+		if (active && active())
+			cupti_api = (fakecupti_api_fn)dlsym(cupti, "fakecupti_api");
+	}
 	return CUDA_SUCCESS;
 }
 
 CUresult CUDAAPI cuDriverGetVersion(int *v)
 {
-	*v = CUDA_VERSION;
+	const char *e = getenv("FAKE_CUDA_DRIVER_VERSION");
+
+	*v = e && *e ? atoi(e) : CUDA_VERSION;
 	return CUDA_SUCCESS;
 }
 
@@ -357,6 +366,70 @@ CUresult CUDAAPI cuMemsetD32(CUdeviceptr dst, unsigned int ui, size_t n)
 	RET(CUDA_SUCCESS);
 }
 
+CUresult CUDAAPI cuMemFreeAsync(CUdeviceptr dptr, CUstream s)
+{
+	cuMemFreeAsync_params p = { dptr, s };
+	DRV(cuMemFreeAsync, &p);
+	free((void *)(uintptr_t)dptr);
+	RET(CUDA_SUCCESS);
+}
+
+/* "Device" memory is host memory, so peers are too. */
+CUresult CUDAAPI cuMemcpyPeer(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n)
+{
+	cuMemcpyPeer_params p = { dst, dctx, src, sctx, n };
+	DRV(cuMemcpyPeer, &p);
+	memmove((void *)(uintptr_t)dst, (void *)(uintptr_t)src, n);
+	RET(CUDA_SUCCESS);
+}
+
+CUresult CUDAAPI cuMemcpyPeerAsync(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx,
+				   size_t n, CUstream s)
+{
+	cuMemcpyPeerAsync_params p = { dst, dctx, src, sctx, n, s };
+	DRV(cuMemcpyPeerAsync, &p);
+	memmove((void *)(uintptr_t)dst, (void *)(uintptr_t)src, n);
+	RET(CUDA_SUCCESS);
+}
+
+static void copy2d(const CUDA_MEMCPY2D *c)
+{
+	const char *src = c->srcMemoryType == CU_MEMORYTYPE_HOST ? c->srcHost
+			  : (const char *)(uintptr_t)c->srcDevice;
+	char *dst = c->dstMemoryType == CU_MEMORYTYPE_HOST ? c->dstHost : (char *)(uintptr_t)c->dstDevice;
+
+	for (size_t y = 0; y < c->Height; y++)
+		memmove(dst + (c->dstY + y) * c->dstPitch + c->dstXInBytes,
+			src + (c->srcY + y) * c->srcPitch + c->srcXInBytes, c->WidthInBytes);
+}
+
+CUresult CUDAAPI cuMemcpy2D(const CUDA_MEMCPY2D *c)
+{
+	cuMemcpy2D_v2_params p = { c };
+	DRV(cuMemcpy2D_v2, &p);
+	copy2d(c);
+	RET(CUDA_SUCCESS);
+}
+
+CUresult CUDAAPI cuMemcpy2DAsync(const CUDA_MEMCPY2D *c, CUstream s)
+{
+	cuMemcpy2DAsync_v2_params p = { c, s };
+	DRV(cuMemcpy2DAsync_v2, &p);
+	copy2d(c);
+	RET(CUDA_SUCCESS);
+}
+
+CUresult CUDAAPI cuMemcpyBatchAsync(CUdeviceptr *dsts, CUdeviceptr *srcs, size_t *sizes, size_t count,
+				    CUmemcpyAttributes *attrs, size_t *attrsIdxs, size_t numAttrs,
+				    CUstream s)
+{
+	cuMemcpyBatchAsync_v2_params p = { dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, s };
+	DRV(cuMemcpyBatchAsync_v2, &p);
+	for (size_t i = 0; i < count; i++)
+		memmove((void *)(uintptr_t)dsts[i], (void *)(uintptr_t)srcs[i], sizes[i]);
+	RET(CUDA_SUCCESS);
+}
+
 /* ---- work and waits -------------------------------------------------------- */
 
 CUresult CUDAAPI cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
@@ -381,6 +454,23 @@ CUresult CUDAAPI cuGraphLaunch(CUgraphExec g, CUstream s)
 CUresult CUDAAPI cuCtxSynchronize(void)
 {
 	DRV(cuCtxSynchronize, NULL);
+	wait_for_device();
+	RET(CUDA_SUCCESS);
+}
+
+/* The fake's events are never reached: a query finds them pending. */
+CUresult CUDAAPI cuEventQuery(CUevent e)
+{
+	cuEventQuery_params p = { e };
+	DRV(cuEventQuery, &p);
+	RET(CUDA_ERROR_NOT_READY);
+}
+
+/* CUDA 13's synchronize of a given context */
+CUresult CUDAAPI cuCtxSynchronize_v2(CUcontext ctx)
+{
+	cuCtxSynchronize_v2_params p = { ctx };
+	DRV(cuCtxSynchronize_v2, &p);
 	wait_for_device();
 	RET(CUDA_SUCCESS);
 }
@@ -427,4 +517,67 @@ EXPORT int fakert_cudaDeviceSynchronize(void)
 {
 	RT(cudaDeviceSynchronize_v3020, NULL);
 	RET(cuCtxSynchronize());
+}
+
+/* CUDA 13: what <<<...>>> calls */
+EXPORT int fakert___cudaLaunchKernel(unsigned gx, CUstream s)
+{
+	/* the meta header has no struct of its own for it: the same arguments */
+	cudaLaunchKernel_v7000_params p = { NULL, { gx, 1, 1 }, { 32, 1, 1 }, NULL, 0, (cudaStream_t)s };
+	RT(__cudaLaunchKernel_v13000, &p);
+	RET(cuLaunchKernel(NULL, gx, 1, 1, 32, 1, 1, 0, s, NULL, NULL));
+}
+
+EXPORT int fakert_cudaMemcpyPeerAsync(void *dst, int ddev, const void *src, int sdev, size_t n,
+				      CUstream s)
+{
+	cudaMemcpyPeerAsync_v4000_params p = { dst, ddev, src, sdev, n, (cudaStream_t)s };
+	RT(cudaMemcpyPeerAsync_v4000, &p);
+	RET(cuMemcpyPeerAsync((CUdeviceptr)(uintptr_t)dst, NULL, (CUdeviceptr)(uintptr_t)src, NULL, n, s));
+}
+
+/* device to device, width x height */
+EXPORT int fakert_cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch,
+				    size_t width, size_t height, CUstream s)
+{
+	cudaMemcpy2DAsync_v3020_params p = { dst, dpitch, src, spitch, width, height,
+					     cudaMemcpyDeviceToDevice, (cudaStream_t)s };
+	RT(cudaMemcpy2DAsync_v3020, &p);
+	CUDA_MEMCPY2D c = { .srcMemoryType = CU_MEMORYTYPE_DEVICE, .srcDevice = (CUdeviceptr)(uintptr_t)src,
+			    .srcPitch = spitch, .dstMemoryType = CU_MEMORYTYPE_DEVICE,
+			    .dstDevice = (CUdeviceptr)(uintptr_t)dst, .dstPitch = dpitch,
+			    .WidthInBytes = width, .Height = height };
+	RET(cuMemcpy2DAsync(&c, s));
+}
+
+EXPORT int fakert_cudaMemcpyBatchAsync(void **dsts, void **srcs, size_t *sizes, size_t count, CUstream s)
+{
+	cudaMemcpyBatchAsync_v13000_params p = { dsts, (const void *const *)srcs, sizes, count, NULL, NULL, 0,
+						 (cudaStream_t)s };
+	RT(cudaMemcpyBatchAsync_v13000, &p);
+	RET(cuMemcpyBatchAsync((CUdeviceptr *)dsts, (CUdeviceptr *)srcs, sizes, count, NULL, NULL, 0, s));
+}
+
+EXPORT int fakert_cudaFreeAsync(void *ptr, CUstream s)
+{
+	cudaFreeAsync_v11020_params p = { ptr, (cudaStream_t)s };
+	RT(cudaFreeAsync_v11020, &p);
+	RET(cuMemFreeAsync((CUdeviceptr)(uintptr_t)ptr, s));
+}
+
+/* Runtime calls contactmap does not time, made of driver calls it does: the
+ * driver calls are theirs, not the program's. */
+EXPORT int fakert_cudaMemcpyToSymbol(void *symbol_dev, const void *src, size_t n)
+{
+	cudaMemcpyToSymbol_v3020_params p = { symbol_dev, src, n, 0, cudaMemcpyHostToDevice };
+	RT(cudaMemcpyToSymbol_v3020, &p);
+	RET(cuMemcpyHtoD((CUdeviceptr)(uintptr_t)symbol_dev, src, n));
+}
+
+/* and one that waits for the GPU inside (GPU wait, but no API row) */
+EXPORT int fakert_cudaStreamDestroy(CUstream s)
+{
+	cudaStreamDestroy_v5050_params p = { (cudaStream_t)s };
+	RT(cudaStreamDestroy_v5050, &p);
+	RET(cuStreamSynchronize(s));
 }

@@ -53,7 +53,7 @@ static int count_entries(const char *d)
 	DIR *dp = opendir(d);
 	struct dirent *e;
 	while (dp && (e = readdir(dp)))
-		n += e->d_name[0] != '.';
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");	/* temp files are dot files */
 	if (dp)
 		closedir(dp);
 	return n;

@@ -28,7 +28,8 @@ int main(void)
 	group_is("munmap", CM_SS_MEMORY);
 	group_is("clock_nanosleep", CM_SS_SLEEP);
 	group_is("epoll_wait", CM_SS_POLL);
-	group_is("wait4", CM_SS_POLL);
+	group_is("wait4", CM_SS_CHILD_WAIT);
+	group_is("waitid", CM_SS_CHILD_WAIT);
 	group_is("recvfrom", CM_SS_NETWORK);
 	group_is("clone3", CM_SS_PROCESS);
 	group_is("rt_sigprocmask", CM_SS_PROCESS);
@@ -68,7 +69,7 @@ int main(void)
 
 	static const char *const keys[CM_SS_COUNT] = {
 		"cpu_user", "cpu_kernel", "runq", "memory", "sync", "file_io", "network",
-		"block_io", "sleep", "poll", "process", "other", "gpu", "unattributed",
+		"block_io", "sleep", "poll", "child_wait", "process", "other", "gpu", "unattributed",
 	};
 	for (int s = 0; s < CM_SS_COUNT; s++) {
 		CHECK_STR(cm_subsys_key(s), keys[s], "key");

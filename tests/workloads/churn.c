@@ -1,20 +1,46 @@
-/* churn MODE N ALIVE CALLS: N short-lived tasks over the run, at most ALIVE at
- * a time, each making CALLS getppid calls and exiting.
+/* churn MODE N ALIVE CALLS [NAPS [REAP_MS]]: N short-lived tasks over the run,
+ * at most ALIVE at a time, each making CALLS getppid calls and NAPS sleeps of
+ * 1 ms, and exiting.
  *   MODE threads: pthreads of this process (batches of ALIVE, joined);
- *   MODE procs:   forked children (batches of ALIVE, each _exit(0), reaped).
- * Prints the ground truth: getppid calls of the tasks, and the process's
- * voluntary switches (procs: its children's, from wait4's rusage). */
+ *   MODE procs:   forked children (batches of ALIVE, each _exit(0), reaped
+ *                 with wait4; with REAP_MS, only once every child of the batch
+ *                 is a zombie and REAP_MS more have passed, so that each has
+ *                 made its final switch, which its rusage then includes).
+ * Prints the ground truth: getppid calls of the tasks, and (procs) the
+ * children's voluntary and involuntary switches from wait4's rusage. */
 #include "wl.h"
 #include <pthread.h>
 #include <sys/wait.h>
 
-static long calls;
+static long calls, naps;
 
 static void *worker(void *arg)
 {
+	struct timespec ms = { 0, 1000000 };
+
 	for (long j = 0; j < calls; j++)
 		wl_getppid();
+	for (long j = 0; j < naps; j++)
+		nanosleep(&ms, NULL);
 	return NULL;
+}
+
+/* Whether /proc says pid is a zombie. */
+static int zombie(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] == 'Z';
 }
 
 int main(int argc, char **argv)
@@ -25,7 +51,11 @@ int main(int argc, char **argv)
 	pthread_t *th;
 	pid_t *kids;
 
+	long reap_ms;
+
 	calls = wl_arg(argc, argv, 4, 3);
+	naps = wl_arg(argc, argv, 5, 0);
+	reap_ms = wl_arg(argc, argv, 6, 0);
 	if (n < 1 || alive < 1 || alive > 100000 || calls < 0) {
 		fprintf(stderr, "workload: churn threads|procs N ALIVE CALLS\n");
 		return 101;
@@ -57,6 +87,15 @@ int main(int argc, char **argv)
 					worker(NULL);
 					_exit(0);
 				}
+			}
+			if (reap_ms) {
+				struct timespec poll = { 0, 200000 }, delay = { reap_ms / 1000,
+									    (reap_ms % 1000) * 1000000 };
+
+				for (long i = 0; i < k; i++)
+					while (!zombie(kids[i]))
+						nanosleep(&poll, NULL);
+				nanosleep(&delay, NULL);
 			}
 			for (long i = 0; i < k; i++) {
 				struct rusage ru;
