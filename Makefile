@@ -16,8 +16,9 @@ CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -
 	-DCM_PREFIX='"$(PREFIX)"'
 # -ldw: DWARF unwinding (elfutils); -lstdc++: __cxa_demangle for C++ frames;
 # -pthread: the observer-cost sampling thread (src/observer.c); -lprotobuf-c:
-# --pprof's profile.proto (zlib gzips it); -lmicrohttpd: --serve's /metrics
-LDLIBS += -lbpf -ldw -lelf -lz -ljson-c -lm -lstdc++ -pthread -lprotobuf-c -lmicrohttpd
+# --pprof's profile.proto (zlib gzips it). --serve's libmicrohttpd is
+# dlopen()ed when asked for (src/exporter.c): its headers only at build time
+LDLIBS += -lbpf -ldw -lelf -lz -ljson-c -lm -lstdc++ -pthread -lprotobuf-c
 PROTOC_C ?= protoc-c
 # -mcpu=v3: atomics that return the old value (thread generation numbers);
 # kernels 5.12 and up, below the 5.18 contactmap needs anyway

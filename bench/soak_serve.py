@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--sample-s", type=float, default=60)
     ap.add_argument("-o", "--output")
     ap.add_argument("--contactmap", default=str(REPO / "contactmap"))
+    ap.add_argument("--no-serve", action="store_true",
+                    help="the control: the same run without --serve and without scrapes")
     a = ap.parse_args()
     dur = a.minutes * 60
 
@@ -48,13 +50,20 @@ def main():
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     ready = json.loads(srv.stdout.readline())
     port = ready["port"]
-    cm = subprocess.Popen([a.contactmap, "-p", str(srv.pid), "--serve", "127.0.0.1:0"],
+    cm = subprocess.Popen([a.contactmap, "-p", str(srv.pid), "-v"]
+                          + ([] if a.no_serve else ["--serve", "127.0.0.1:0"]),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = None
-    while url is None:
+    while url is None and not a.no_serve:
         line = cm.stderr.readline()
         if not line:
             sys.exit("contactmap exited before serving")
+    while a.no_serve:                   # traced once it says so
+        line = cm.stderr.readline()
+        if not line:
+            sys.exit("contactmap exited before tracing")
+        if "Ctrl-C to stop" in line:
+            break
         if "serving metrics on " in line:
             url = line.split("serving metrics on ")[1].strip()
     threading.Thread(target=lambda: cm.stderr.read(), daemon=True).start()
@@ -65,7 +74,7 @@ def main():
     scrapes = {"ok": 0, "bad": 0, "bytes": 0}
 
     def scrape():
-        while not stop.wait(1.0):
+        while url and not stop.wait(1.0):
             try:
                 with urllib.request.urlopen(url, timeout=5) as r:
                     scrapes["bytes"] = len(r.read())
@@ -105,7 +114,7 @@ def main():
             srv.kill()
     rss = [s["rss_kib"] for s in samples]
     after5 = [s["rss_kib"] for s in samples if s["t_s"] >= 300] or rss
-    summary = {"minutes": a.minutes, "rate": a.rate, "samples": samples,
+    summary = {"minutes": a.minutes, "rate": a.rate, "serve": not a.no_serve, "samples": samples,
                "rss_first_kib": rss[0], "rss_last_kib": rss[-1], "rss_max_kib": max(rss),
                "rss_growth_after_5min_kib": after5[-1] - after5[0],
                "scrapes_ok": scrapes["ok"], "scrapes_failed": scrapes["bad"],

@@ -13,6 +13,7 @@
  * under "other", which so only grows too. Re-choosing the heaviest at every
  * scrape would move counts between series and make them fall.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -635,6 +636,48 @@ static char *metrics_text(struct mstate *m, json_object *r, size_t *lenp, char *
 
 /* ---- the server ------------------------------------------------------------ */
 
+/*
+ * libmicrohttpd is opened when --serve asks for it, not linked: it brings in
+ * GnuTLS and eight more libraries, which every other run would map for
+ * nothing (and a tight ulimit -v would then refuse before contactmap could
+ * say why). The prototypes are the header's own.
+ */
+#define MHD_SONAME "libmicrohttpd.so.12"
+static struct {
+	__typeof__(MHD_start_daemon) *start_daemon;
+	__typeof__(MHD_stop_daemon) *stop_daemon;
+	__typeof__(MHD_create_response_from_buffer) *create_response_from_buffer;
+	__typeof__(MHD_add_response_header) *add_response_header;
+	__typeof__(MHD_queue_response) *queue_response;
+	__typeof__(MHD_destroy_response) *destroy_response;
+	__typeof__(MHD_lookup_connection_value) *lookup_connection_value;
+} mhd;
+
+static int load_mhd(void)
+{
+	void *h = dlopen(MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
+
+	if (!h) {
+		cm_err("--serve needs libmicrohttpd (Debian's libmicrohttpd12): %s", dlerror());
+		return -1;
+	}
+	*(void **)&mhd.start_daemon = dlsym(h, "MHD_start_daemon");
+	*(void **)&mhd.stop_daemon = dlsym(h, "MHD_stop_daemon");
+	*(void **)&mhd.create_response_from_buffer = dlsym(h, "MHD_create_response_from_buffer");
+	*(void **)&mhd.add_response_header = dlsym(h, "MHD_add_response_header");
+	*(void **)&mhd.queue_response = dlsym(h, "MHD_queue_response");
+	*(void **)&mhd.destroy_response = dlsym(h, "MHD_destroy_response");
+	*(void **)&mhd.lookup_connection_value = dlsym(h, "MHD_lookup_connection_value");
+	if (!mhd.start_daemon || !mhd.stop_daemon || !mhd.create_response_from_buffer ||
+	    !mhd.add_response_header || !mhd.queue_response || !mhd.destroy_response ||
+	    !mhd.lookup_connection_value) {
+		cm_err("--serve: %s lacks a function contactmap needs (%s)", MHD_SONAME, dlerror());
+		dlclose(h);
+		return -1;
+	}
+	return 0;
+}
+
 struct cm_exporter {
 	struct MHD_Daemon *mhd;
 	int fd;
@@ -651,14 +694,14 @@ struct cm_exporter {
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *type,
 			     const char *body, size_t len)
 {
-	struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	struct MHD_Response *r = mhd.create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
 	enum MHD_Result rc;
 
 	if (!r)
 		return MHD_NO;
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	rc = MHD_queue_response(c, status, r);
-	MHD_destroy_response(r);
+	mhd.add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	rc = mhd.queue_response(c, status, r);
+	mhd.destroy_response(r);
 	return rc;
 }
 
@@ -677,7 +720,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	if (strcmp(url, "/metrics"))
 		return reply(c, MHD_HTTP_NOT_FOUND, plain, "not found: see /metrics\n", 24);
 	/* OpenMetrics to a scraper that asks for it (Prometheus does, first) */
-	accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+	accept = mhd.lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
 	pthread_mutex_lock(&e->lock);
 	if (e->om && accept && strstr(accept, "application/openmetrics-text"))
 		rc = reply(c, MHD_HTTP_OK, "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -798,6 +841,10 @@ struct cm_exporter *cm_exporter_open(const char *spec)
 		cm_err("out of memory");
 		return NULL;
 	}
+	if (!mhd.start_daemon && load_mhd()) {
+		free(e);
+		return NULL;
+	}
 	pthread_mutex_init(&e->lock, NULL);
 	e->fd = listen_on(spec, e->url, sizeof(e->url));
 	if (e->fd < 0) {
@@ -807,7 +854,7 @@ struct cm_exporter *cm_exporter_open(const char *spec)
 	/* the server's threads must leave SIGINT/SIGTERM to the run loop's signalfd */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	e->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL, NULL,
+	e->mhd = mhd.start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL, NULL,
 				  handle, e, MHD_OPTION_LISTEN_SOCKET, e->fd,
 				  MHD_OPTION_CONNECTION_LIMIT, 32U, MHD_OPTION_CONNECTION_TIMEOUT, 10U,
 				  MHD_OPTION_END);
@@ -825,7 +872,7 @@ void cm_exporter_close(struct cm_exporter *e)
 {
 	if (!e)
 		return;
-	MHD_stop_daemon(e->mhd);
+	mhd.stop_daemon(e->mhd);
 	close(e->fd);
 	pthread_mutex_destroy(&e->lock);
 	free(e->text);
