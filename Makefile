@@ -15,8 +15,11 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Iinclude -I$(OUTPUT) -D_GNU_SOURCE \
 	-DCM_PREFIX='"$(PREFIX)"'
 # -ldw: DWARF unwinding (elfutils); -lstdc++: __cxa_demangle for C++ frames;
-# -pthread: the observer-cost sampling thread (src/observer.c)
-LDLIBS += -lbpf -ldw -lelf -lz -ljson-c -lm -lstdc++ -pthread
+# -pthread: the observer-cost sampling thread (src/observer.c); -lprotobuf-c:
+# --pprof's profile.proto (zlib gzips it). --serve's libmicrohttpd is
+# dlopen()ed when asked for (src/exporter.c): its headers only at build time
+LDLIBS += -lbpf -ldw -lelf -lz -ljson-c -lm -lstdc++ -pthread -lprotobuf-c
+PROTOC_C ?= protoc-c
 # -mcpu=v3: atomics that return the old value (thread generation numbers);
 # kernels 5.12 and up, below the 5.18 contactmap needs anyway
 BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) -Ivmlinux/$(ARCH) -Iinclude \
@@ -37,7 +40,9 @@ BPF_SRCS := $(wildcard bpf/*.bpf.c)
 # maps.bpf.o defines what the others declare extern; the linker wants it first
 BPF_OBJS := $(OUTPUT)/bpf/maps.bpf.o $(filter-out $(OUTPUT)/bpf/maps.bpf.o,$(patsubst bpf/%.bpf.c,$(OUTPUT)/bpf/%.bpf.o,$(BPF_SRCS)))
 SRCS := $(wildcard src/*.c)
-OBJS := $(patsubst src/%.c,$(OUTPUT)/%.o,$(SRCS)) $(OUTPUT)/syscall_table.o
+# generated sources: the syscall table, and the C of proto/profile.proto
+GEN_OBJS := $(OUTPUT)/syscall_table.o $(OUTPUT)/profile.pb-c.o
+OBJS := $(patsubst src/%.c,$(OUTPUT)/%.o,$(SRCS)) $(GEN_OBJS)
 LIB_OBJS := $(filter-out $(OUTPUT)/main.o,$(OBJS))
 
 .PHONY: all clean test test-bins unit demo check install gpu-bench bench bench-quick microbenches study study-quick
@@ -82,6 +87,16 @@ $(OUTPUT)/syscall_table.o: $(OUTPUT)/syscall_table.c include/cm.h
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
+$(OUTPUT)/profile.pb-c.c $(OUTPUT)/profile.pb-c.h &: proto/profile.proto | $(OUTPUT)
+	$(call msg,PROTOC,$@)
+	$(Q)$(PROTOC_C) --proto_path=proto --c_out=$(OUTPUT) $<
+
+$(OUTPUT)/profile.pb-c.o: $(OUTPUT)/profile.pb-c.c $(OUTPUT)/profile.pb-c.h
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(OUTPUT)/pprof.o: $(OUTPUT)/profile.pb-c.h
+
 $(OUTPUT)/%.o: src/%.c $(wildcard include/*.h src/*.h) $(OUTPUT)/contactmap.skel.h | $(OUTPUT)
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
@@ -113,7 +128,7 @@ WL_BINS := $(patsubst tests/workloads/%.c,$(OUTPUT)/tests/%,$(WL_SRCS))
 # unit tests build with sanitizers against the user-space objects
 $(OUTPUT)/tests/test_%: tests/unit/test_%.c $(wildcard tests/unit/*.h) $(LIB_OBJS) | $(OUTPUT)/tests
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CFLAGS) -Isrc -fsanitize=address,undefined $< $(patsubst $(OUTPUT)/%.o,src/%.c,$(filter-out $(OUTPUT)/syscall_table.o,$(LIB_OBJS))) $(OUTPUT)/syscall_table.c $(LDLIBS) -o $@
+	$(Q)$(CC) $(CFLAGS) -Isrc -fsanitize=address,undefined $< $(patsubst $(OUTPUT)/%.o,src/%.c,$(filter-out $(GEN_OBJS),$(LIB_OBJS))) $(patsubst %.o,%.c,$(GEN_OBJS)) $(LDLIBS) -o $@
 
 # the library test_sym dlopen()s: no frame pointers, and its .symtab moved into
 # a separate file found through .gnu_debuglink, as distributions ship them
@@ -128,9 +143,9 @@ $(OUTPUT)/tests/test_sym: $(OUTPUT)/tests/libcmtest.so
 
 # contactmap itself with sanitizers: the fuzz pass of `report` and `diff`
 # (tests/test_robustness.py) runs it over mutated reports
-$(OUTPUT)/tests/contactmap-asan: $(SRCS) $(OUTPUT)/syscall_table.c $(wildcard include/*.h src/*.h) $(OUTPUT)/contactmap.skel.h | $(OUTPUT)/tests
+$(OUTPUT)/tests/contactmap-asan: $(SRCS) $(patsubst %.o,%.c,$(GEN_OBJS)) $(wildcard include/*.h src/*.h) $(OUTPUT)/contactmap.skel.h $(OUTPUT)/profile.pb-c.h | $(OUTPUT)/tests
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CFLAGS) -fsanitize=address,undefined $(SRCS) $(OUTPUT)/syscall_table.c $(LDLIBS) -o $@
+	$(Q)$(CC) $(CFLAGS) -fsanitize=address,undefined $(SRCS) $(patsubst %.o,%.c,$(GEN_OBJS)) $(LDLIBS) -o $@
 
 $(OUTPUT)/tests/%: tests/workloads/%.c $(wildcard tests/workloads/*.h) | $(OUTPUT)/tests
 	$(call msg,CC,$@)

@@ -6,6 +6,7 @@
  * Bodies use BPF_CORE_READ so the same code serves both.
  */
 #include "common.bpf.h"
+#include "cgroup.bpf.h"
 
 /*
  * tp_btf arguments are trusted pointers the verifier lets us load from
@@ -167,7 +168,8 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	struct cm_thread *pt, *t;
 
 	pt = thread_of(ptid);
-	if (!pt)
+	/* --cgroup: an untraced parent's child that starts inside the cgroup */
+	if (!pt && !(cfg_cgroup_id && cm_in_cgroup(child)))
 		return 0;
 	t = new_thread(tid);
 	if (!t)
@@ -176,9 +178,9 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	t->tid = tid;
 	t->pid = pid;
 	t->gen = __sync_fetch_and_add(&next_gen, 1) + 1;
-	/* a new process is numbered by its first thread */
-	t->pgen = pid != pt->pid ? t->gen : pt->pgen;
-	t->ppid = pid != pt->pid ? pt->pid : pt->ppid;
+	/* a new process is numbered by its first thread (an adopted one by itself) */
+	t->pgen = !pt || pid != pt->pid ? t->gen : pt->pgen;
+	t->ppid = !pt ? BPF_CORE_READ(parent, tgid) : pid != pt->pid ? pt->pid : pt->ppid;
 	BPF_CORE_READ_STR_INTO(&t->comm, child, comm);
 	t->start_ns = bpf_ktime_get_ns();
 	/* from fork to its first run it is being set up and then runnable */
@@ -187,8 +189,9 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	t->last_cpu = (__u32)-1;
 	t->out_kstack = t->out_ustack = -1;
 	/* a new process: its mappings now (its stacks reach user space later) */
-	if (pid != pt->pid) {
-		py_on_fork(pt->pid, pid);
+	if (!pt || pid != pt->pid) {
+		if (pt)
+			py_on_fork(pt->pid, pid);
 		emit_maps(t);
 	}
 	__sync_fetch_and_add(&live_threads, 1);

@@ -372,6 +372,16 @@ struct cm_slice_event {
 	__u64 bytes;		/* BLOCK_IO */
 };
 
+/* --cgroup: a task moved into the traced cgroup (bpf/cgroup.bpf.c). */
+#define CM_EV_CGROUP_JOIN 5
+
+struct cm_cgroup_event {
+	__u32 type;		/* CM_EV_CGROUP_JOIN */
+	__u32 pid;
+	__u32 tid;
+	__u32 pad;
+};
+
 /* Drop and anomaly counters, kept in .bss and reported under "lost". */
 struct cm_counters {
 	__u64 threads_full;	/* a traced thread could not get a map entry */
@@ -396,6 +406,7 @@ struct cm_counters {
 	__u64 cp_ringbuf_full;	/* switch-in records and markers dropped: ring buffer full */
 	__u64 probe_syscalls;	/* uretprobe/uprobe trampoline syscalls in traced threads */
 	__u64 probe_syscall_ns;	/* their time: observer cost, in no syscall row */
+	__u64 cgroup_events_full;	/* --cgroup: a task that joined went unreported */
 };
 
 /*

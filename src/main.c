@@ -15,17 +15,21 @@
 #include "numarg.h"
 #include "outfile.h"
 #include "sigstate.h"
+#include "exporter.h"
+#include "cgroup.h"
 
 
 static const char usage[] =
 "Usage: contactmap [OPTIONS] -- COMMAND [ARG...]   trace COMMAND and what it starts\n"
 "       contactmap [OPTIONS] -p PID[,PID...]       attach to running processes\n"
+"       contactmap [OPTIONS] --cgroup PATH         every process of a cgroup v2 subtree\n"
 "       contactmap report [-t [N]] REPORT.json     print a saved report\n"
 "       contactmap diff BEFORE.json... [--] AFTER.json...  compare reports\n"
 "       contactmap check                           kernel features and fallbacks\n"
 "       contactmap experiment [OPTIONS] --knob KNOB... [--knob ...] -- COMMAND\n"
 "                                                  A/B runs with OS knobs, restored\n"
 "       contactmap advise REPORT.json              the experiments a report suggests\n"
+"       contactmap metrics REPORT.json             a saved report as Prometheus metrics\n"
 "\n"
 "Where does a program's wall time go? contactmap prints a ledger per process and\n"
 "thread (on-CPU, run-queue wait, blocked time by cause) and the OS contact map.\n"
@@ -33,6 +37,7 @@ static const char usage[] =
 "Options:\n"
 "  -o, --json FILE        write the JSON report (contactmap/1) to FILE ('-' = stdout)\n"
 "  -f, --folded FILE      write folded stacks, on-CPU and off-CPU in one file\n"
+"      --pprof FILE       write the same stacks as a gzipped pprof profile\n"
 "  -F, --freq HZ          on-CPU samples per second with stacks (default 99)\n"
 "      --stacks WHICH     collect stacks: oncpu, offcpu or both (implied by -f)\n"
 "      --min-block USEC   off-CPU stacks only for blocks this long (default 200)\n"
@@ -43,7 +48,12 @@ static const char usage[] =
 "      --trace-rate N     timeline events per second per CPU at most (default 100000)\n"
 "      --trace-max-mb MB  cap the timeline file (default 256)\n"
 "  -d, --duration SECS    stop tracing after SECS seconds\n"
+"      --serve [HOST:]PORT  serve /metrics (Prometheus) while tracing, until\n"
+"                         stopped; HOST is 127.0.0.1 unless given, PORT 0 picks one\n"
 "  -p, --pid PID[,PID]    attach to these processes (all threads, and children)\n"
+"      --cgroup PATH      trace every process in this cgroup v2 directory and below,\n"
+"                         those that join later too, until Ctrl-C or -d (PATH is\n"
+"                         absolute, or relative to the cgroup2 mount)\n"
 "  -t, --threads [N]      per-thread rows in the text map, longest wall time first:\n"
 "                         at most N (default 20), threads of one name grouped\n"
 "      --text FILE        the text map to FILE ('-' = stdout; default stderr)\n"
@@ -171,10 +181,14 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 	enum { OPT_MAX_THREADS = 256, OPT_MAX_ROWS, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
 	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_NO_CRITPATH,
-	       OPT_MARKER_LIB, OPT_TEXT, OPT_FOLD_PID, OPT_NO_PYTHON };
+	       OPT_MARKER_LIB, OPT_TEXT, OPT_FOLD_PID, OPT_NO_PYTHON, OPT_PPROF, OPT_SERVE,
+	       OPT_CGROUP };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
+		{ "pprof", required_argument, NULL, OPT_PPROF },
+		{ "serve", required_argument, NULL, OPT_SERVE },
+		{ "cgroup", required_argument, NULL, OPT_CGROUP },
 		{ "duration", required_argument, NULL, 'd' },
 		{ "pid", required_argument, NULL, 'p' },
 		{ "threads", optional_argument, NULL, 't' },
@@ -218,6 +232,15 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 			break;
 		case OPT_TEXT:
 			o->text_path = path_opt("--text", optarg);
+			break;
+		case OPT_PPROF:
+			o->pprof_path = path_opt("--pprof", optarg);
+			break;
+		case OPT_SERVE:
+			o->serve = optarg;
+			break;
+		case OPT_CGROUP:
+			o->cgroup_path = optarg;	/* resolved in main() */
 			break;
 		case 'd':
 			o->duration = secs_opt("-d", optarg, 0.001, 1e7);
@@ -339,14 +362,16 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		o->argv = &argv[optind];
 	if (o->argv && o->npids)
 		bad_usage("%s", "give either -p PID or -- COMMAND, not both");
-	if (!o->argv && !o->npids)
-		bad_usage("%s", "nothing to trace: give -- COMMAND or -p PID");
+	if (o->argv && o->cgroup_path)
+		bad_usage("%s", "give either --cgroup PATH or -- COMMAND, not both");
+	if (!o->argv && !o->npids && !o->cgroup_path)
+		bad_usage("%s", "nothing to trace: give -- COMMAND, -p PID or --cgroup PATH");
 	/* machine-readable lines go where they are sent, never by default */
 	if (o->interval && !o->jsonl_path)
 		bad_usage("%s", "-i needs --jsonl FILE ('--jsonl -' for stdout)");
 	if (o->jsonl_path && !o->interval)
 		bad_usage("%s", "--jsonl needs -i SECONDS");
-	if (o->folded_path && !o->fold_which)
+	if ((o->folded_path || o->pprof_path) && !o->fold_which)
 		o->fold_which = CM_FOLD_ONCPU | CM_FOLD_OFFCPU;
 	if (o->fold_which & CM_FOLD_ONCPU) {
 		if (!o->tr.sample_hz)
@@ -461,6 +486,7 @@ int main(int argc, char **argv)
 				  .python = true,
 				  .min_block_ns = 200000, .trace_sys_min_ns = 100000,
 				  .trace_max_per_sec = 100000, .trace_max_bytes = 256ULL << 20 } };
+	char cgroup[PATH_MAX];
 	int rc;
 
 	/* first: the wrapped command starts with what contactmap was given */
@@ -479,11 +505,21 @@ int main(int argc, char **argv)
 		return cm_experiment_main(argc - 1, argv + 1);
 	if (argc > 1 && !strcmp(argv[1], "advise"))
 		return cm_advise_main(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "metrics"))
+		return cm_metrics_main(argc - 1, argv + 1);
 	parse_args(argc, argv, &o);
 	if (check_privileges())
 		return 1;
-	/* every output opened (and checked) before anything runs */
-	rc = cm_run_open_outputs(&o) ? 1 : o.argv ? cm_run_wrap(&o) : cm_run_attach(&o);
+	if (o.cgroup_path) {
+		if (cm_cgroup_resolve(o.cgroup_path, cgroup, sizeof(cgroup), &o.tr.cgroup_id))
+			return 1;
+		o.cgroup_path = cgroup;
+	}
+	/* every output opened (and checked) before anything runs; the metrics
+	 * port bound too, so one in use fails at once */
+	rc = cm_run_open_outputs(&o) || (o.serve && !(o.exp = cm_exporter_open(o.serve))) ? 1
+	     : o.argv ? cm_run_wrap(&o) : cm_run_attach(&o);
+	cm_exporter_close(o.exp);
 	cm_run_close_outputs(&o);
 	free(o.pids);
 	return rc;

@@ -17,6 +17,7 @@ int cm_run_open_outputs(struct cm_run_opts *o)
 		{ o->tr.trace_path, "timeline", "--trace", &o->trace_out },
 		{ o->jsonl_path, "interval stream", "--jsonl", &o->jsonl_out },
 		{ o->text_path, "text map", "--text", &o->text_out },
+		{ o->pprof_path, "pprof profile", "--pprof", &o->pprof_out },
 	};
 	size_t n = sizeof(outs) / sizeof(outs[0]);
 
@@ -57,5 +58,7 @@ void cm_run_close_outputs(struct cm_run_opts *o)
 	cm_out_abort(o->trace_out);
 	cm_out_abort(o->jsonl_out);
 	cm_out_abort(o->text_out);
+	cm_out_abort(o->pprof_out);
 	o->json_out = o->folded_out = o->trace_out = o->jsonl_out = o->text_out = NULL;
+	o->pprof_out = NULL;
 }

@@ -90,7 +90,7 @@ static void top_functions(const struct cm_python *py, struct cm_stacks *stacks, 
 	struct fn_table t = { .py = py };
 	json_object *off = json_object_new_array(), *on = json_object_new_array();
 
-	cm_stacks_foreach(stacks, pid, fn_visit, &t);
+	cm_stacks_visit_pid(stacks, pid, fn_visit, &t);
 	qsort(t.a, t.n, sizeof(*t.a), cmp_off);
 	for (size_t i = 0; i < t.n && i < TOP_FUNCTIONS && t.a[i].offcpu; i++) {
 		json_object *f = json_object_new_object();

@@ -203,7 +203,10 @@ static void render_header(json_object *r, int width, FILE *out)
 
 	snprintf(lead, sizeof(lead), "contactmap %s — ", ver ? ver : CM_VERSION);
 	wrap_start(&w, out, width, lead, 4);
-	if (arr_len(cmd)) {
+	if (cm_json_str(target, "cgroup")) {
+		put_arg(&w, "cgroup");
+		put_arg(&w, cm_json_str(target, "cgroup"));
+	} else if (arr_len(cmd)) {
 		for (size_t i = 0; i < arr_len(cmd); i++) {
 			s = json_object_get_string(json_object_array_get_idx(cmd, i));
 			put_arg(&w, s ? s : "");

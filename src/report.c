@@ -506,6 +506,7 @@ static json_object *lost_json(const struct cm_tracer *tr, const struct cm_snapsh
 		J_INT(o, "critical_path_ringbuf_full", s->counters.cp_ringbuf_full);
 	if (tr->py)
 		J_INT(o, "python_procs_full", s->py_procs_full + cm_python_lost(tr->py));
+	J_INT(o, "cgroup_events_full", s->counters.cgroup_events_full);
 	if (tr->timeline) {
 		J_INT(o, "timeline_ringbuf_full", s->counters.trace_ringbuf_full);
 		J_INT(o, "timeline_rate_limited", s->counters.trace_rate_limited);

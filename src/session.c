@@ -31,11 +31,14 @@
 #include "python.h"
 #include "contactmap.skel.h"
 #include "stacks.h"
+#include "pprof.h"
 #include "sym.h"
 #include "timeline.h"
 #include "interval.h"
 #include "outfile.h"
 #include "sigstate.h"
+#include "exporter.h"
+#include "cgroup.h"
 
 static int on_stack_event(void *ctx, void *data, size_t len)
 {
@@ -388,8 +391,8 @@ static int signal_fd(sigset_t *old)
 	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
-/* One interval line: a cumulative report as of now, without the costly parts. */
-static void interval_tick(struct cm_tracer *tr, struct cm_run_opts *o)
+/* A cumulative report as of now, without the costly parts; NULL on error. */
+static json_object *peek_report(struct cm_tracer *tr, json_object *target)
 {
 	struct cm_tracer view = *tr;
 	struct cm_snapshot snap;
@@ -397,10 +400,43 @@ static void interval_tick(struct cm_tracer *tr, struct cm_run_opts *o)
 
 	view.stacks = NULL;
 	view.timeline = NULL;
-	if (session_peek(&view, &snap))
-		return;
-	r = cm_build_report(&view, &snap, NULL, NULL);
+	if (session_peek(&view, &snap)) {
+		json_object_put(target);
+		return NULL;
+	}
+	r = cm_build_report(&view, &snap, target, NULL);
 	session_snapshot_free(&snap);
+	return r;
+}
+
+/* --serve: /metrics from a report of every second (at most a second old). */
+static int serve_due(struct cm_tracer *tr, struct cm_run_opts *o, const char *mode, uint64_t *next)
+{
+	uint64_t now = cm_now_ns();
+
+	if (!o->exp)
+		return -1;
+	if (now >= *next) {
+		json_object *target = json_object_new_object();
+		json_object *r;
+
+		json_object_object_add(target, "mode", json_object_new_string(mode));
+		r = peek_report(tr, target);
+		if (r)
+			cm_exporter_publish(o->exp, r);
+		json_object_put(r);
+		*next = now + 1000000000ULL;
+	}
+	return (int)((*next - now) / 1000000) + 1;
+}
+
+/* One interval line: a cumulative report as of now, without the costly parts. */
+static void interval_tick(struct cm_tracer *tr, struct cm_run_opts *o)
+{
+	json_object *r = peek_report(tr, NULL);
+
+	if (!r)
+		return;
 	cm_interval_emit(o->iv, r);	/* a failure is said once, and fails the run at the end */
 	json_object_put(r);
 }
@@ -467,6 +503,18 @@ static int emit(struct cm_tracer *tr, struct cm_run_opts *o, json_object *target
 			rc = -1;
 		}
 		o->folded_out = NULL;
+	}
+	if (o->pprof_out) {
+		if (!tr->stacks || cm_pprof_write(tr->stacks, cm_out_fp(o->pprof_out), &(struct cm_pprof_info){
+			    .sample_hz = o->tr.sample_hz, .start_ns = tr->start_ns,
+			    .duration_ns = tr->end_ns - tr->start_ns, .min_block_ns = tr->min_block_ns,
+			    .which = o->fold_which })) {
+			cm_out_abort(o->pprof_out);
+			rc = -1;
+		} else if (cm_out_commit(o->pprof_out)) {
+			rc = -1;
+		}
+		o->pprof_out = NULL;
 	}
 	/* the text map goes to stderr, as perf and strace print theirs, unless
 	 * --text sends it elsewhere: stdout is the command's, or the JSON's */
@@ -683,7 +731,7 @@ int cm_run_wrap(struct cm_run_opts *o)
 
 	int pidfd = syscall(SYS_pidfd_open, child, 0);
 	uint64_t deadline = o->duration > 0 ? cm_now_ns() + (uint64_t)(o->duration * 1e9) : 0;
-	uint64_t next_tick = 0;
+	uint64_t next_tick = 0, next_pub = 0;
 	int nsig = 0, stop_sig = 0;
 
 	int gpufd = cm_gpu_poll_fd(&tr);
@@ -706,6 +754,9 @@ int cm_run_wrap(struct cm_run_opts *o)
 		if (pidfd < 0 && (timeout < 0 || timeout > 100))
 			timeout = 100;	/* no pidfd: poll for the exit */
 		int tick = interval_due(&tr, o, &next_tick);
+		if (tick >= 0 && (timeout < 0 || tick < timeout))
+			timeout = tick;
+		tick = serve_due(&tr, o, "wrap", &next_pub);
 		if (tick >= 0 && (timeout < 0 || tick < timeout))
 			timeout = tick;
 		int rb_ms = cm_tracer_poll_ms(&tr);
@@ -798,7 +849,9 @@ int cm_run_attach(struct cm_run_opts *o)
 			return 1;
 	}
 	/* while the target certainly lives: an exited one's environ is empty */
-	json_object *tenv = cm_target_env(o->pids[0]);
+	json_object *tenv = o->npids ? cm_target_env(o->pids[0]) : NULL;
+	pid_t *cg_pids = NULL;
+	int ncg = 0;
 
 	if (session_start(&tr, o)) {
 		json_object_put(tenv);
@@ -813,22 +866,34 @@ int cm_run_attach(struct cm_run_opts *o)
 			return 1;
 		}
 	}
+	if (o->cgroup_path && cm_cgroup_start(&tr, o->cgroup_path, &cg_pids, &ncg)) {
+		json_object_put(tenv);
+		session_close(&tr);
+		return 1;
+	}
+	if (!tenv)
+		tenv = ncg ? cm_target_env(cg_pids[0]) : json_object_new_object();
 	for (int i = 0; i < o->npids; i++) {
 		cm_gpu_watch_pid(&tr, o->pids[i]);
 		/* a running interpreter is described now (a new one at its exec) */
 		cm_python_add_process(tr.py, o->pids[i]);
 	}
+	for (int i = 0; i < ncg; i++) {
+		cm_gpu_watch_pid(&tr, cg_pids[i]);
+		cm_python_add_process(tr.py, cg_pids[i]);
+	}
 	deadline = o->duration > 0 ? tr.start_ns + (uint64_t)(o->duration * 1e9) : 0;
-	uint64_t next_tick = 0;
+	uint64_t next_tick = 0, next_pub = 0;
 	if (!deadline)
-		cm_info("tracing %d process(es); Ctrl-C to stop", o->npids);
+		cm_info("tracing %d process(es); Ctrl-C to stop", o->npids + ncg);
 	while (!stop_sig) {
 		struct pollfd pfd[2] = { { .fd = sfd, .events = POLLIN },
 					 { .fd = cm_tracer_event_fd(&tr), .events = POLLIN } };
 		uint64_t now = cm_now_ns();
 		int timeout = 100;
 
-		if (cm_tracer_live_threads(&tr) <= 0)
+		/* a server keeps serving what its targets did after they are gone */
+		if (!o->exp && !o->cgroup_path && cm_tracer_live_threads(&tr) <= 0)
 			break;
 		if (deadline) {
 			if (now >= deadline)
@@ -837,6 +902,9 @@ int cm_run_attach(struct cm_run_opts *o)
 				timeout = (int)((deadline - now) / 1000000) + 1;
 		}
 		int tick = interval_due(&tr, o, &next_tick);
+		if (tick >= 0 && tick < timeout)
+			timeout = tick;
+		tick = serve_due(&tr, o, o->cgroup_path ? "cgroup" : "attach", &next_pub);
 		if (tick >= 0 && tick < timeout)
 			timeout = tick;
 		if (cm_tracer_poll_ms(&tr) >= 0 && cm_tracer_poll_ms(&tr) < timeout)
@@ -856,10 +924,16 @@ int cm_run_attach(struct cm_run_opts *o)
 
 	json_object *target = json_object_new_object(), *pids = json_object_new_array();
 
-	json_object_object_add(target, "mode", json_object_new_string("attach"));
+	json_object_object_add(target, "mode", json_object_new_string(o->cgroup_path ? "cgroup" : "attach"));
 	for (int i = 0; i < o->npids; i++)
 		json_object_array_add(pids, json_object_new_int(o->pids[i]));
+	/* the cgroup's processes at the start; those that joined are in processes */
+	for (int i = 0; i < ncg; i++)
+		json_object_array_add(pids, json_object_new_int(cg_pids[i]));
+	free(cg_pids);
 	json_object_object_add(target, "pids", pids);
+	if (o->cgroup_path)
+		json_object_object_add(target, "cgroup", json_object_new_string(o->cgroup_path));
 	json_object_object_add(target, "environment", tenv);
 	int rc = emit(&tr, o, target, NULL) ? 1 : 0;
 

@@ -35,6 +35,11 @@ struct cm_run_opts {
 	/* the outputs, opened before the run (cm_run_open_outputs); each is
 	 * committed by the run and set to NULL, what is left is dropped */
 	struct cm_out *json_out, *folded_out, *trace_out, *jsonl_out, *text_out;
+	const char *pprof_path;	/* --pprof: the stacks as a gzipped profile.proto */
+	const char *serve;	/* --serve ADDR:PORT */
+	struct cm_exporter *exp;	/* its server (exporter.h): traces until stopped */
+	const char *cgroup_path;	/* --cgroup, resolved (cgroup.h); its id is in tr */
+	struct cm_out *pprof_out;	/* --pprof, opened with the other outputs */
 };
 
 /* Opens every output the options name, refusing two that name one file.
@@ -49,7 +54,8 @@ int cm_check_attach_target(pid_t pid);
 /* Traces argv until it exits; returns its exit status (128+signal), or
  * contactmap's own failure status. */
 int cm_run_wrap(struct cm_run_opts *o);
-/* Traces the running processes o->pids until Ctrl-C, -d or they all exit. */
+/* Traces the running processes o->pids until Ctrl-C, -d or they all exit;
+ * with --cgroup, also every process of the cgroup, until Ctrl-C or -d. */
 int cm_run_attach(struct cm_run_opts *o);
 
 #endif /* CM_SESSION_H */

@@ -21,6 +21,7 @@
 struct agg {
 	uint64_t hash;
 	uint32_t pid, type, cause, nr;
+	uint32_t tid;		/* pprof's tid label; the folded lines merge threads */
 	char comm[CM_COMM_LEN];
 	uint16_t nuser, nkern;
 	uint64_t *ips;		/* user frames leaf first, then kernel frames leaf first */
@@ -80,12 +81,18 @@ static uint64_t mix(uint64_t h, uint64_t v)
 	return h;
 }
 
-static bool same(const struct agg *a, const struct agg *b)
+/* The same stack of the same process, whichever thread took it. */
+static bool same_stack(const struct agg *a, const struct agg *b)
 {
-	return a->hash == b->hash && a->pid == b->pid && a->type == b->type &&
+	return a->pid == b->pid && a->type == b->type &&
 	       a->cause == b->cause && a->nr == b->nr && a->nuser == b->nuser &&
 	       a->nkern == b->nkern && !memcmp(a->comm, b->comm, CM_COMM_LEN) &&
 	       !memcmp(a->ips, b->ips, (a->nuser + a->nkern) * sizeof(uint64_t));
+}
+
+static bool same(const struct agg *a, const struct agg *b)
+{
+	return a->hash == b->hash && a->tid == b->tid && same_stack(a, b);
 }
 
 static int grow_table(struct cm_stacks *s)
@@ -114,7 +121,7 @@ static void add(struct cm_stacks *s, struct agg *key, uint64_t weight)
 {
 	size_t j;
 
-	key->hash = mix(mix(mix(key->pid, key->type), key->cause), key->nr);
+	key->hash = mix(mix(mix(mix(key->pid, key->tid), key->type), key->cause), key->nr);
 	for (int i = 0; i < key->nuser + key->nkern; i++)
 		key->hash = mix(key->hash, key->ips[i]);
 	if ((s->n + 1) * 2 > s->cap && grow_table(s))
@@ -250,6 +257,7 @@ int cm_stacks_event(struct cm_stacks *s, const void *data, size_t len)
 		}
 	}
 	key.pid = e->pid;
+	key.tid = e->tid;
 	key.type = e->type;
 	key.cause = e->type == CM_EV_OFFCPU ? e->cause : 0;
 	key.nr = e->type == CM_EV_OFFCPU ? e->sc_nr : 0;
@@ -303,7 +311,8 @@ static json_object *frames_of(struct cm_stacks *s, const struct agg *a)
 
 struct line {
 	char *text;
-	uint64_t weight;
+	uint64_t weight;	/* samples, or blocked ns (the text says which) */
+	bool offcpu;
 };
 
 static int cmp_line_text(const void *x, const void *y)
@@ -328,57 +337,97 @@ static void append(char **buf, size_t *len, size_t *cap, const char *s)
 	*len += n;
 }
 
-int cm_stacks_write_folded(struct cm_stacks *s, FILE *fp, int which)
+int cm_stacks_foreach(struct cm_stacks *s, int which, cm_stacks_fn fn, void *ctx)
 {
-	struct line *lines = calloc(s->n + 1, sizeof(*lines));
-	size_t nl = 0;
-	char tmp[4096], comm[4 * CM_COMM_LEN + 1];
+	char comm[4 * CM_COMM_LEN + 1], cause[96];
+	int rc = 0;
 
-	if (!lines) {
-		cm_err("out of memory writing folded stacks");
-		return -1;
-	}
-	for (size_t i = 0; i < s->cap; i++) {
+	for (size_t i = 0; i < s->cap && !rc; i++) {
 		const struct agg *a = &s->tab[i];
-		char *buf = NULL, cause[96];
-		size_t len = 0, cap = 0;
+		struct cm_stack_row row;
 		json_object *fr;
-		uint64_t w;
 
 		if (!a->ips || a->type == T_FPROOT)
 			continue;
 		if ((a->type == CM_EV_ONCPU && !(which & CM_FOLD_ONCPU)) ||
 		    (a->type == CM_EV_OFFCPU && !(which & CM_FOLD_OFFCPU)))
 			continue;
-		/* off-CPU time in microseconds, so it can share a graph with samples */
-		w = a->type == CM_EV_OFFCPU ? (a->weight + 500) / 1000 : a->weight;
-		if (!w)
-			continue;
 		cm_sanitize_comm(a->comm, CM_COMM_LEN, comm, sizeof(comm));
-		for (char *c = comm; *c; c++)
-			if (*c == ';' || *c == ' ')
-				*c = '_';
-		append(&buf, &len, &cap, *comm ? comm : "[unknown]");
-		if (which & CM_FOLD_PID) {
-			snprintf(tmp, sizeof(tmp), "-%u", a->pid);
-			append(&buf, &len, &cap, tmp);
-		}
-		fr = frames_of(s, a);
-		for (size_t k = 0; k < json_object_array_length(fr); k++) {
-			append(&buf, &len, &cap, ";");
-			append(&buf, &len, &cap, json_object_get_string(json_object_array_get_idx(fr, k)));
-		}
-		json_object_put(fr);
-		if (a->type == CM_EV_OFFCPU) {
+		if (a->type == CM_EV_OFFCPU)
 			cause_name(a, cause, sizeof(cause));
-			snprintf(tmp, sizeof(tmp), ";[off-cpu:%s]", cause);
-			append(&buf, &len, &cap, tmp);
+		fr = frames_of(s, a);
+		row = (struct cm_stack_row){
+			.pid = a->pid, .tid = a->tid, .comm = comm,
+			.oncpu = a->type == CM_EV_ONCPU,
+			.cause = a->type == CM_EV_OFFCPU ? cause : NULL, .weight = a->weight,
+			.nframes = json_object_array_length(fr),
+		};
+		row.frames = calloc(row.nframes + 1, sizeof(*row.frames));
+		if (!row.frames) {
+			json_object_put(fr);
+			return -1;
 		}
-		if (!buf)
-			continue;
-		lines[nl].text = buf;
-		lines[nl++].weight = w;
+		for (size_t k = 0; k < row.nframes; k++)
+			row.frames[k] = json_object_get_string(json_object_array_get_idx(fr, k));
+		rc = fn(&row, ctx);
+		free(row.frames);
+		json_object_put(fr);
 	}
+	return rc;
+}
+
+struct fold_ctx {
+	struct line *lines;
+	size_t nl;
+	int which;
+};
+
+static int fold_row(const struct cm_stack_row *r, void *ctx)
+{
+	struct fold_ctx *f = ctx;
+	char *buf = NULL, comm[4 * CM_COMM_LEN + 1], tmp[128];
+	size_t len = 0, cap = 0;
+
+	snprintf(comm, sizeof(comm), "%s", r->comm);
+	for (char *c = comm; *c; c++)
+		if (*c == ';' || *c == ' ')
+			*c = '_';
+	append(&buf, &len, &cap, *comm ? comm : "[unknown]");
+	if (f->which & CM_FOLD_PID) {
+		snprintf(tmp, sizeof(tmp), "-%u", r->pid);
+		append(&buf, &len, &cap, tmp);
+	}
+	for (size_t k = 0; k < r->nframes; k++) {
+		append(&buf, &len, &cap, ";");
+		append(&buf, &len, &cap, r->frames[k]);
+	}
+	if (r->cause) {
+		snprintf(tmp, sizeof(tmp), ";[off-cpu:%s]", r->cause);
+		append(&buf, &len, &cap, tmp);
+	}
+	if (!buf)
+		return 0;
+	f->lines[f->nl].text = buf;
+	f->lines[f->nl].offcpu = !r->oncpu;
+	f->lines[f->nl++].weight = r->weight;
+	return 0;
+}
+
+int cm_stacks_write_folded(struct cm_stacks *s, FILE *fp, int which)
+{
+	struct fold_ctx f = { .lines = calloc(s->n + 1, sizeof(*f.lines)), .which = which };
+	struct line *lines;
+	size_t nl;
+
+	if (!f.lines || cm_stacks_foreach(s, which, fold_row, &f)) {
+		cm_err("out of memory writing folded stacks");
+		for (size_t i = 0; f.lines && i < f.nl; i++)
+			free(f.lines[i].text);
+		free(f.lines);
+		return -1;
+	}
+	lines = f.lines;
+	nl = f.nl;
 	/* one line per distinct stack: different addresses may share names */
 	qsort(lines, nl, sizeof(*lines), cmp_line_text);
 
@@ -389,7 +438,12 @@ int cm_stacks_write_folded(struct cm_stacks *s, FILE *fp, int which)
 			free(lines[i].text);
 			w += lines[++i].weight;
 		}
-		fprintf(fp, "%s %llu\n", lines[i].text, (unsigned long long)w);
+		/* off-CPU time in microseconds, so it can share a graph with samples;
+		 * rounded once per line, so a line is its stacks' time, to the us */
+		if (lines[i].offcpu)
+			w = (w + 500) / 1000;
+		if (w)
+			fprintf(fp, "%s %llu\n", lines[i].text, (unsigned long long)w);
 		free(lines[i].text);
 	}
 	free(lines);
@@ -398,8 +452,23 @@ int cm_stacks_write_folded(struct cm_stacks *s, FILE *fp, int which)
 
 struct ranked {
 	const struct agg *a;
+	uint64_t weight;	/* over every thread that took the stack */
 	char cause[96];
 };
+
+/* Any order that puts one stack's entries (one per thread) side by side. */
+static int cmp_stack(const void *x, const void *y)
+{
+	const struct agg *a = ((const struct ranked *)x)->a, *b = ((const struct ranked *)y)->a;
+
+	if (a->type != b->type || a->cause != b->cause || a->nr != b->nr)
+		return a->type != b->type ? (a->type < b->type ? -1 : 1)
+		       : a->cause != b->cause ? (a->cause < b->cause ? -1 : 1) : (a->nr < b->nr ? -1 : 1);
+	if (a->nuser != b->nuser || a->nkern != b->nkern)
+		return a->nuser != b->nuser ? a->nuser - b->nuser : a->nkern - b->nkern;
+	int c = memcmp(a->comm, b->comm, CM_COMM_LEN);
+	return c ? c : memcmp(a->ips, b->ips, (a->nuser + a->nkern) * sizeof(uint64_t));
+}
 
 static int cmp_ranked(const void *x, const void *y)
 {
@@ -408,7 +477,7 @@ static int cmp_ranked(const void *x, const void *y)
 
 	if (c)
 		return c;
-	return a->a->weight > b->a->weight ? -1 : a->a->weight < b->a->weight;
+	return a->weight > b->weight ? -1 : a->weight < b->weight;
 }
 
 json_object *cm_stacks_process_json(struct cm_stacks *s, uint32_t pid, int top)
@@ -426,12 +495,23 @@ json_object *cm_stacks_process_json(struct cm_stacks *s, uint32_t pid, int top)
 		if (!a->ips || a->pid != pid || a->type == T_FPROOT)
 			continue;
 		r[nr].a = a;
+		r[nr].weight = a->weight;
 		if (a->type == CM_EV_OFFCPU)
 			cause_name(a, r[nr].cause, sizeof(r[nr].cause));
 		else
 			snprintf(r[nr].cause, sizeof(r[nr].cause), "%s", "");
 		nr++;
 	}
+	/* entries are per thread: a stack that several threads took ranks once */
+	qsort(r, nr, sizeof(*r), cmp_stack);
+	size_t m = 0;
+	for (size_t i = 0; i < nr; i++) {
+		if (m && same_stack(r[m - 1].a, r[i].a))
+			r[m - 1].weight += r[i].weight;
+		else
+			r[m++] = r[i];
+	}
+	nr = m;
 	qsort(r, nr, sizeof(*r), cmp_ranked);
 	for (size_t i = 0; i < nr;) {
 		size_t j = i;
@@ -445,7 +525,7 @@ json_object *cm_stacks_process_json(struct cm_stacks *s, uint32_t pid, int top)
 
 			json_object_object_add(e, "frames", frames_of(s, a));
 			json_object_object_add(e, a->type == CM_EV_ONCPU ? "samples" : "weight_ns",
-					       json_object_new_int64((int64_t)a->weight));
+					       json_object_new_int64((int64_t)r[k].weight));
 			json_object_array_add(list, e);
 		}
 		if (!*r[i].cause) {
@@ -462,7 +542,7 @@ json_object *cm_stacks_process_json(struct cm_stacks *s, uint32_t pid, int top)
 	return o;
 }
 
-void cm_stacks_foreach(struct cm_stacks *s, uint32_t pid, cm_stacks_visit_fn fn, void *arg)
+void cm_stacks_visit_pid(struct cm_stacks *s, uint32_t pid, cm_stacks_visit_fn fn, void *arg)
 {
 	char cause[96];
 

@@ -220,6 +220,8 @@ static void select_programs(struct contactmap_bpf *skel, const char *suffix,
 		    (!strncmp(name, "sched_waking", 12) || !strncmp(name, "irq_handler", 11) ||
 		     !strncmp(name, "softirq_", 8) || !strncmp(name, "hrtimer_expire", 14)))
 			on = false;
+		if (!strncmp(name, "cgroup_", 7) && !skel->rodata->cfg_cgroup_id)
+			on = false;
 		bpf_program__set_autoload(p, on);
 		/*
 		 * Closing a perf-event uprobe waits for an RCU grace period (some
@@ -333,6 +335,7 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const s
 	skel->rodata->cfg_oncpu_stacks = o->sample_hz > 0;
 	skel->rodata->cfg_offcpu_stacks = o->offcpu_stacks;
 	skel->rodata->cfg_min_block_ns = o->min_block_ns;
+	skel->rodata->cfg_cgroup_id = o->cgroup_id;
 	skel->rodata->cfg_trace = o->trace_path != NULL;
 	skel->rodata->cfg_critpath = o->critpath;
 	if (o->critpath)

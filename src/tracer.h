@@ -52,6 +52,7 @@ struct cm_tracer_opts {
 	bool critpath;			/* wake-ups, switch-in records, request markers */
 	const char *marker_lib;		/* --marker-lib: libcontactmap-mark.so to probe */
 	bool python;			/* Python frames and the GIL cause (python.c) */
+	uint64_t cgroup_id;		/* --cgroup: kernfs id of the target (cgroup.c); 0 = none */
 };
 
 /* Features found on this kernel, and the choices made. */

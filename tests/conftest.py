@@ -385,6 +385,8 @@ def schema_problems(report, command_exited=True):
             P.append("wrap mode report has no 'exit'")
     elif tgt.get("mode") == "attach":
         P += _missing(tgt, ("pids",), "target")
+    elif tgt.get("mode") == "cgroup":
+        P += _missing(tgt, ("pids", "cgroup"), "target")
     else:
         P.append(f"target.mode is {tgt.get('mode')!r}")
     w = report["window"]
