@@ -12,6 +12,7 @@
 #include "gpu.h"
 #include "stacks.h"
 #include "interval.h"
+#include "procfs.h"
 
 
 static const char usage[] =
@@ -52,6 +53,10 @@ static const char usage[] =
 "                         on kernels before 6.5 (default: block_io_start)\n"
 "      --gpu MODE         CUDA work: auto (default: CUPTI agent when wrapping,\n"
 "                         uprobes when attaching), cupti, uprobes, or off\n"
+"      --tier TIER        how figures are obtained: bpf (root or CAP_BPF+CAP_PERFMON),\n"
+"                         procfs (your own processes, no privileges: /proc and\n"
+"                         perf_event_open; -F sets its off-CPU sampling rate,\n"
+"                         default 100 Hz), or auto (default: bpf where allowed)\n"
 "  -v, --verbose          more messages; -vv adds libbpf's log\n"
 "  -h, --help             this help\n"
 "  -V, --version          print the version\n"
@@ -61,7 +66,8 @@ static const char usage[] =
 "  contactmap -o run.json -- make -j2      # also save the JSON report\n"
 "  contactmap -p 4242 -d 10                # attach to a running process for 10 s\n"
 "\n"
-"Needs root (or CAP_BPF+CAP_PERFMON) and a kernel with BTF.\n";
+"The BPF tier needs root (or CAP_BPF+CAP_PERFMON) and a kernel with BTF; without\n"
+"them contactmap runs the procfs tier on your own processes (contactmap check).\n";
 
 static void bad_usage(const char *fmt, const char *arg)
 {
@@ -108,7 +114,7 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 {
 	enum { OPT_MAX_THREADS = 256, OPT_MAX_ROWS, OPT_ATTACH_TYPE, OPT_STACKS, OPT_MIN_BLOCK, OPT_TRACE,
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
-	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM };
+	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_TIER };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -131,6 +137,7 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		{ "gpu", required_argument, NULL, OPT_GPU },
 		{ "observer-cost", required_argument, NULL, OPT_OBSERVER },
 		{ "no-observer-cost", no_argument, NULL, OPT_NO_OBSERVER },
+		{ "tier", required_argument, NULL, OPT_TIER },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -166,6 +173,7 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 			o->tr.sample_hz = strtoul(optarg, &end, 10);
 			if (*end || end == optarg || o->tr.sample_hz < 1 || o->tr.sample_hz > 10000)
 				bad_usage("bad frequency '%s': 1 to 10000 Hz", optarg);
+			o->freq = o->tr.sample_hz;
 			break;
 		case OPT_STACKS:
 		{
@@ -187,6 +195,14 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		case OPT_NO_OBSERVER:
 			o->tr.observer = CM_OBS_OFF;
 			break;
+		case OPT_TIER:
+		{
+			static const int tier[] = { CM_TIER_AUTO, CM_TIER_BPF, CM_TIER_PROCFS };
+
+			o->tier = tier[keyword(optarg, (const char *const[]){ "auto", "bpf", "procfs", NULL },
+					       "bad --tier '%s': auto, bpf or procfs")];
+			break;
+		}
 		case 'i':
 			errno = 0;
 			o->interval = strtod(optarg, &end);
@@ -290,14 +306,15 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 	o->tr.offcpu_stacks = (o->fold_which & CM_FOLD_OFFCPU) != 0;
 }
 
-static int check_privileges(void)
+/* Whether the BPF tier may run: root, or CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN). */
+static bool bpf_privileged(void)
 {
 	unsigned long long eff = 0;
 	char line[256];
 	FILE *fp;
 
 	if (geteuid() == 0)
-		return 0;
+		return true;
 	fp = fopen("/proc/self/status", "re");
 	while (fp && fgets(line, sizeof(line), fp))
 		if (sscanf(line, "CapEff: %llx", &eff) == 1)
@@ -305,9 +322,15 @@ static int check_privileges(void)
 	if (fp)
 		fclose(fp);
 	/* CAP_SYS_ADMIN = 21, CAP_PERFMON = 38, CAP_BPF = 39 */
-	if ((eff & (1ULL << 21)) || ((eff & (1ULL << 38)) && (eff & (1ULL << 39))))
+	return (eff & (1ULL << 21)) || ((eff & (1ULL << 38)) && (eff & (1ULL << 39)));
+}
+
+static int check_privileges(void)
+{
+	if (bpf_privileged())
 		return 0;
-	cm_err("needs root or CAP_BPF+CAP_PERFMON: run it with sudo");
+	cm_err("the BPF tier needs root or CAP_BPF+CAP_PERFMON: run it with sudo, or without "
+	       "--tier bpf for the procfs tier");
 	return -1;
 }
 
@@ -348,10 +371,16 @@ static int cmd_check(void)
 	struct cm_tracer_opts to = { .max_threads = 64, .max_syscall_rows = 64 };
 	struct cm_tracer tr = { 0 };
 	struct cm_features *f = &tr.feat;
+	struct cm_pf_caps caps;
 	int loaded;
 
-	if (check_privileges())
-		return 1;
+	cm_pf_probe(&caps);
+	if (!bpf_privileged()) {
+		printf("contactmap %s: no root or CAP_BPF+CAP_PERFMON, so no BPF\n", CM_VERSION);
+		cm_pf_check_print(stdout, &caps, false);
+		printf("tier in use: procfs\n");
+		return 0;
+	}
 	loaded = cm_tracer_start(&tr, &to);
 	cm_probe_features(f, true);	/* with the costly probes the run skips */
 	printf("contactmap %s: kernel features\n", CM_VERSION);
@@ -378,6 +407,8 @@ static int cmd_check(void)
 	print_feature("CUPTI agent", cm_gpu_agent_found(), cm_gpu_agent_found() ? "libcontactmap-cupti.so found: wrap mode uses CUPTI"
 									     : "not installed: GPU work from uprobes only");
 	printf("attach type in use: %s\n", f->attach_type ? f->attach_type : "none (programs did not load)");
+	cm_pf_check_print(stdout, &caps, !loaded);
+	printf("tier in use: %s\n", loaded ? "procfs (the BPF programs did not load)" : "bpf");
 	cm_tracer_close(&tr);
 	return loaded ? 1 : 0;
 }
@@ -399,8 +430,14 @@ int main(int argc, char **argv)
 	if (argc > 1 && !strcmp(argv[1], "diff"))
 		return cm_diff_main(argc - 1, argv + 1);
 	parse_args(argc, argv, &o);
-	if (check_privileges())
+	if (o.tier == CM_TIER_AUTO) {
+		o.tier = bpf_privileged() ? CM_TIER_BPF : CM_TIER_PROCFS;
+		o.tier_reason = "no root or CAP_BPF+CAP_PERFMON";
+	}
+	if (o.tier == CM_TIER_BPF && check_privileges())
 		return 1;
+	if (o.tier == CM_TIER_PROCFS && cm_procfs_check_opts(&o))
+		return 2;
 	if (o.json_path && cm_check_writable(o.json_path))
 		return 1;
 	if (o.folded_path && cm_check_writable(o.folded_path))
@@ -409,7 +446,10 @@ int main(int argc, char **argv)
 		return 1;
 	if (o.jsonl_path && !(o.iv = cm_interval_open(o.jsonl_path)))
 		return 1;
-	rc = o.argv ? cm_run_wrap(&o) : cm_run_attach(&o);
+	if (o.tier == CM_TIER_PROCFS)
+		rc = o.argv ? cm_procfs_run_wrap(&o) : cm_procfs_run_attach(&o);
+	else
+		rc = o.argv ? cm_run_wrap(&o) : cm_run_attach(&o);
 	cm_interval_close(o.iv);
 	free(o.pids);
 	return rc;

@@ -28,12 +28,20 @@ struct cm_run_opts {
 	int npids;
 	char **argv;		/* wrap mode command */
 	struct cm_tracer_opts tr;
+	int tier;		/* CM_TIER_*: --tier */
+	unsigned freq;		/* -F as given (0: not given) */
+	const char *tier_reason;	/* why the procfs tier runs */
 };
+
+enum { CM_TIER_AUTO = 0, CM_TIER_BPF, CM_TIER_PROCFS };
 
 /* Traces argv until it exits; returns its exit status (128+signal), or
  * contactmap's own failure status. */
 int cm_run_wrap(struct cm_run_opts *o);
 /* Traces the running processes o->pids until Ctrl-C, -d or they all exit. */
 int cm_run_attach(struct cm_run_opts *o);
+/* COMMAND as execvp would find it: 0, or the exit status of a shell that
+ * cannot run it (127 not found, 126 not executable), printed. */
+int cm_resolve_command(const char *cmd, char *out, size_t sz);
 
 #endif /* CM_SESSION_H */

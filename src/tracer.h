@@ -83,6 +83,7 @@ struct cm_gpu_state;
 struct cm_observer;
 struct cm_life;
 struct cm_books;
+struct cm_snapshot;
 
 struct cm_tracer {
 	struct contactmap_bpf *skel;
@@ -103,6 +104,10 @@ struct cm_tracer {
 	struct cm_features feat;
 	uint64_t start_ns, end_ns;
 	unsigned seeded;
+	/* another tier's state (the procfs tier, pftrack.h) and its parts of
+	 * the report, added by cm_build_report when set */
+	void *tier;
+	void (*tier_report)(const struct cm_tracer *tr, struct cm_snapshot *s, json_object *report);
 };
 
 /* Everything read back from the maps after detaching. */

@@ -1,0 +1,1013 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The procfs tier's tables (pftrack.h): threads and processes followed by
+ * polling /proc (and perf fork records where perf_event_open is allowed),
+ * each thread's counters kept fresh, and its off-CPU state sampled.
+ *
+ * A tick (default 100 Hz) samples every live thread, as cheaply as it can:
+ * a process whose CPU clock did not move ran nothing, so each of its threads
+ * is where the last tick found it (no read at all); a thread whose schedstat
+ * did not move has not run, so it still waits where it waited (one read);
+ * one blocked that way for a while is checked less often (up to every 8th
+ * tick, each check booking the ticks it stood for). Only a thread that ran
+ * is read in full: wchan (blocked or not), then syscall and stat. The rate
+ * itself comes down when the sampler would take more than its budget (1% of
+ * one CPU), and the report says so.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "cm.h"
+#include "tracer.h"
+#include "books.h"
+#include "pftrack_int.h"
+
+#define ADAPT_NS 1000000000ULL
+#define TRIM_NS 1000000000ULL
+#define SCAN_NS 1000000000ULL		/* /proc scan without the children file */
+#define BOOKS_GRACE_NS 1000000000ULL
+#define MAX_EVERY 8
+#define STILL_BEFORE_BACKOFF 3
+
+/* ---- tid -> thread and pid -> process, open addressing ------------------------ */
+
+static size_t hslot(uint32_t k, size_t cap)
+{
+	return (k * 2654435761u) & (cap - 1);
+}
+
+/* keys at ptrs[i] are read through key(); NULL is empty */
+static void **hfind(void **tab, size_t cap, uint32_t k, uint32_t (*key)(const void *))
+{
+	if (!cap)
+		return NULL;
+	for (size_t j = hslot(k, cap);; j = (j + 1) & (cap - 1)) {
+		if (!tab[j])
+			return &tab[j];
+		if (key(tab[j]) == k)
+			return &tab[j];
+	}
+}
+
+static int hput(void ***tab, size_t *cap, size_t n, void *v, uint32_t (*key)(const void *))
+{
+	void **slot;
+
+	if ((n + 1) * 2 > *cap) {
+		size_t nc = *cap ? *cap * 2 : 256;
+		void **nt = calloc(nc, sizeof(*nt));
+
+		if (!nt)
+			return -1;
+		for (size_t i = 0; i < *cap; i++)
+			if ((*tab)[i])
+				*hfind(nt, nc, key((*tab)[i]), key) = (*tab)[i];
+		free(*tab);
+		*tab = nt;
+		*cap = nc;
+	}
+	slot = hfind(*tab, *cap, key(v), key);
+	*slot = v;
+	return 0;
+}
+
+/* Linear probing's deletion: the entries after the hole move back. */
+static void hdel(void **tab, size_t cap, uint32_t k, uint32_t (*key)(const void *))
+{
+	void **slot = hfind(tab, cap, k, key);
+	size_t i, j;
+
+	if (!slot || !*slot)
+		return;
+	i = (size_t)(slot - tab);
+	tab[i] = NULL;
+	for (j = (i + 1) & (cap - 1); tab[j]; j = (j + 1) & (cap - 1)) {
+		size_t h = hslot(key(tab[j]), cap);
+
+		/* tab[j] stays unless the hole lies between its home and j */
+		if ((j > i && (h <= i || h > j)) || (j < i && h <= i && h > j)) {
+			tab[i] = tab[j];
+			tab[j] = NULL;
+			i = j;
+		}
+	}
+}
+
+static uint32_t tkey(const void *v)
+{
+	return (uint32_t)((const struct pf_thread *)v)->tid;
+}
+
+static struct pf_thread *find_thread(const struct cm_pf *pf, pid_t tid)
+{
+	void **s = hfind((void **)pf->tmap, pf->tcap, (uint32_t)tid, tkey);
+
+	return s ? *s : NULL;
+}
+
+/* The live process with this pid (ended ones stay in pf->procs only). */
+struct pf_proc *cm_pf_find_proc(const struct cm_pf *pf, pid_t pid)
+{
+	for (size_t i = pf->nprocs; i-- > 0;)
+		if (pf->procs[i]->pid == pid && !pf->procs[i]->ended)
+			return pf->procs[i];
+	return NULL;
+}
+
+/* ---- pending forks (perf) ----------------------------------------------------------- */
+
+static ssize_t pending_find(const struct cm_pf *pf, uint32_t tid)
+{
+	for (size_t i = 0; i < pf->npending; i++)
+		if (pf->pending[i].tid == tid)
+			return (ssize_t)i;
+	return -1;
+}
+
+static void pending_drop(struct cm_pf *pf, size_t i)
+{
+	pf->pending[i] = pf->pending[--pf->npending];
+}
+
+/* ---- reading a task ---------------------------------------------------------------- */
+
+static uint64_t ticks_ns(const struct cm_pf *pf, uint64_t ticks)
+{
+	return ticks * 1000000000ULL / (uint64_t)pf->caps.clk_tck;
+}
+
+static int read_schedstat(struct cm_pf *pf, struct pf_thread *th)
+{
+	char buf[128];
+	ssize_t n = cm_pf_read(&th->f, PF_SCHEDSTAT, buf, sizeof(buf));
+	uint64_t ex, rd, pc;
+
+	if (n < 0)
+		return (int)n;
+	if (cm_pf_parse_schedstat(buf, &ex, &rd, &pc))
+		return -EINVAL;
+	th->cur.exec = ex;
+	th->cur.rd = rd;
+	th->cur.pcount = pc;
+	return 0;
+}
+
+/* stat and status: the split, faults, switches, comm, state. */
+static int read_detail(struct cm_pf *pf, struct pf_thread *th, char *state)
+{
+	char buf[2048];
+	struct cm_pf_stat st;
+	ssize_t n = cm_pf_read(&th->f, PF_STAT, buf, sizeof(buf));
+
+	if (n < 0)
+		return (int)n;
+	if (cm_pf_parse_stat(buf, &st))
+		return -EINVAL;
+	if (th->starttime && st.starttime != th->starttime)
+		return -ESRCH;	/* not the thread we followed */
+	th->starttime = st.starttime;
+	*state = st.state;
+	th->cur.utime = st.utime;
+	th->cur.stime = st.stime;
+	th->cur.minflt = st.minflt;
+	th->cur.majflt = st.majflt;
+	snprintf(th->comm, sizeof(th->comm), "%.*s", (int)sizeof(th->comm) - 1, st.comm);
+	if (!pf->caps.schedstat) {
+		/* the kernel's own split of its exact runtime, in ticks: the best
+		 * a thread has without schedstat (the process total stays exact) */
+		th->cur.exec = ticks_ns(pf, st.utime + st.stime);
+	}
+	/* a zombie's counters are final, and still there to read */
+	n = cm_pf_read(&th->f, PF_STATUS, buf, sizeof(buf));
+	if (n >= 0)
+		cm_pf_parse_switches(buf, &th->cur.vol, &th->cur.invol);
+	return 0;
+}
+
+/* Whole-process counters: the CPU clock, stat and io (ended threads included). */
+static void read_whole(struct cm_pf *pf, struct pf_proc *p, char *state, long *nthreads)
+{
+	char buf[2048];
+	struct cm_pf_stat st;
+	ssize_t n;
+
+	if (p->clk_ok) {
+		uint64_t c = pf_clock(p->clk);
+
+		if (c != PF_NO_CLOCK)
+			p->cur.clock = c;
+	}
+	n = cm_pf_read(&p->f, PF_STAT, buf, sizeof(buf));
+	if (n < 0) {
+		*state = 'X';
+		*nthreads = 0;
+		return;
+	}
+	if (!cm_pf_parse_stat(buf, &st)) {
+		*state = st.state;
+		*nthreads = st.num_threads;
+		p->cur.utime = st.utime;
+		p->cur.stime = st.stime;
+		p->cur.minflt = st.minflt;
+		p->cur.majflt = st.majflt;
+		p->ppid = st.ppid;
+		p->have_whole = true;
+		if (st.state == 'Z' && st.has_exit_code) {
+			p->exit_code = st.exit_code;
+			p->has_exit_code = true;
+		}
+		if (!p->clk_ok)
+			p->cur.clock = ticks_ns(pf, st.utime + st.stime);
+	}
+	n = cm_pf_read(&p->f, PF_IO, buf, sizeof(buf));
+	if (n >= 0 && !cm_pf_parse_io(buf, &p->cur.io))
+		p->have_io = true;
+}
+
+/* ---- following ------------------------------------------------------------------------ */
+
+static struct pf_thread *add_thread(struct cm_pf *pf, struct pf_proc *p, pid_t tid, bool seeded);
+
+static uint64_t boot_to_mono(const struct cm_pf *pf, uint64_t starttime)
+{
+	uint64_t b = ticks_ns(pf, starttime);
+
+	return b > pf->boot_offset_ns ? b - pf->boot_offset_ns : 0;
+}
+
+static void thread_start(struct cm_pf *pf, struct pf_thread *th, bool seeded, uint64_t now)
+{
+	uint64_t est, lo = pf->window_start, hi, used = th->cur.exec + th->cur.rd;
+	ssize_t pi = pending_find(pf, (uint32_t)th->tid);
+
+	if (seeded) {
+		th->start_ns = now < lo ? lo : now;
+		return;
+	}
+	est = pi >= 0 ? pf->pending[pi].fork_ns : boot_to_mono(pf, th->starttime);
+	/* its start is no later than what it has run and waited so far allows */
+	hi = now > lo + used ? now - used : lo;
+	th->start_ns = est < lo ? lo : est > hi ? hi : est;
+}
+
+static struct pf_thread *add_thread(struct cm_pf *pf, struct pf_proc *p, pid_t tid, bool seeded)
+{
+	struct pf_thread *th;
+	uint64_t now = cm_now_ns();
+	ssize_t pi;
+	char state = 0;
+
+	if ((th = find_thread(pf, tid)))
+		return th->p == p ? th : NULL;
+	th = calloc(1, sizeof(*th));
+	if (!th)
+		return NULL;
+	th->tid = tid;
+	th->p = p;
+	th->s_cause = CM_PF_NOT_BLOCKED;
+	th->every = th->due = 1;
+	if (cm_pf_task_open(&th->f, p->pid, tid))
+		goto gone;
+	if (pf->caps.schedstat && read_schedstat(pf, th))
+		goto gone;
+	if (read_detail(pf, th, &state) || state == 'Z' || state == 'X')
+		goto gone;
+	th->detail_ns = now;
+	th->detail_pcount = th->cur.pcount;
+	th->detail_exec = th->cur.exec;
+	th->s_exec = th->cur.exec;
+	th->s_pcount = th->cur.pcount;
+	if (seeded)
+		th->base = th->cur;
+	th->last_ns = th->run_ns = now;
+	th->run_exec = th->cur.exec;
+	th->run_rd = th->cur.rd;
+	thread_start(pf, th, seeded, now);
+	th->held = p->held;
+	th->gen = ++pf->next_gen;
+	if (pf->nthreads == pf->capthreads) {
+		size_t nc = pf->capthreads ? pf->capthreads * 2 : 64;
+		struct pf_thread **n = realloc(pf->threads, nc * sizeof(*n));
+
+		if (!n)
+			goto gone;
+		pf->threads = n;
+		pf->capthreads = nc;
+	}
+	if (hput((void ***)&pf->tmap, &pf->tcap, pf->nthreads, th, tkey))
+		goto gone;
+	pf->threads[pf->nthreads++] = th;
+	if (pf->nthreads > pf->max_live_threads)
+		pf->max_live_threads = pf->nthreads;
+	p->nlive++;
+	p->threads_seen++;
+	if (tid == p->pid)
+		p->leader_seen = true;
+	if (p->start_ns == 0 || th->start_ns < p->start_ns)
+		p->start_ns = th->start_ns;
+	if ((pi = pending_find(pf, (uint32_t)tid)) >= 0)
+		pending_drop(pf, (size_t)pi);
+	return th;
+gone:
+	cm_pf_task_close(&th->f);
+	free(th);
+	return NULL;
+}
+
+/* Every thread /proc/PID/task lists that the table lacks. */
+static void scan_tasks(struct cm_pf *pf, struct pf_proc *p, bool seeded)
+{
+	char path[64];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)p->pid);
+	d = opendir(path);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char *end;
+		long tid = strtol(de->d_name, &end, 10);
+
+		if (*end || tid <= 0)
+			continue;
+		if (!find_thread(pf, (pid_t)tid))
+			add_thread(pf, p, (pid_t)tid, seeded);
+	}
+	closedir(d);
+	p->scan_ns = cm_now_ns();
+}
+
+int cm_pf_add_process(struct cm_pf *pf, pid_t pid, bool seeded, bool held, bool command)
+{
+	struct pf_proc *p;
+	char state;
+	long nth;
+
+	if (cm_pf_find_proc(pf, pid))
+		return 0;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->pid = pid;
+	p->pgen = ++pf->next_gen;
+	p->seeded = seeded;
+	p->held = held;
+	p->command = command;
+	if (cm_pf_task_open(&p->f, pid, 0)) {
+		int err = -errno;
+
+		free(p);
+		return err;
+	}
+	p->clk_ok = clock_getcpuclockid(pid, &p->clk) == 0 && pf_clock(p->clk) != PF_NO_CLOCK;
+	read_whole(pf, p, &state, &nth);
+	if (!p->have_whole || state == 'Z' || state == 'X') {
+		cm_pf_task_close(&p->f);
+		free(p);
+		return -ESRCH;
+	}
+	{
+		char buf[2048];
+		struct cm_pf_stat st;
+
+		if (cm_pf_read(&p->f, PF_STAT, buf, sizeof(buf)) >= 0 && !cm_pf_parse_stat(buf, &st))
+			snprintf(p->comm, sizeof(p->comm), "%.*s", (int)sizeof(p->comm) - 1, st.comm);
+	}
+	if (seeded)
+		p->base = p->cur;
+	p->tick_clock = p->cur.clock;
+	p->last_ns = cm_now_ns();
+	if (pf->nprocs == pf->capprocs) {
+		size_t nc = pf->capprocs ? pf->capprocs * 2 : 32;
+		struct pf_proc **n = realloc(pf->procs, nc * sizeof(*n));
+
+		if (!n) {
+			cm_pf_task_close(&p->f);
+			free(p);
+			return -ENOMEM;
+		}
+		pf->procs = n;
+		pf->capprocs = nc;
+	}
+	pf->procs[pf->nprocs++] = p;
+	pf->procs_seen++;
+	scan_tasks(pf, p, seeded);
+	p->held = false;	/* only the thread there now waits to exec */
+	return 0;
+}
+
+void cm_pf_perf_follow(struct cm_pf *pf, pid_t pid, bool enable_on_exec)
+{
+	for (size_t i = 0; pf->perf && i < pf->nthreads; i++) {
+		struct pf_thread *th = pf->threads[i];
+		int err;
+
+		if (th->p->pid != pid)
+			continue;
+		err = cm_perf_follow(pf->perf, th->tid, enable_on_exec);
+		if (err && err != -EMFILE && err != -ESRCH)
+			cm_debug("perf_event_open on thread %d: %s", (int)th->tid, strerror(-err));
+	}
+}
+
+/* Children that threads which ran may have started. */
+static void scan_children(struct cm_pf *pf, struct pf_thread *th)
+{
+	char buf[4096], *p, *end;
+	ssize_t n = cm_pf_read(&th->f, PF_CHILDREN, buf, sizeof(buf));
+
+	if (n <= 0)
+		return;
+	for (p = buf; *p; p = end) {
+		long pid = strtol(p, &end, 10);
+
+		if (end == p)
+			break;
+		if (pid > 0 && !cm_pf_find_proc(pf, (pid_t)pid))
+			cm_pf_add_process(pf, (pid_t)pid, false, false, false);
+	}
+}
+
+/* Without the children file: every process on the host whose parent is followed. */
+static void scan_proc_dir(struct cm_pf *pf)
+{
+	struct dirent *de;
+	DIR *d = opendir("/proc");
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char *end, path[64], buf[1024];
+		long pid = strtol(de->d_name, &end, 10);
+		struct cm_pf_stat st;
+		ssize_t n;
+		int fd;
+
+		if (*end || pid <= 0 || cm_pf_find_proc(pf, (pid_t)pid))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = 0;
+		if (!cm_pf_parse_stat(buf, &st) && st.ppid > 0 && cm_pf_find_proc(pf, st.ppid))
+			cm_pf_add_process(pf, (pid_t)pid, false, false, false);
+	}
+	closedir(d);
+}
+
+/* ---- ends ------------------------------------------------------------------------------- */
+
+static void free_thread(struct pf_thread *th)
+{
+	cm_pf_task_close(&th->f);
+	free(th->causes);
+	free(th);
+}
+
+static struct pf_thread *unlink_thread(struct cm_pf *pf, size_t i)
+{
+	struct pf_thread *th = pf->threads[i];
+
+	hdel((void **)pf->tmap, pf->tcap, (uint32_t)th->tid, tkey);
+	pf->threads[i] = pf->threads[--pf->nthreads];
+	return th;
+}
+
+/* The process has no thread left: its final whole-process figures (a zombie
+ * still has them), then its rest into the books. */
+static void proc_check_end(struct cm_pf *pf, struct pf_proc *p)
+{
+	char state = 0;
+	long nth = 0;
+
+	if (p->ended || p->nlive || p->final_read)
+		return;
+	read_whole(pf, p, &state, &nth);
+	if (state != 'X' && !(state == 'Z' && nth <= 1)) {
+		/* threads the table has not met yet: the next scan finds them */
+		p->dirty = true;
+		return;
+	}
+	/* its last threads' exit records before its books close */
+	cm_perf_drain(pf->perf);
+	p->end_ns = p->last_ns;
+	if (p->command && !pf->have_rusage) {
+		p->final_read = true;	/* its rusage closes the books: cm_pf_command_rusage */
+		return;
+	}
+	cm_pfl_proc_end(pf, p);
+	cm_pf_task_close(&p->f);
+}
+
+/* Thread i is gone (its files say so, or it is a zombie whose counters are
+ * final): into the books; a leader waits for its process to end. */
+static void thread_ended(struct cm_pf *pf, size_t i)
+{
+	struct pf_thread *th = unlink_thread(pf, i);
+	struct pf_proc *p = th->p;
+	uint64_t est;
+
+	/* when it ended: perf's exit record says; else, as if it ran and waited
+	 * without a break from the last check that saw it run, which its final
+	 * counters (a zombie's) say how long */
+	if (th->exit_ns) {
+		th->last_ns = th->exit_ns;
+	} else if (th->run_ns) {
+		est = th->run_ns + (th->cur.exec - th->run_exec) + (th->cur.rd - th->run_rd);
+		if (est > th->last_ns)
+			th->last_ns = est > cm_now_ns() ? cm_now_ns() : est;
+	}
+	th->ended = true;
+	cm_pfl_account_end(pf, th);
+	p->nlive--;
+	if (th->last_ns > p->last_ns)
+		p->last_ns = th->last_ns;
+	if (th->tid == p->pid && !p->leader) {
+		cm_pf_task_close(&th->f);
+		p->leader = th;
+	} else {
+		cm_pfl_retire(pf, th, 0);
+		free_thread(th);
+	}
+	proc_check_end(pf, p);
+}
+
+/* ---- sampling ------------------------------------------------------------------------------ */
+
+static void book(struct pf_thread *th, uint32_t code, uint64_t n)
+{
+	if (code == CM_PF_NOT_BLOCKED || !n)
+		return;
+	th->samples += n;
+	for (uint32_t i = 0; i < th->ncauses; i++)
+		if (th->causes[i].code == code) {
+			th->causes[i].n += n;
+			return;
+		}
+	if (th->ncauses == th->capcauses) {
+		uint32_t nc = th->capcauses ? th->capcauses * 2 : 4;
+		struct pf_cause *c = realloc(th->causes, nc * sizeof(*c));
+
+		if (!c)
+			return;
+		th->causes = c;
+		th->capcauses = nc;
+	}
+	th->causes[th->ncauses++] = (struct pf_cause){ code, n };
+}
+
+/* Where the thread is now: NOT_BLOCKED, or the cause it waits in. */
+static uint32_t classify_now(struct cm_pf *pf, struct pf_thread *th, int *err)
+{
+	char wchan[128], sys[256], state = 0;
+	ssize_t n = cm_pf_read(&th->f, PF_WCHAN, wchan, sizeof(wchan));
+	long nr;
+
+	*err = 0;
+	/* the kernel names a wchan only for a task that is off the run queue */
+	if (n >= 0 && (n == 0 || !strcmp(wchan, "0")))
+		return CM_PF_NOT_BLOCKED;
+	if (n < 0 && n != -EACCES && n != -EPERM) {
+		*err = (int)n;
+		return CM_PF_NOT_BLOCKED;
+	}
+	if (n < 0)
+		wchan[0] = 0;
+	n = cm_pf_read(&th->f, PF_SYSCALL, sys, sizeof(sys));
+	nr = n > 0 ? cm_pf_parse_syscall(sys) : CM_PF_SYS_BAD;
+	if (nr == CM_PF_SYS_RUNNING)
+		return CM_PF_NOT_BLOCKED;
+	*err = read_detail(pf, th, &state);
+	if (*err)
+		return CM_PF_NOT_BLOCKED;
+	th->detail_ns = th->last_ns;
+	th->detail_pcount = th->cur.pcount;
+	th->detail_exec = th->cur.exec;
+	if (state == 'Z' || state == 'X') {
+		*err = -ESRCH;
+		return CM_PF_NOT_BLOCKED;
+	}
+	return cm_pf_classify(state, nr, wchan);
+}
+
+/* One check of thread th, for the ticks since its last one. 0, or -errno: gone. */
+static int check_thread(struct cm_pf *pf, struct pf_thread *th, uint64_t now)
+{
+	uint32_t was = th->s_cause, cause;
+	uint64_t weight = th->since;
+	bool changed = true;
+	int err;
+
+	th->since = 0;
+	if (pf->caps.schedstat) {
+		err = read_schedstat(pf, th);
+		if (err)
+			return err;
+		changed = th->cur.exec != th->s_exec || th->cur.pcount != th->s_pcount;
+	}
+	pf->checks++;
+	if (!changed && th->known && was != CM_PF_NOT_BLOCKED) {
+		/* it has not run: still where it was, blocked (an exit takes a run) */
+		th->last_ns = now;
+		book(th, was, weight);
+		if (++th->still >= STILL_BEFORE_BACKOFF && th->every < MAX_EVERY)
+			th->every *= 2;
+		th->due = th->every;
+		return 0;
+	}
+	if (!changed && th->known && !th->exit_ns && ++th->stale < 2) {
+		/* runnable, waiting for a CPU since the last check */
+		th->last_ns = now;
+		return 0;
+	}
+	if (!changed && th->known) {
+		/* runnable and not run for two checks, or perf says it exited: a zombie? */
+		char state = 0;
+
+		err = read_detail(pf, th, &state);
+		if (err || state == 'Z' || state == 'X')
+			return err ? err : -ESRCH;
+		th->stale = 0;
+		th->last_ns = now;
+		return 0;
+	}
+	th->stale = 0;
+	th->last_ns = now;
+	th->run_ns = now;
+	th->run_exec = th->cur.exec;
+	th->run_rd = th->cur.rd;
+	if (changed) {
+		th->ran = true;
+		th->p->dirty = true;
+		th->held = false;
+	}
+	if (th->held)
+		return 0;	/* contactmap's child, waiting to exec: not the command yet */
+	cause = classify_now(pf, th, &err);
+	cm_debug("procfs: tid %d: exec %llu pcount %llu: cause %#x err %d", (int)th->tid,
+		 (unsigned long long)th->cur.exec, (unsigned long long)th->cur.pcount, cause, err);
+	if (err)
+		return err;
+	/* it ran in between: the ticks before this one go to where it was */
+	if (weight > 1 && th->known && was != CM_PF_NOT_BLOCKED) {
+		book(th, was, weight - 1);
+		weight = 1;
+	}
+	book(th, cause, weight);
+	th->known = true;
+	th->s_cause = cause;
+	th->s_exec = th->cur.exec;
+	th->s_pcount = th->cur.pcount;
+	th->still = 0;
+	th->every = th->due = 1;
+	return 0;
+}
+
+static void detail_pass(struct cm_pf *pf, bool final)
+{
+	uint64_t now = cm_now_ns();
+
+	for (size_t i = 0; i < pf->nthreads;) {
+		struct pf_thread *th = pf->threads[i];
+		char state = 0;
+		int err = 0;
+
+		if (final && pf->caps.schedstat)
+			err = read_schedstat(pf, th);
+		if (!err && (final || !pf->caps.schedstat || th->cur.pcount != th->detail_pcount ||
+			     th->cur.exec != th->detail_exec)) {
+			err = read_detail(pf, th, &state);
+			th->detail_ns = now;
+			th->detail_pcount = th->cur.pcount;
+			th->detail_exec = th->cur.exec;
+			if (!err && state != 'Z' && state != 'X')
+				th->last_ns = now;
+		}
+		if (err || state == 'Z' || state == 'X') {
+			thread_ended(pf, i);
+			continue;
+		}
+		i++;
+	}
+	for (size_t i = 0; i < pf->nprocs; i++) {
+		struct pf_proc *p = pf->procs[i];
+		char state;
+		long nth;
+
+		if (p->ended || (!p->dirty && !final && p->scan_ns))
+			continue;
+		if (pf->caps.children_file)
+			for (size_t k = 0; k < pf->nthreads; k++)
+				if (pf->threads[k]->p == p && (pf->threads[k]->ran || final))
+					scan_children(pf, pf->threads[k]);
+		scan_tasks(pf, p, false);
+		read_whole(pf, p, &state, &nth);
+		p->last_ns = now;
+		p->dirty = false;
+		for (size_t k = 0; k < pf->nthreads; k++)
+			if (pf->threads[k]->p == p)
+				pf->threads[k]->ran = false;
+		proc_check_end(pf, p);
+	}
+	if (!pf->caps.children_file && (final || now >= pf->next_scan)) {
+		scan_proc_dir(pf);
+		pf->next_scan = now + SCAN_NS;
+	}
+}
+
+static void adapt(struct cm_pf *pf, uint64_t now)
+{
+	uint64_t spent = pf->window_cpu_ns, span = ADAPT_NS;
+	double share = (double)spent / (double)span;
+	unsigned hz = pf->hz;
+
+	pf->window_cpu_ns = 0;
+	if (share > pf->o.budget && hz > 1) {
+		double f = pf->o.budget / share * 0.8;
+
+		hz = (unsigned)(hz * f);
+		if (hz < 1)
+			hz = 1;
+		pf->lowered++;
+	} else if (share < pf->o.budget / 3 && hz < pf->o.hz) {
+		hz = hz * 2 > pf->o.hz ? pf->o.hz : hz * 2;
+	}
+	if (hz != pf->hz) {
+		pf->hz = hz;
+		pf->tick_ns = 1000000000ULL / hz;
+		pf->next_tick = now + pf->tick_ns;
+		if (hz < pf->min_hz) {
+			pf->min_hz = hz;
+			pf->threads_at_min = pf->nthreads;
+		}
+	}
+}
+
+void cm_pf_tick(struct cm_pf *pf)
+{
+	uint64_t now = cm_now_ns(), c0, c1;
+
+	if (now < pf->next_tick && now < pf->next_detail)
+		return;
+	c0 = pf_clock(CLOCK_THREAD_CPUTIME_ID);
+	cm_perf_drain(pf->perf);
+	if (now >= pf->next_tick) {
+		pf->ticks++;
+		pf->hz_time_sum += (uint64_t)pf->hz * pf->tick_ns;
+		pf->hz_time_ns += pf->tick_ns;
+		/* a process whose CPU clock stood still ran nothing */
+		for (size_t i = 0; i < pf->nprocs; i++) {
+			struct pf_proc *p = pf->procs[i];
+			uint64_t c;
+
+			if (p->ended || !p->clk_ok)
+				continue;
+			c = pf_clock(p->clk);
+			p->quiet = c != PF_NO_CLOCK && c == p->tick_clock && pf->caps.schedstat;
+			if (c != PF_NO_CLOCK) {
+				p->dirty |= c != p->tick_clock;
+				p->tick_clock = p->cur.clock = c;
+			}
+		}
+		for (size_t i = 0; i < pf->nthreads;) {
+			struct pf_thread *th = pf->threads[i];
+			int err;
+
+			pf->thread_ticks++;
+			th->since++;
+			if (th->p->quiet && th->known && th->s_cause != CM_PF_NOT_BLOCKED) {
+				/* the thread is where the last tick found it */
+				book(th, th->s_cause, th->since);
+				th->since = 0;
+				th->last_ns = now;
+				i++;
+				continue;
+			}
+			if (th->due > 1) {
+				th->due--;
+				i++;
+				continue;
+			}
+			err = check_thread(pf, th, now);
+			if (err) {
+				thread_ended(pf, i);
+				continue;
+			}
+			i++;
+		}
+		pf->next_tick += pf->tick_ns;
+		if (pf->next_tick <= now)
+			pf->next_tick = now + pf->tick_ns;	/* fell behind: no burst */
+	}
+	c1 = pf_clock(CLOCK_THREAD_CPUTIME_ID);
+	pf->sampler_ns += c1 - c0;
+	pf->window_cpu_ns += c1 - c0;
+	if (now >= pf->next_detail) {
+		detail_pass(pf, false);
+		pf->next_detail = now + pf->o.detail_ns;
+		pf->detail_ns_cpu += pf_clock(CLOCK_THREAD_CPUTIME_ID) - c1;
+	}
+	if (now >= pf->next_adapt) {
+		adapt(pf, now);
+		pf->next_adapt = now + ADAPT_NS;
+	}
+	if (now >= pf->next_trim) {
+		cm_books_trim(pf->tr->books, now, BOOKS_GRACE_NS);
+		pf->next_trim = now + TRIM_NS;
+	}
+}
+
+int cm_pf_next_ms(const struct cm_pf *pf)
+{
+	uint64_t now = cm_now_ns(), next = pf->next_tick < pf->next_detail ? pf->next_tick : pf->next_detail;
+
+	return next <= now ? 0 : (int)((next - now + 999999) / 1000000);
+}
+
+void cm_pf_final(struct cm_pf *pf)
+{
+	uint64_t c0 = pf_clock(CLOCK_THREAD_CPUTIME_ID);
+
+	cm_perf_drain(pf->perf);
+	detail_pass(pf, true);
+	cm_perf_drain(pf->perf);
+	pf->detail_ns_cpu += pf_clock(CLOCK_THREAD_CPUTIME_ID) - c0;
+}
+
+size_t cm_pf_live(const struct cm_pf *pf)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < pf->nprocs; i++)
+		n += !pf->procs[i]->ended;
+	return n;
+}
+
+/* ---- perf records ------------------------------------------------------------------------------ */
+
+static void on_fork(void *ctx, uint32_t pid, uint32_t ppid, uint32_t tid, uint32_t ptid, uint64_t ns)
+{
+	struct cm_pf *pf = ctx;
+	struct pf_proc *p;
+
+	if (find_thread(pf, (pid_t)tid) || pending_find(pf, tid) >= 0)
+		return;
+	if (pf->npending == pf->cappending) {
+		size_t nc = pf->cappending ? pf->cappending * 2 : 64;
+		struct pf_pending *n = realloc(pf->pending, nc * sizeof(*n));
+
+		if (!n)
+			return;
+		pf->pending = n;
+		pf->cappending = nc;
+	}
+	pf->pending[pf->npending++] = (struct pf_pending){ tid, pid, ns };
+	/* meet it now, while it may still be alive */
+	p = cm_pf_find_proc(pf, (pid_t)pid);
+	if (p)
+		add_thread(pf, p, (pid_t)tid, false);
+	else if (tid == pid)
+		cm_pf_add_process(pf, (pid_t)pid, false, false, false);
+}
+
+static void on_exit_rec(void *ctx, uint32_t pid, uint32_t tid, uint64_t ns)
+{
+	struct cm_pf *pf = ctx;
+	struct pf_thread *th = find_thread(pf, (pid_t)tid);
+	ssize_t pi = pending_find(pf, tid);
+	struct pf_proc *p;
+
+	if (th) {
+		th->exit_ns = ns;
+		return;
+	}
+	if (pi < 0)
+		return;	/* seen, and already gone from the table */
+	p = cm_pf_find_proc(pf, (pid_t)pid);
+	if (p) {
+		p->unseen_threads++;
+		p->unseen_ns += ns > pf->pending[pi].fork_ns ? ns - pf->pending[pi].fork_ns : 0;
+	} else {
+		pf->orphan_threads++;
+		pf->orphan_procs += tid == pid;
+		pf->orphan_ns += ns > pf->pending[pi].fork_ns ? ns - pf->pending[pi].fork_ns : 0;
+	}
+	pending_drop(pf, (size_t)pi);
+}
+
+static void on_comm(void *ctx, uint32_t pid, uint32_t tid, char *comm, size_t sz)
+{
+	struct cm_pf *pf = ctx;
+	struct pf_thread *th = find_thread(pf, (pid_t)tid);
+	struct pf_proc *p = th ? th->p : cm_pf_find_proc(pf, (pid_t)pid);
+
+	snprintf(comm, sz, "%s", th ? th->comm : p ? p->comm : "");
+}
+
+/* ---- life --------------------------------------------------------------------------------------- */
+
+struct cm_pf *cm_pf_new(struct cm_tracer *tr, const struct cm_pf_caps *caps, const struct cm_pf_opts *o)
+{
+	struct cm_pf *pf = calloc(1, sizeof(*pf));
+	uint64_t now = cm_now_ns();
+
+	if (!pf)
+		return NULL;
+	pf->tr = tr;
+	pf->caps = *caps;
+	pf->o = *o;
+	if (!pf->o.hz)
+		pf->o.hz = 100;
+	if (!pf->o.detail_ns)
+		pf->o.detail_ns = 100000000ULL;
+	if (pf->o.budget <= 0)
+		pf->o.budget = 0.01;
+	pf->hz = pf->min_hz = pf->o.hz;
+	pf->tick_ns = 1000000000ULL / pf->hz;
+	pf->boot_offset_ns = pf_clock(CLOCK_BOOTTIME) - now;
+	pf->window_start = now;
+	pf->next_tick = now + pf->tick_ns;
+	pf->next_detail = now + pf->o.detail_ns;
+	pf->next_adapt = now + ADAPT_NS;
+	pf->next_trim = now + TRIM_NS;
+	if (caps->perf) {
+		static const struct cm_perf_ops ops = { .fork = on_fork, .exit = on_exit_rec, .comm = on_comm };
+
+		pf->perf = cm_perf_new(o->stack_hz, tr->stacks, &ops, pf, pf->perf_error, sizeof(pf->perf_error));
+	} else {
+		snprintf(pf->perf_error, sizeof(pf->perf_error), "%s", caps->perf_error);
+	}
+	return pf;
+}
+
+void cm_pf_open_window(struct cm_pf *pf, uint64_t now)
+{
+	pf->window_start = now;
+	pf->next_tick = now + pf->tick_ns;
+	pf->next_detail = now + pf->o.detail_ns;
+}
+
+void cm_pf_free(struct cm_pf *pf)
+{
+	if (!pf)
+		return;
+	while (pf->nthreads)
+		free_thread(unlink_thread(pf, pf->nthreads - 1));
+	for (size_t i = 0; i < pf->nprocs; i++) {
+		if (pf->procs[i]->leader)
+			free_thread(pf->procs[i]->leader);
+		cm_pf_task_close(&pf->procs[i]->f);
+		free(pf->procs[i]);
+	}
+	cm_perf_free(pf->perf);
+	free(pf->threads);
+	free(pf->tmap);
+	free(pf->procs);
+	free(pf->pending);
+	free(pf);
+}
+
+
+void cm_pf_command_exited(struct cm_pf *pf, pid_t pid, int status)
+{
+	struct pf_proc *p = cm_pf_find_proc(pf, pid);
+
+	pf->command = pid;
+	if (p) {
+		/* the kernel's exit_code word, as the BPF tier reports it */
+		p->exit_code = status;
+		p->has_exit_code = true;
+	}
+}
+
+void cm_pf_command_rusage(struct cm_pf *pf, const struct rusage *ru)
+{
+	struct pf_proc *p = cm_pf_find_proc(pf, pf->command);
+
+	pf->ru = *ru;
+	pf->have_rusage = true;
+	cm_pfl_close_books(pf);
+	if (p && p->final_read) {
+		p->final_read = false;
+		cm_pfl_proc_end(pf, p);
+		cm_pf_task_close(&p->f);
+	}
+}
+
+bool cm_pf_has_perf(const struct cm_pf *pf)
+{
+	return pf->perf != NULL;
+}
+
+const char *cm_pf_perf_error(const struct cm_pf *pf)
+{
+	return pf->perf_error;
+}
