@@ -200,13 +200,10 @@ static void proc_rest(const struct cm_pf *pf, const struct pf_proc *p, struct pf
 	uint64_t seen_min = p->ended_minflt, seen_maj = p->ended_majflt;
 	uint64_t pexec = sub0(p->cur.clock, p->base.clock), puser;
 
-	for (size_t i = 0; i < pf->nthreads; i++) {
-		const struct pf_thread *th = pf->threads[i];
+	for (size_t i = 0; i < p->ntl; i++) {
 		struct pf_fig f;
 
-		if (th->p != p)
-			continue;
-		thread_fig(th, &f);
+		thread_fig(p->tl[i], &f);
 		seen_exec += f.exec;
 		seen_user += f.user;
 		seen_min += f.minflt;
@@ -307,13 +304,10 @@ static void proc_totals(const struct cm_pf *pf, const struct pf_proc *p, struct 
 	tot->majflt = p->ended_majflt;
 	tot->vol = p->ended_vol;
 	tot->invol = p->ended_invol;
-	for (size_t i = 0; i < pf->nthreads; i++) {
-		const struct pf_thread *th = pf->threads[i];
+	for (size_t i = 0; i < p->ntl; i++) {
 		struct pf_fig f;
 
-		if (th->p != p)
-			continue;
-		thread_fig(th, &f);
+		thread_fig(p->tl[i], &f);
 		tot->exec += f.exec;
 		tot->user += f.user;
 		tot->minflt += f.minflt;
@@ -478,6 +472,7 @@ int cm_pf_snapshot(struct cm_pf *pf, struct cm_snapshot *s)
 	struct cm_perf_counts pc;
 
 	memset(s, 0, sizeof(*s));
+	cm_pf_flush(pf);
 	pf->tr->end_ns = end;
 	for (size_t i = 0; i < pf->nthreads; i++)
 		if (snap_thread(pf, &g, pf->threads[i], end))

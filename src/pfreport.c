@@ -46,9 +46,16 @@ static uint64_t total_samples(const struct cm_pf *pf)
 	return n;
 }
 
+/* The rate achieved: ticks over the window. Below the rate asked for when
+ * the budget lowered it, or when the CPUs are so busy that contactmap itself
+ * waits for one (an unprivileged observer has no priority over the program). */
 static double mean_hz(const struct cm_pf *pf)
 {
-	return pf->hz_time_ns ? (double)pf->hz_time_sum / (double)pf->hz_time_ns : pf->hz;
+	uint64_t span = pf->tr->end_ns > pf->window_start ? pf->tr->end_ns - pf->window_start : 0;
+
+	if (span < pf->tick_ns * 2)
+		return pf->hz;
+	return (double)pf->ticks * 1e9 / (double)span;
 }
 
 static bool perf_counts(const struct cm_pf *pf)
@@ -158,6 +165,7 @@ static json_object *sampler_json(const struct cm_pf *pf, uint64_t window_ns)
 	json_object_object_add(o, "detail_cpu_share",
 			       json_object_new_double(window_ns ? (double)pf->detail_ns_cpu / (double)window_ns : 0));
 	J_INT(o, "detail_interval_ns", pf->o.detail_ns);
+	J_INT(o, "discovery_cpu_ns", pf->discover_ns);
 	J_INT(o, "proc_reads", cm_pf_reads);
 	J_INT(o, "proc_opens", cm_pf_opens);
 	J_INT(o, "max_live_threads", pf->max_live_threads);
@@ -174,7 +182,7 @@ static json_object *closure_json(const struct cm_pf *pf)
 	const uint64_t want[] = { c->r_oncpu, c->r_user, c->r_minflt, c->r_majflt, c->r_vol, c->r_invol };
 
 	J_STR(o, "source", "wait4 rusage of the command: itself and the descendants it waited for");
-	J_STR(o, "booked_to", c->to_command ? "the command's (unseen) row" : "process 0, (unseen)");
+	J_STR(o, "booked_to", c->to_command ? "the command's (unseen) row" : "pid 0 (unseen)");
 	for (int i = 0; i < 6; i++) {
 		json_object *k = json_object_new_object();
 

@@ -34,6 +34,11 @@
 
 /* ---- tid -> thread and pid -> process, open addressing ------------------------ */
 
+static uint64_t sub0u(uint64_t a, uint64_t b)
+{
+	return a > b ? a - b : 0;
+}
+
 static size_t hslot(uint32_t k, size_t cap)
 {
 	return (k * 2654435761u) & (cap - 1);
@@ -155,8 +160,8 @@ static int read_schedstat(struct cm_pf *pf, struct pf_thread *th)
 	return 0;
 }
 
-/* stat and status: the split, faults, switches, comm, state. */
-static int read_detail(struct cm_pf *pf, struct pf_thread *th, char *state)
+/* stat: the split, faults, comm, state. */
+static int read_stat(struct cm_pf *pf, struct pf_thread *th, char *state)
 {
 	char buf[2048];
 	struct cm_pf_stat st;
@@ -180,11 +185,52 @@ static int read_detail(struct cm_pf *pf, struct pf_thread *th, char *state)
 		 * a thread has without schedstat (the process total stays exact) */
 		th->cur.exec = ticks_ns(pf, st.utime + st.stime);
 	}
+	return 0;
+}
+
+/* stat and status (switches): the exact counters, on the detail cadence. */
+static int read_detail(struct cm_pf *pf, struct pf_thread *th, char *state)
+{
+	char buf[2048];
+	int err = read_stat(pf, th, state);
+	ssize_t n;
+
+	if (err)
+		return err;
 	/* a zombie's counters are final, and still there to read */
 	n = cm_pf_read(&th->f, PF_STATUS, buf, sizeof(buf));
 	if (n >= 0)
 		cm_pf_parse_switches(buf, &th->cur.vol, &th->cur.invol);
 	return 0;
+}
+
+/* Syscalls that wait interruptibly only, never in io_schedule: a thread
+ * blocked in one is in S, and its stat need not be read to know it. */
+static bool waits_interruptibly(long nr)
+{
+	static int nrs[24];
+	static int n = -1;
+
+	if (n < 0) {
+		static const char *const names[] = {
+			"futex", "futex_waitv", "clock_nanosleep", "nanosleep", "epoll_wait", "epoll_pwait",
+			"epoll_pwait2", "poll", "ppoll", "select", "pselect6", "wait4", "waitid", "pause",
+			"rt_sigsuspend", "rt_sigtimedwait", "accept", "accept4", "recvfrom", "recvmsg",
+			"recvmmsg", "semtimedop", "msgrcv", "mq_timedreceive",
+		};
+
+		n = 0;
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+			int x = cm_syscall_nr(names[i]);
+
+			if (x >= 0)
+				nrs[n++] = x;
+		}
+	}
+	for (int i = 0; i < n; i++)
+		if (nrs[i] == nr)
+			return true;
+	return false;
 }
 
 /* Whole-process counters: the CPU clock, stat and io (ended threads included). */
@@ -213,6 +259,8 @@ static void read_whole(struct cm_pf *pf, struct pf_proc *p, char *state, long *n
 		p->cur.stime = st.stime;
 		p->cur.minflt = st.minflt;
 		p->cur.majflt = st.majflt;
+		p->cur.cminflt = st.cminflt;
+		p->cur.cmajflt = st.cmajflt;
 		p->ppid = st.ppid;
 		p->have_whole = true;
 		if (st.state == 'Z' && st.has_exit_code) {
@@ -253,7 +301,21 @@ static void thread_start(struct cm_pf *pf, struct pf_thread *th, bool seeded, ui
 	th->start_ns = est < lo ? lo : est > hi ? hi : est;
 }
 
+static struct pf_thread *add_thread_(struct cm_pf *pf, struct pf_proc *p, pid_t tid, bool seeded);
+static void flush_quiet(struct pf_thread *th);
+
+/* Meeting a thread costs its files' first reads: counted apart from the
+ * sampler's steady cost (and its budget), as threads come and go. */
 static struct pf_thread *add_thread(struct cm_pf *pf, struct pf_proc *p, pid_t tid, bool seeded)
+{
+	uint64_t c0 = pf_clock(CLOCK_THREAD_CPUTIME_ID);
+	struct pf_thread *th = add_thread_(pf, p, tid, seeded);
+
+	pf->discover_ns += pf_clock(CLOCK_THREAD_CPUTIME_ID) - c0;
+	return th;
+}
+
+static struct pf_thread *add_thread_(struct cm_pf *pf, struct pf_proc *p, pid_t tid, bool seeded)
 {
 	struct pf_thread *th;
 	uint64_t now = cm_now_ns();
@@ -267,7 +329,7 @@ static struct pf_thread *add_thread(struct cm_pf *pf, struct pf_proc *p, pid_t t
 		return NULL;
 	th->tid = tid;
 	th->p = p;
-	th->s_cause = CM_PF_NOT_BLOCKED;
+	th->s_cause = th->last_cause = CM_PF_NOT_BLOCKED;
 	th->every = th->due = 1;
 	if (cm_pf_task_open(&th->f, p->pid, tid))
 		goto gone;
@@ -287,6 +349,7 @@ static struct pf_thread *add_thread(struct cm_pf *pf, struct pf_proc *p, pid_t t
 	th->run_rd = th->cur.rd;
 	thread_start(pf, th, seeded, now);
 	th->held = p->held;
+	th->qbase = p->quiet_ticks;
 	th->gen = ++pf->next_gen;
 	if (pf->nthreads == pf->capthreads) {
 		size_t nc = pf->capthreads ? pf->capthreads * 2 : 64;
@@ -297,9 +360,21 @@ static struct pf_thread *add_thread(struct cm_pf *pf, struct pf_proc *p, pid_t t
 		pf->threads = n;
 		pf->capthreads = nc;
 	}
+	if (p->ntl == p->captl) {
+		size_t nc = p->captl ? p->captl * 2 : 8;
+		struct pf_thread **n = realloc(p->tl, nc * sizeof(*n));
+
+		if (!n)
+			goto gone;
+		p->tl = n;
+		p->captl = nc;
+	}
 	if (hput((void ***)&pf->tmap, &pf->tcap, pf->nthreads, th, tkey))
 		goto gone;
+	th->idx = pf->nthreads;
 	pf->threads[pf->nthreads++] = th;
+	th->pidx = p->ntl;
+	p->tl[p->ntl++] = th;
 	if (pf->nthreads > pf->max_live_threads)
 		pf->max_live_threads = pf->nthreads;
 	p->nlive++;
@@ -402,12 +477,12 @@ int cm_pf_add_process(struct cm_pf *pf, pid_t pid, bool seeded, bool held, bool 
 
 void cm_pf_perf_follow(struct cm_pf *pf, pid_t pid, bool enable_on_exec)
 {
-	for (size_t i = 0; pf->perf && i < pf->nthreads; i++) {
-		struct pf_thread *th = pf->threads[i];
+	struct pf_proc *p = cm_pf_find_proc(pf, pid);
+
+	for (size_t i = 0; pf->perf && p && i < p->ntl; i++) {
+		struct pf_thread *th = p->tl[i];
 		int err;
 
-		if (th->p->pid != pid)
-			continue;
 		err = cm_perf_follow(pf->perf, th->tid, enable_on_exec);
 		if (err && err != -EMFILE && err != -ESRCH)
 			cm_debug("perf_event_open on thread %d: %s", (int)th->tid, strerror(-err));
@@ -472,13 +547,64 @@ static void free_thread(struct pf_thread *th)
 	free(th);
 }
 
-static struct pf_thread *unlink_thread(struct cm_pf *pf, size_t i)
+/* Out of the table, the live array and its process's list (swapping the
+ * last in: an index loop over either sees the swapped one next). */
+static struct pf_thread *unlink_thread(struct cm_pf *pf, struct pf_thread *th)
 {
-	struct pf_thread *th = pf->threads[i];
+	struct pf_proc *p = th->p;
 
 	hdel((void **)pf->tmap, pf->tcap, (uint32_t)th->tid, tkey);
-	pf->threads[i] = pf->threads[--pf->nthreads];
+	pf->threads[th->idx] = pf->threads[--pf->nthreads];
+	pf->threads[th->idx]->idx = th->idx;
+	p->tl[th->pidx] = p->tl[--p->ntl];
+	p->tl[th->pidx]->pidx = th->pidx;
 	return th;
+}
+
+/*
+ * A child reaped before its last figures were read: its parent's stat now
+ * holds them, as cminflt and cmajflt (what its reaped children faulted, their
+ * own children included). What those grew by beyond the children already
+ * accounted is this child's, when it is the only one that can have ended
+ * since: no other followed child of the parent is gone, and no child it
+ * started ended unseen (perf says; without perf, nothing is taken).
+ */
+static void faults_from_parent(struct cm_pf *pf, struct pf_proc *p)
+{
+	struct pf_proc *q = cm_pf_find_proc(pf, p->ppid);
+	char buf[2048];
+	struct cm_pf_stat st;
+	uint64_t mn, mj;
+
+	if (!q || !pf->perf || q == p || cm_pf_read(&q->f, PF_STAT, buf, sizeof(buf)) < 0 ||
+	    cm_pf_parse_stat(buf, &st))
+		return;
+	for (size_t i = 0; i < pf->nprocs; i++) {
+		struct pf_proc *r = pf->procs[i];
+
+		if (r != p && !r->ended && r->ppid == q->pid &&
+		    cm_pf_read(&r->f, PF_STAT, buf, sizeof(buf)) < 0)
+			goto resync;	/* another child gone at the same time */
+	}
+	if (q->kids_unseen != q->kids_unseen_done)
+		goto resync;
+	mn = st.cminflt - q->base.cminflt - q->kids_minflt;
+	mj = st.cmajflt - q->base.cmajflt - q->kids_majflt;
+	if (st.cminflt < q->base.cminflt + q->kids_minflt || st.cmajflt < q->base.cmajflt + q->kids_majflt ||
+	    mn < p->cur.minflt + p->cur.cminflt || mj < p->cur.majflt + p->cur.cmajflt)
+		goto resync;
+	q->kids_minflt += mn;
+	q->kids_majflt += mj;
+	/* its own: the total less its children's, as last read */
+	p->cur.minflt = mn - p->cur.cminflt;
+	p->cur.majflt = mj - p->cur.cmajflt;
+	p->faults_from_parent = true;
+	return;
+resync:
+	/* what cannot be told apart stays in the closure: count from here */
+	q->kids_unseen_done = q->kids_unseen;
+	q->kids_minflt = st.cminflt > q->base.cminflt ? st.cminflt - q->base.cminflt : 0;
+	q->kids_majflt = st.cmajflt > q->base.cmajflt ? st.cmajflt - q->base.cmajflt : 0;
 }
 
 /* The process has no thread left: its final whole-process figures (a zombie
@@ -499,6 +625,17 @@ static void proc_check_end(struct cm_pf *pf, struct pf_proc *p)
 	/* its last threads' exit records before its books close */
 	cm_perf_drain(pf->perf);
 	p->end_ns = p->last_ns;
+	if (state == 'X')
+		faults_from_parent(pf, p);
+	else if (p->ppid > 0) {
+		/* a zombie, read: what its parent will take in when it reaps it */
+		struct pf_proc *q = cm_pf_find_proc(pf, p->ppid);
+
+		if (q && q != p) {
+			q->kids_minflt += p->cur.minflt + p->cur.cminflt;
+			q->kids_majflt += p->cur.majflt + p->cur.cmajflt;
+		}
+	}
 	if (p->command && !pf->have_rusage) {
 		p->final_read = true;	/* its rusage closes the books: cm_pf_command_rusage */
 		return;
@@ -509,11 +646,13 @@ static void proc_check_end(struct cm_pf *pf, struct pf_proc *p)
 
 /* Thread i is gone (its files say so, or it is a zombie whose counters are
  * final): into the books; a leader waits for its process to end. */
-static void thread_ended(struct cm_pf *pf, size_t i)
+static void thread_ended(struct cm_pf *pf, struct pf_thread *th)
 {
-	struct pf_thread *th = unlink_thread(pf, i);
 	struct pf_proc *p = th->p;
 	uint64_t est;
+
+	flush_quiet(th);
+	unlink_thread(pf, th);
 
 	/* when it ended: perf's exit record says; else, as if it ran and waited
 	 * without a break from the last check that saw it run, which its final
@@ -564,7 +703,27 @@ static void book(struct pf_thread *th, uint32_t code, uint64_t n)
 	th->causes[th->ncauses++] = (struct pf_cause){ code, n };
 }
 
-/* Where the thread is now: NOT_BLOCKED, or the cause it waits in. */
+/* The cause a full read found, for the samples that cannot read it. */
+static uint32_t remember(struct pf_thread *th, uint32_t cause)
+{
+	if (cause != CM_PF_NOT_BLOCKED)
+		th->last_cause = cause;
+	return cause;
+}
+
+/*
+ * Where the thread is now: NOT_BLOCKED, or the cause it waits in.
+ *
+ * wchan first: the kernel names one only for a task asleep and off the run
+ * queue, and then the syscall file answers at once. Without a wchan, the
+ * syscall file is not read: for a task that went to sleep but was preempted
+ * on its way (still on the run queue) it waits a scheduler tick, and keeps
+ * waiting while the CPUs are busy. stat tells such a task (and one the
+ * scheduler keeps queued after it slept, delayed dequeue, 6.12) from a
+ * running one: asleep, it is booked to the cause its last full read found.
+ * A thread waiting in futex, a sleep or a poll needs nothing more than its
+ * syscall; stat (is it in D?) only when that can change the answer.
+ */
 static uint32_t classify_now(struct cm_pf *pf, struct pf_thread *th, int *err)
 {
 	char wchan[128], sys[256], state = 0;
@@ -572,30 +731,59 @@ static uint32_t classify_now(struct cm_pf *pf, struct pf_thread *th, int *err)
 	long nr;
 
 	*err = 0;
-	/* the kernel names a wchan only for a task that is off the run queue */
-	if (n >= 0 && (n == 0 || !strcmp(wchan, "0")))
-		return CM_PF_NOT_BLOCKED;
 	if (n < 0 && n != -EACCES && n != -EPERM) {
 		*err = (int)n;
 		return CM_PF_NOT_BLOCKED;
+	}
+	if (n >= 0 && (n == 0 || !strcmp(wchan, "0"))) {
+		*err = read_stat(pf, th, &state);
+		if (*err)
+			return CM_PF_NOT_BLOCKED;
+		if (state == 'Z' || state == 'X') {
+			*err = -ESRCH;
+			return CM_PF_NOT_BLOCKED;
+		}
+		if (state == 'T' || state == 't')
+			return CM_PF_OTHER;
+		return state == 'S' || state == 'D' ? th->last_cause : CM_PF_NOT_BLOCKED;
 	}
 	if (n < 0)
 		wchan[0] = 0;
 	n = cm_pf_read(&th->f, PF_SYSCALL, sys, sizeof(sys));
 	nr = n > 0 ? cm_pf_parse_syscall(sys) : CM_PF_SYS_BAD;
 	if (nr == CM_PF_SYS_RUNNING)
-		return CM_PF_NOT_BLOCKED;
-	*err = read_detail(pf, th, &state);
+		return th->last_cause;	/* asleep when wchan was read, woken since */
+	if (waits_interruptibly(nr))
+		return remember(th, cm_pf_classify('S', nr, wchan));
+	*err = read_stat(pf, th, &state);
 	if (*err)
 		return CM_PF_NOT_BLOCKED;
-	th->detail_ns = th->last_ns;
-	th->detail_pcount = th->cur.pcount;
-	th->detail_exec = th->cur.exec;
 	if (state == 'Z' || state == 'X') {
 		*err = -ESRCH;
 		return CM_PF_NOT_BLOCKED;
 	}
-	return cm_pf_classify(state, nr, wchan);
+	return remember(th, cm_pf_classify(state, nr, wchan));
+}
+
+/* The ticks its process stood still (nothing of it ran): the thread was
+ * where its last check found it, blocked there, and alive. */
+static void flush_quiet(struct pf_thread *th)
+{
+	struct pf_proc *p = th->p;
+	uint64_t n = p->quiet_ticks - th->qbase;
+
+	th->qbase = p->quiet_ticks;
+	if (!n || !th->known || th->s_cause == CM_PF_NOT_BLOCKED)
+		return;
+	book(th, th->s_cause, n);
+	if (p->quiet_ns > th->last_ns)
+		th->last_ns = p->quiet_ns;
+}
+
+void cm_pf_flush(struct cm_pf *pf)
+{
+	for (size_t i = 0; i < pf->nthreads; i++)
+		flush_quiet(pf->threads[i]);
 }
 
 /* One check of thread th, for the ticks since its last one. 0, or -errno: gone. */
@@ -652,8 +840,6 @@ static int check_thread(struct cm_pf *pf, struct pf_thread *th, uint64_t now)
 	if (th->held)
 		return 0;	/* contactmap's child, waiting to exec: not the command yet */
 	cause = classify_now(pf, th, &err);
-	cm_debug("procfs: tid %d: exec %llu pcount %llu: cause %#x err %d", (int)th->tid,
-		 (unsigned long long)th->cur.exec, (unsigned long long)th->cur.pcount, cause, err);
 	if (err)
 		return err;
 	/* it ran in between: the ticks before this one go to where it was */
@@ -692,7 +878,7 @@ static void detail_pass(struct cm_pf *pf, bool final)
 				th->last_ns = now;
 		}
 		if (err || state == 'Z' || state == 'X') {
-			thread_ended(pf, i);
+			thread_ended(pf, th);
 			continue;
 		}
 		i++;
@@ -705,21 +891,34 @@ static void detail_pass(struct cm_pf *pf, bool final)
 		if (p->ended || (!p->dirty && !final && p->scan_ns))
 			continue;
 		if (pf->caps.children_file)
-			for (size_t k = 0; k < pf->nthreads; k++)
-				if (pf->threads[k]->p == p && (pf->threads[k]->ran || final))
-					scan_children(pf, pf->threads[k]);
+			for (size_t k = 0; k < p->ntl; k++)
+				if (p->tl[k]->ran || final)
+					scan_children(pf, p->tl[k]);
 		scan_tasks(pf, p, false);
 		read_whole(pf, p, &state, &nth);
 		p->last_ns = now;
 		p->dirty = false;
-		for (size_t k = 0; k < pf->nthreads; k++)
-			if (pf->threads[k]->p == p)
-				pf->threads[k]->ran = false;
+		for (size_t k = 0; k < p->ntl; k++)
+			p->tl[k]->ran = false;
 		proc_check_end(pf, p);
 	}
 	if (!pf->caps.children_file && (final || now >= pf->next_scan)) {
 		scan_proc_dir(pf);
 		pf->next_scan = now + SCAN_NS;
+	}
+}
+
+/* Exit records with no fork record a second on were for threads already
+ * seen and gone: every ring is drained each tick. */
+static void prune_pending(struct cm_pf *pf, uint64_t now)
+{
+	for (size_t i = 0; i < pf->npending;) {
+		const struct pf_pending *e = &pf->pending[i];
+
+		if (!e->fork_ns && e->exit_ns + ADAPT_NS < now)
+			pending_drop(pf, i);
+		else
+			i++;
 	}
 }
 
@@ -753,7 +952,7 @@ static void adapt(struct cm_pf *pf, uint64_t now)
 
 void cm_pf_tick(struct cm_pf *pf)
 {
-	uint64_t now = cm_now_ns(), c0, c1;
+	uint64_t now = cm_now_ns(), c0, c1, d0 = pf->discover_ns;
 
 	if (now < pf->next_tick && now < pf->next_detail)
 		return;
@@ -763,59 +962,60 @@ void cm_pf_tick(struct cm_pf *pf)
 		pf->ticks++;
 		pf->hz_time_sum += (uint64_t)pf->hz * pf->tick_ns;
 		pf->hz_time_ns += pf->tick_ns;
-		/* a process whose CPU clock stood still ran nothing */
+		/* a process whose CPU clock stood still ran nothing: its threads
+		 * are where the last tick found them, and are not even looked at */
 		for (size_t i = 0; i < pf->nprocs; i++) {
 			struct pf_proc *p = pf->procs[i];
-			uint64_t c;
+			/* O(threads) in the kernel (thread_group_cputime): ~160 ns a
+			 * thread with the cache cold, a tenth of a schedstat read */
+			uint64_t c = p->clk_ok && !p->ended ? pf_clock(p->clk) : PF_NO_CLOCK;
 
-			if (p->ended || !p->clk_ok)
+			if (p->ended)
 				continue;
-			c = pf_clock(p->clk);
-			p->quiet = c != PF_NO_CLOCK && c == p->tick_clock && pf->caps.schedstat;
+			p->quiet = c != PF_NO_CLOCK && c == p->tick_clock;
+			if (p->quiet) {
+				p->quiet_ticks++;
+				p->quiet_ns = now;
+				pf->thread_ticks += p->ntl;
+				continue;
+			}
 			if (c != PF_NO_CLOCK) {
-				p->dirty |= c != p->tick_clock;
+				p->dirty = true;
 				p->tick_clock = p->cur.clock = c;
 			}
-		}
-		for (size_t i = 0; i < pf->nthreads;) {
-			struct pf_thread *th = pf->threads[i];
-			int err;
+			for (size_t k = 0; k < p->ntl;) {
+				struct pf_thread *th = p->tl[k];
 
-			pf->thread_ticks++;
-			th->since++;
-			if (th->p->quiet && th->known && th->s_cause != CM_PF_NOT_BLOCKED) {
-				/* the thread is where the last tick found it */
-				book(th, th->s_cause, th->since);
-				th->since = 0;
-				th->last_ns = now;
-				i++;
-				continue;
+				pf->thread_ticks++;
+				flush_quiet(th);
+				th->since++;
+				if (th->due > 1) {
+					th->due--;
+					k++;
+					continue;
+				}
+				if (check_thread(pf, th, now)) {
+					thread_ended(pf, th);
+					continue;	/* p->tl[k] is another thread now */
+				}
+				k++;
 			}
-			if (th->due > 1) {
-				th->due--;
-				i++;
-				continue;
-			}
-			err = check_thread(pf, th, now);
-			if (err) {
-				thread_ended(pf, i);
-				continue;
-			}
-			i++;
 		}
 		pf->next_tick += pf->tick_ns;
 		if (pf->next_tick <= now)
 			pf->next_tick = now + pf->tick_ns;	/* fell behind: no burst */
 	}
 	c1 = pf_clock(CLOCK_THREAD_CPUTIME_ID);
-	pf->sampler_ns += c1 - c0;
-	pf->window_cpu_ns += c1 - c0;
+	pf->sampler_ns += sub0u(c1 - c0, pf->discover_ns - d0);
+	pf->window_cpu_ns += sub0u(c1 - c0, pf->discover_ns - d0);
 	if (now >= pf->next_detail) {
+		d0 = pf->discover_ns;
 		detail_pass(pf, false);
 		pf->next_detail = now + pf->o.detail_ns;
-		pf->detail_ns_cpu += pf_clock(CLOCK_THREAD_CPUTIME_ID) - c1;
+		pf->detail_ns_cpu += sub0u(pf_clock(CLOCK_THREAD_CPUTIME_ID) - c1, pf->discover_ns - d0);
 	}
 	if (now >= pf->next_adapt) {
+		prune_pending(pf, now);
 		adapt(pf, now);
 		pf->next_adapt = now + ADAPT_NS;
 	}
@@ -836,6 +1036,7 @@ void cm_pf_final(struct cm_pf *pf)
 {
 	uint64_t c0 = pf_clock(CLOCK_THREAD_CPUTIME_ID);
 
+	cm_pf_flush(pf);
 	cm_perf_drain(pf->perf);
 	detail_pass(pf, true);
 	cm_perf_drain(pf->perf);
@@ -853,23 +1054,64 @@ size_t cm_pf_live(const struct cm_pf *pf)
 
 /* ---- perf records ------------------------------------------------------------------------------ */
 
-static void on_fork(void *ctx, uint32_t pid, uint32_t ppid, uint32_t tid, uint32_t ptid, uint64_t ns)
+/* A task that started and ended between two reads: never seen alive. */
+static void count_unseen(struct cm_pf *pf, uint32_t pid, uint32_t ppid, uint32_t tid, uint64_t fork_ns,
+			 uint64_t exit_ns)
 {
-	struct cm_pf *pf = ctx;
-	struct pf_proc *p;
+	struct pf_proc *p = cm_pf_find_proc(pf, (pid_t)pid), *q;
+	uint64_t life = exit_ns > fork_ns ? exit_ns - fork_ns : 0;
 
-	if (find_thread(pf, (pid_t)tid) || pending_find(pf, tid) >= 0)
-		return;
+	if (tid == pid && (q = cm_pf_find_proc(pf, (pid_t)ppid)))
+		q->kids_unseen++;	/* its faults go to its parent's cminflt, unaccounted */
+
+	if (p) {
+		p->unseen_threads++;
+		p->unseen_ns += life;
+	} else {
+		pf->orphan_threads++;
+		pf->orphan_procs += tid == pid;
+		pf->orphan_ns += life;
+	}
+}
+
+static struct pf_pending *pending_add(struct cm_pf *pf, uint32_t tid, uint32_t pid)
+{
 	if (pf->npending == pf->cappending) {
 		size_t nc = pf->cappending ? pf->cappending * 2 : 64;
 		struct pf_pending *n = realloc(pf->pending, nc * sizeof(*n));
 
 		if (!n)
-			return;
+			return NULL;
 		pf->pending = n;
 		pf->cappending = nc;
 	}
-	pf->pending[pf->npending++] = (struct pf_pending){ tid, pid, ns };
+	pf->pending[pf->npending] = (struct pf_pending){ .tid = tid, .pid = pid };
+	return &pf->pending[pf->npending++];
+}
+
+/* Each CPU has a ring of its own, drained in turn: a task's exit record can
+ * come before its fork record, when the two happened on different CPUs. */
+static void on_fork(void *ctx, uint32_t pid, uint32_t ppid, uint32_t tid, uint32_t ptid, uint64_t ns)
+{
+	struct cm_pf *pf = ctx;
+	ssize_t pi = pending_find(pf, tid);
+	struct pf_pending *e;
+	struct pf_proc *p;
+
+	if (find_thread(pf, (pid_t)tid))
+		return;
+	if (pi >= 0) {
+		if (pf->pending[pi].exit_ns) {
+			count_unseen(pf, pid, ppid, tid, ns, pf->pending[pi].exit_ns);
+			pending_drop(pf, (size_t)pi);
+		}
+		return;
+	}
+	e = pending_add(pf, tid, pid);
+	if (!e)
+		return;
+	e->fork_ns = ns;
+	e->ppid = ppid;
 	/* meet it now, while it may still be alive */
 	p = cm_pf_find_proc(pf, (pid_t)pid);
 	if (p)
@@ -883,24 +1125,21 @@ static void on_exit_rec(void *ctx, uint32_t pid, uint32_t tid, uint64_t ns)
 	struct cm_pf *pf = ctx;
 	struct pf_thread *th = find_thread(pf, (pid_t)tid);
 	ssize_t pi = pending_find(pf, tid);
-	struct pf_proc *p;
+	struct pf_pending *e;
 
 	if (th) {
 		th->exit_ns = ns;
 		return;
 	}
-	if (pi < 0)
-		return;	/* seen, and already gone from the table */
-	p = cm_pf_find_proc(pf, (pid_t)pid);
-	if (p) {
-		p->unseen_threads++;
-		p->unseen_ns += ns > pf->pending[pi].fork_ns ? ns - pf->pending[pi].fork_ns : 0;
-	} else {
-		pf->orphan_threads++;
-		pf->orphan_procs += tid == pid;
-		pf->orphan_ns += ns > pf->pending[pi].fork_ns ? ns - pf->pending[pi].fork_ns : 0;
+	if (pi >= 0 && pf->pending[pi].fork_ns) {
+		count_unseen(pf, pid, pf->pending[pi].ppid, tid, pf->pending[pi].fork_ns, ns);
+		pending_drop(pf, (size_t)pi);
+		return;
 	}
-	pending_drop(pf, (size_t)pi);
+	/* seen and gone from the table already, or its fork record is still in
+	 * another CPU's ring: kept until that comes */
+	if (pi < 0 && (e = pending_add(pf, tid, pid)))
+		e->exit_ns = ns;
 }
 
 static void on_comm(void *ctx, uint32_t pid, uint32_t tid, char *comm, size_t sz)
@@ -960,10 +1199,11 @@ void cm_pf_free(struct cm_pf *pf)
 	if (!pf)
 		return;
 	while (pf->nthreads)
-		free_thread(unlink_thread(pf, pf->nthreads - 1));
+		free_thread(unlink_thread(pf, pf->threads[pf->nthreads - 1]));
 	for (size_t i = 0; i < pf->nprocs; i++) {
 		if (pf->procs[i]->leader)
 			free_thread(pf->procs[i]->leader);
+		free(pf->procs[i]->tl);
 		cm_pf_task_close(&pf->procs[i]->f);
 		free(pf->procs[i]);
 	}

@@ -26,6 +26,7 @@ struct pf_proc;
 struct pf_thread {
 	pid_t tid;
 	struct pf_proc *p;
+	size_t idx, pidx;		/* in pf->threads, in p->tl */
 	struct cm_pf_task f;
 	uint32_t gen;
 	char comm[CM_COMM_LEN];
@@ -43,6 +44,8 @@ struct pf_thread {
 	uint16_t still;			/* checks in a row that found it blocked, unchanged */
 	uint16_t since;			/* ticks since its state was last booked */
 	uint16_t stale;			/* checks that found it runnable and not run */
+	uint64_t qbase;			/* its process's quiet_ticks, last booked */
+	uint32_t last_cause;		/* the last cause a full read found */
 	uint64_t run_ns, run_exec, run_rd;	/* the last check that saw it run */
 	bool known;			/* s_cause is set */
 	struct pf_cause *causes;
@@ -56,6 +59,7 @@ struct pf_thread {
 struct pf_whole {			/* a process's counters, its ended threads included */
 	uint64_t clock;			/* process CPU clock, ns */
 	uint64_t utime, stime, minflt, majflt;
+	uint64_t cminflt, cmajflt;	/* of the children it has reaped */
 	struct cm_pf_io io;
 };
 
@@ -68,10 +72,13 @@ struct pf_proc {
 	bool clk_ok, have_whole, have_io;
 	bool seeded, command, held, ended, leader_seen;
 	bool quiet;			/* its CPU clock stood still over the last tick */
+	uint64_t quiet_ticks, quiet_ns;	/* ticks it stood still, the last one's time */
 	struct pf_whole base, cur;
 	uint64_t tick_clock;		/* clock at the last tick: unchanged, nothing ran */
 	uint64_t start_ns, end_ns, last_ns, scan_ns;
 	uint32_t nlive;
+	struct pf_thread **tl;		/* its live threads */
+	size_t ntl, captl;
 	bool dirty;			/* a thread ran since the last scan */
 	int exit_code;
 	bool has_exit_code;
@@ -83,6 +90,10 @@ struct pf_proc {
 	/* the rest: what the process-wide counters (and the closure) hold that
 	 * no thread row does */
 	uint64_t rest_vol, rest_invol;	/* from the command's rusage */
+	/* its reaped children's faults that went to ended children's figures,
+	 * and children never seen alive that ended (perf) */
+	uint64_t kids_minflt, kids_majflt, kids_unseen, kids_unseen_done;
+	bool faults_from_parent;	/* its last faults came from its parent's stat */
 	struct pf_thread *leader;	/* its leader thread, ended: kept until the
 					 * process ends, whose exit code it carries */
 	bool final_read;		/* the command's zombie, read: waits for its rusage */
@@ -90,8 +101,9 @@ struct pf_proc {
 
 /* A task that a perf fork record announced and no read has found yet. */
 struct pf_pending {
-	uint32_t tid, pid;
-	uint64_t fork_ns;
+	uint32_t tid, pid, ppid;
+	uint64_t fork_ns;		/* 0: its exit record came first */
+	uint64_t exit_ns;
 };
 
 struct cm_pf {
@@ -118,6 +130,7 @@ struct cm_pf {
 	/* the sampler's own figures */
 	uint64_t ticks, checks, thread_ticks, blocked_samples;
 	uint64_t sampler_ns, detail_ns_cpu, window_cpu_ns, window_start;
+	uint64_t discover_ns;		/* meeting threads: their files opened and first read */
 	unsigned min_hz;
 	uint64_t hz_time_sum, hz_time_ns;	/* for the mean rate */
 	uint64_t threads_at_min;
@@ -171,5 +184,7 @@ void cm_pfl_close_books(struct cm_pf *pf);
 
 /* pftrack.c */
 struct pf_proc *cm_pf_find_proc(const struct cm_pf *pf, pid_t pid);
+/* Books every thread's standing-still ticks (before a snapshot). */
+void cm_pf_flush(struct cm_pf *pf);
 
 #endif /* CM_PFTRACK_INT_H */
