@@ -25,7 +25,8 @@
 #include "books.h"
 #include "pftrack_int.h"
 
-#define ADAPT_NS 1000000000ULL
+#define ADAPT_NS 250000000ULL		/* the rate is set anew this often */
+#define PENDING_EXIT_NS 1000000000ULL	/* an exit record's fork record is in a ring drained with it */
 #define TRIM_NS 1000000000ULL
 #define SCAN_NS 1000000000ULL		/* /proc scan without the children file */
 #define BOOKS_GRACE_NS 1000000000ULL
@@ -915,30 +916,38 @@ static void prune_pending(struct cm_pf *pf, uint64_t now)
 	for (size_t i = 0; i < pf->npending;) {
 		const struct pf_pending *e = &pf->pending[i];
 
-		if (!e->fork_ns && e->exit_ns + ADAPT_NS < now)
+		if (!e->fork_ns && e->exit_ns + PENDING_EXIT_NS < now)
 			pending_drop(pf, i);
 		else
 			i++;
 	}
 }
 
+/* Every ADAPT_NS: the rate the budget allows, from what a tick cost since
+ * the last time (ticks achieved, not asked for: where contactmap waited for
+ * a CPU there were fewer), with a fifth to spare; up at most twofold a time,
+ * as one moment of a program need not be like the next. */
 static void adapt(struct cm_pf *pf, uint64_t now)
 {
-	uint64_t spent = pf->window_cpu_ns, span = ADAPT_NS;
-	double share = (double)spent / (double)span;
+	uint64_t spent = pf->window_cpu_ns, ticks = pf->ticks - pf->window_ticks;
 	unsigned hz = pf->hz;
+	double allowed;
 
 	pf->window_cpu_ns = 0;
-	if (share > pf->o.budget && hz > 1) {
-		double f = pf->o.budget / share * 0.8;
-
-		hz = (unsigned)(hz * f);
-		if (hz < 1)
-			hz = 1;
+	pf->window_ticks = pf->ticks;
+	if (!ticks || !spent)
+		return;
+	allowed = pf->o.budget * 1e9 / ((double)spent / (double)ticks) * 0.8;
+	if ((double)spent > pf->o.budget * (double)ADAPT_NS || allowed < hz)
+		hz = allowed < 1 ? 1 : (unsigned)allowed;
+	else if (hz < pf->o.hz)
+		hz = allowed > hz * 2.0 ? hz * 2 : (unsigned)allowed;
+	if (hz > pf->o.hz)
+		hz = pf->o.hz;
+	cm_debug("procfs: adapt: %llu ns in %llu ticks, allowed %.1f Hz, %u -> %u Hz", (unsigned long long)spent,
+		 (unsigned long long)ticks, allowed, pf->hz, hz);
+	if (hz < pf->hz)
 		pf->lowered++;
-	} else if (share < pf->o.budget / 3 && hz < pf->o.hz) {
-		hz = hz * 2 > pf->o.hz ? pf->o.hz : hz * 2;
-	}
 	if (hz != pf->hz) {
 		pf->hz = hz;
 		pf->tick_ns = 1000000000ULL / hz;
@@ -960,8 +969,6 @@ void cm_pf_tick(struct cm_pf *pf)
 	cm_perf_drain(pf->perf);
 	if (now >= pf->next_tick) {
 		pf->ticks++;
-		pf->hz_time_sum += (uint64_t)pf->hz * pf->tick_ns;
-		pf->hz_time_ns += pf->tick_ns;
 		/* a process whose CPU clock stood still ran nothing: its threads
 		 * are where the last tick found them, and are not even looked at */
 		for (size_t i = 0; i < pf->nprocs; i++) {

@@ -132,7 +132,7 @@ struct cm_pf {
 	uint64_t sampler_ns, detail_ns_cpu, window_cpu_ns, window_start;
 	uint64_t discover_ns;		/* meeting threads: their files opened and first read */
 	unsigned min_hz;
-	uint64_t hz_time_sum, hz_time_ns;	/* for the mean rate */
+	uint64_t window_ticks;		/* ticks at the last adapt() */
 	uint64_t threads_at_min;
 	uint64_t lowered;
 	uint64_t max_live_threads;
