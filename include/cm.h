@@ -18,6 +18,8 @@ extern int cm_verbose;
 void cm_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cm_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cm_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));	/* -v */
+/* "contactmap: <msg>", always: a choice made for the user (the tier). */
+void cm_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cm_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));	/* -vv */
 
 /* ---- syscall table (generated from maps/syscalls_<arch>.tsv) ---------------- */

@@ -36,5 +36,6 @@ static void vlog(const char *tag, const char *fmt, va_list ap)
 
 DEFINE_LOG(cm_err, "error: ", 1)
 DEFINE_LOG(cm_warn, "warning: ", 1)
+DEFINE_LOG(cm_note, "", 1)
 DEFINE_LOG(cm_info, "", cm_verbose >= 1)
 DEFINE_LOG(cm_debug, "debug: ", cm_verbose >= 2)

@@ -17,6 +17,7 @@
 #include "sigstate.h"
 #include "exporter.h"
 #include "cgroup.h"
+#include "procfs.h"
 
 
 static const char usage[] =
@@ -75,6 +76,10 @@ static const char usage[] =
 "                         on kernels before 6.5 (default: block_io_start)\n"
 "      --gpu MODE         CUDA work: auto (default: CUPTI agent when wrapping,\n"
 "                         uprobes when attaching), cupti, uprobes, or off\n"
+"      --tier TIER        how figures are obtained: bpf (root or CAP_BPF+CAP_PERFMON),\n"
+"                         procfs (your own processes, no privileges: /proc and\n"
+"                         perf_event_open; -F sets its off-CPU sampling rate,\n"
+"                         default 100 Hz), or auto (default: bpf where allowed)\n"
 "  -v, --verbose          more messages; -vv adds libbpf's log\n"
 "  -h, --help             this help\n"
 "  -V, --version          print the version\n"
@@ -84,7 +89,8 @@ static const char usage[] =
 "  contactmap -o run.json -- make -j2      # also save the JSON report\n"
 "  contactmap -p 4242 -d 10                # attach to a running process for 10 s\n"
 "\n"
-"Needs root (or CAP_BPF+CAP_PERFMON) and a kernel with BTF.\n";
+"The BPF tier needs root (or CAP_BPF+CAP_PERFMON) and a kernel with BTF; without\n"
+"them contactmap runs the procfs tier on your own processes (contactmap check).\n";
 
 static void bad_usage(const char *fmt, const char *arg)
 {
@@ -182,7 +188,7 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 	       OPT_TRACE_SYS_MIN, OPT_TRACE_RATE, OPT_TRACE_MAX_MB, OPT_JSONL,
 	       OPT_GPU, OPT_OBSERVER, OPT_NO_OBSERVER, OPT_BLOCK_CLAIM, OPT_NO_CRITPATH,
 	       OPT_MARKER_LIB, OPT_TEXT, OPT_FOLD_PID, OPT_NO_PYTHON, OPT_PPROF, OPT_SERVE,
-	       OPT_CGROUP };
+	       OPT_CGROUP, OPT_TIER };
 	static const struct option longopts[] = {
 		{ "json", required_argument, NULL, 'o' },
 		{ "folded", required_argument, NULL, 'f' },
@@ -213,6 +219,7 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		{ "marker-lib", required_argument, NULL, OPT_MARKER_LIB },
 		{ "fold-pid", no_argument, NULL, OPT_FOLD_PID },
 		{ "no-python", no_argument, NULL, OPT_NO_PYTHON },
+		{ "tier", required_argument, NULL, OPT_TIER },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -255,6 +262,7 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 			break;
 		case 'F':
 			o->tr.sample_hz = (unsigned)uint_opt("-F", optarg, 1, 10000, "samples per second");
+			o->freq = o->tr.sample_hz;
 			break;
 		case OPT_STACKS:
 		{
@@ -288,6 +296,14 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 		case OPT_NO_PYTHON:
 			o->tr.python = false;
 			break;
+		case OPT_TIER:
+		{
+			static const int tier[] = { CM_TIER_AUTO, CM_TIER_BPF, CM_TIER_PROCFS };
+
+			o->tier = tier[keyword(optarg, (const char *const[]){ "auto", "bpf", "procfs", NULL },
+					       "bad --tier '%s': auto, bpf or procfs")];
+			break;
+		}
 		case 'i':
 			o->interval = secs_opt("-i", optarg, 0.01, 1e6);
 			break;
@@ -382,14 +398,15 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 	o->tr.offcpu_stacks = (o->fold_which & CM_FOLD_OFFCPU) != 0;
 }
 
-static int check_privileges(void)
+/* Whether the BPF tier may run: root, or CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN). */
+static bool bpf_privileged(void)
 {
 	unsigned long long eff = 0;
 	char line[256];
 	FILE *fp;
 
 	if (geteuid() == 0)
-		return 0;
+		return true;
 	fp = fopen("/proc/self/status", "re");
 	while (fp && fgets(line, sizeof(line), fp))
 		if (sscanf(line, "CapEff: %llx", &eff) == 1)
@@ -397,9 +414,15 @@ static int check_privileges(void)
 	if (fp)
 		fclose(fp);
 	/* CAP_SYS_ADMIN = 21, CAP_PERFMON = 38, CAP_BPF = 39 */
-	if ((eff & (1ULL << 21)) || ((eff & (1ULL << 38)) && (eff & (1ULL << 39))))
+	return (eff & (1ULL << 21)) || ((eff & (1ULL << 38)) && (eff & (1ULL << 39)));
+}
+
+static int check_privileges(void)
+{
+	if (bpf_privileged())
 		return 0;
-	cm_err("needs root or CAP_BPF+CAP_PERFMON: run it with sudo");
+	cm_err("the BPF tier needs root or CAP_BPF+CAP_PERFMON: run it with sudo, or without "
+	       "--tier bpf for the procfs tier");
 	return -1;
 }
 
@@ -445,10 +468,16 @@ static int cmd_check(void)
 	struct cm_tracer_opts to = { .max_threads = 64, .max_syscall_rows = 64 };
 	struct cm_tracer tr = { 0 };
 	struct cm_features *f = &tr.feat;
+	struct cm_pf_caps caps;
 	int loaded;
 
-	if (check_privileges())
-		return 1;
+	cm_pf_probe(&caps);
+	if (!bpf_privileged()) {
+		printf("contactmap %s: no root or CAP_BPF+CAP_PERFMON, so no BPF\n", CM_VERSION);
+		cm_pf_check_print(stdout, &caps, false);
+		printf("tier in use: procfs\n");
+		return 0;
+	}
 	loaded = cm_tracer_start(&tr, &to);
 	cm_probe_features(f, true);	/* with the costly probes the run skips */
 	printf("contactmap %s: kernel features\n", CM_VERSION);
@@ -475,6 +504,8 @@ static int cmd_check(void)
 	print_feature("CUPTI agent", cm_gpu_agent_found(), cm_gpu_agent_found() ? "libcontactmap-cupti.so found: wrap mode uses CUPTI"
 									     : "not installed: GPU work from uprobes only");
 	printf("attach type in use: %s\n", f->attach_type ? f->attach_type : "none (programs did not load)");
+	cm_pf_check_print(stdout, &caps, !loaded);
+	printf("tier in use: %s\n", loaded ? "procfs (the BPF programs did not load)" : "bpf");
 	cm_tracer_close(&tr);
 	return loaded ? 1 : 0;
 }
@@ -508,7 +539,11 @@ int main(int argc, char **argv)
 	if (argc > 1 && !strcmp(argv[1], "metrics"))
 		return cm_metrics_main(argc - 1, argv + 1);
 	parse_args(argc, argv, &o);
-	if (check_privileges())
+	if (o.tier == CM_TIER_AUTO) {
+		o.tier = bpf_privileged() ? CM_TIER_BPF : CM_TIER_PROCFS;
+		o.tier_reason = "no root or CAP_BPF+CAP_PERFMON";
+	}
+	if (o.tier == CM_TIER_BPF && check_privileges())
 		return 1;
 	if (o.cgroup_path) {
 		if (cm_cgroup_resolve(o.cgroup_path, cgroup, sizeof(cgroup), &o.tr.cgroup_id))
@@ -517,7 +552,10 @@ int main(int argc, char **argv)
 	}
 	/* every output opened (and checked) before anything runs; the metrics
 	 * port bound too, so one in use fails at once */
+	if (o.tier == CM_TIER_PROCFS && cm_procfs_check_opts(&o))
+		return 2;
 	rc = cm_run_open_outputs(&o) || (o.serve && !(o.exp = cm_exporter_open(o.serve))) ? 1
+	     : o.tier == CM_TIER_PROCFS ? (o.argv ? cm_procfs_run_wrap(&o) : cm_procfs_run_attach(&o))
 	     : o.argv ? cm_run_wrap(&o) : cm_run_attach(&o);
 	cm_exporter_close(o.exp);
 	cm_run_close_outputs(&o);

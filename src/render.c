@@ -191,6 +191,60 @@ static const char *fmt_exit_code(uint64_t code, char *buf, size_t sz)
 	return buf;
 }
 
+/* How the figures were obtained (features.tier), and what the tier left out. */
+static void render_tier(json_object *r, int width, FILE *out)
+{
+	json_object *f = obj(r, "features"), *pf = obj(r, "procfs"), *sm = obj(pf, "sampler");
+	json_object *oc = obj(obj(f, "sources"), "ledger.offcpu_by_cause"), *th = obj(pf, "threads");
+	json_object *cl = obj(pf, "closure");
+	const char *tier = cm_json_str(f, "tier");
+	struct wrap w;
+
+	if (!tier)
+		return;
+	wrap_start(&w, out, width, "tier: ", 6);
+	if (strcmp(tier, "procfs")) {
+		wrap_item(&w, "", "%s", tier);
+		wrap_end(&w);
+		return;
+	}
+	wrap_item(&w, "", "procfs");
+	wrap_item(&w, ", ", "exact: on-CPU%s, faults, switches (/proc)",
+		  num(obj(f, "procfs"), "schedstat") || json_object_get_boolean(cm_json_get(obj(f, "procfs"), "schedstat"))
+		  ? ", run queue" : "");
+	if (oc)
+		wrap_item(&w, "; ", "off-CPU causes sampled (%" PRIu64 " samples at %.0f Hz)",
+			  num(oc, "samples"), json_object_get_double(cm_json_get(oc, "hz")));
+	if (json_object_get_boolean(cm_json_get(sm, "rate_lowered")))
+		wrap_item(&w, ", ", "rate lowered to %" PRIu64 " Hz at %" PRIu64 " threads", num(sm, "min_hz"),
+			  num(sm, "threads_at_min_hz"));
+	if (th && json_object_is_type(cm_json_get(th, "never_seen_alive"), json_type_int))
+		wrap_item(&w, "; ", "%" PRIu64 " threads seen alive, %" PRIu64 " never", num(th, "seen_alive"),
+			  num(th, "never_seen_alive"));
+	else if (th)
+		wrap_item(&w, "; ", "%" PRIu64 " threads seen alive (never-seen ones not counted)",
+			  num(th, "seen_alive"));
+	if (obj(f, "missing")) {
+		wrap_item(&w, "; ", "%s", "not in this tier: off-CPU stacks");
+		wrap_item(&w, ", ", "%s", "block I/O");
+		wrap_item(&w, ", ", "%s", "GPU");
+		wrap_item(&w, ", ", "%s", "syscall counts (features.missing)");
+	}
+	wrap_end(&w);
+	if (cl) {
+		static const char *const k[] = { "oncpu_ns", "minor_faults", "voluntary_switches" };
+		static const char *const name[] = { "on-CPU", "faults", "switches" };
+
+		wrap_start(&w, out, width, "books: ", 7);
+		wrap_item(&w, "", "closed by the command's wait4 rusage");
+		for (int i = 0; i < 3; i++)
+			wrap_item(&w, i ? ", " : "; threads read: ", "%.1f%% of its %s", json_object_get_double(
+					  cm_json_get(obj(cl, k[i]), "matched")) * 100, name[i]);
+		wrap_item(&w, "; ", "the rest in %s", cm_json_str(cl, "booked_to") ? cm_json_str(cl, "booked_to") : "?");
+		wrap_end(&w);
+	}
+}
+
 static void render_header(json_object *r, int width, FILE *out)
 {
 	json_object *tool = obj(r, "tool"), *host = obj(r, "host");
@@ -248,6 +302,7 @@ static void render_header(json_object *r, int width, FILE *out)
 	else if (cm_json_get(ex, "status"))
 		wrap_item(&w, ", ", "command exit status %" PRIu64, num(ex, "status"));
 	wrap_end(&w);
+	render_tier(r, width, out);
 }
 
 /* ---- the contact map -------------------------------------------------------- */
@@ -442,6 +497,12 @@ static void render_syscalls(json_object *sc, int top, FILE *out)
 		}
 		fputs("  ", out);
 		field(out, name, 17);
+		/* the procfs tier samples blocked time: no calls, no latencies */
+		if (json_object_get_boolean(cm_json_get(s, "sampled"))) {
+			fprintf(out, " %8s %6s %8s %8s %8s %8s %6.1f%%\n", "-", "-", T(total), "-", "-", "-",
+				100.0);
+			continue;
+		}
 		fprintf(out, " %8s %6s %8s %8s %8s %8s %6.1f%%\n",
 			N(num(s, "count"), 8), N(num(s, "errors"), 6), T(total),
 			T(num(s, "p50_ns")), T(num(s, "p99_ns")), T(num(s, "max_ns")),
@@ -476,6 +537,14 @@ static void render_sched_faults(json_object *p, int width, FILE *out)
 		wrap_start(&w, out, width, "  faults  ", 10);
 		wrap_item(&w, ", ", "%" PRIu64 " minor", num(f, "minor"));
 		wrap_item(&w, ", ", "%" PRIu64 " major", num(f, "major"));
+		wrap_end(&w);
+	}
+	if ((f = obj(p, "io"))) {
+		wrap_start(&w, out, width, "  io      ", 10);
+		wrap_item(&w, ", ", "read %s in %" PRIu64 " calls (%s from storage)", B(num(f, "rchar")),
+			  num(f, "syscr"), B(num(f, "read_bytes")));
+		wrap_item(&w, ", ", "wrote %s in %" PRIu64 " calls (%s to storage)", B(num(f, "wchar")),
+			  num(f, "syscw"), B(num(f, "write_bytes")));
 		wrap_end(&w);
 	}
 }
@@ -757,13 +826,22 @@ static void render_observer(json_object *r, FILE *out)
 
 	if (!ob)
 		return;
+	mode = cm_json_str(ob, "mode");
+	if (mode && !strcmp(mode, "procfs")) {
+		json_object *sm = obj(ob, "sampler");
+
+		fprintf(out, "observer cost: sampler %s of CPU (%.2f%% of one CPU), %" PRIu64 " thread samples, "
+			"%" PRIu64 " ns each; exact counters read every %s, %s of CPU\n",
+			T(num(sm, "cpu_ns")), pct(num(sm, "cpu_ns"), dur), num(sm, "thread_samples"),
+			num(sm, "ns_per_thread_sample"), T(num(sm, "detail_interval_ns")), T(num(sm, "detail_cpu_ns")));
+		return;
+	}
 	if (!json_object_get_boolean(cm_json_get(ob, "bpf_stats"))) {
 		fprintf(out, "observer cost: not measured (BPF run-time statistics off or unavailable)\n");
 		render_probe_syscalls(ob, out);
 		return;
 	}
 	/* reports from before --observer-cost had the statistics on throughout */
-	mode = cm_json_str(ob, "mode");
 	sampled = mode && !strcmp(mode, "sampled");
 	if (sampled) {
 		uint64_t est = num(ob, "est_run_time_ns");

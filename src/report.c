@@ -399,6 +399,7 @@ json_object *cm_features_json(const struct cm_features *f)
 {
 	json_object *o = json_object_new_object();
 
+	json_object_object_add(o, "tier", json_object_new_string("bpf"));
 	json_object_object_add(o, "btf", json_object_new_boolean(f->btf));
 	json_object_object_add(o, "attach_type",
 			       json_object_new_string(f->attach_type ? f->attach_type : "none"));
@@ -650,6 +651,8 @@ json_object *cm_build_report(const struct cm_tracer *tr, struct cm_snapshot *s,
 		json_object_object_add(r, "critical_path", o);
 	if ((o = cm_requests_json(tr->requests)))
 		json_object_object_add(r, "requests", o);
+	if (tr->tier_report)
+		tr->tier_report(tr, s, r);
 	cm_view_free(&v);
 	return r;
 }

@@ -347,7 +347,7 @@ static int session_stop(struct cm_tracer *tr, struct cm_snapshot *s)
 }
 
 /* Resolves COMMAND as execvp would, so a typo fails before anything loads. */
-static int resolve_command(const char *cmd, char *out, size_t sz)
+int cm_resolve_command(const char *cmd, char *out, size_t sz)
 {
 	const char *path = getenv("PATH");
 	struct stat st;
@@ -653,7 +653,7 @@ int cm_run_wrap(struct cm_run_opts *o)
 	sigset_t oldmask;
 	pid_t child;
 
-	rc = resolve_command(o->argv[0], exe, sizeof(exe));
+	rc = cm_resolve_command(o->argv[0], exe, sizeof(exe));
 	if (rc)
 		return rc;
 	if (session_start(&tr, o))

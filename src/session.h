@@ -40,6 +40,9 @@ struct cm_run_opts {
 	struct cm_exporter *exp;	/* its server (exporter.h): traces until stopped */
 	const char *cgroup_path;	/* --cgroup, resolved (cgroup.h); its id is in tr */
 	struct cm_out *pprof_out;	/* --pprof, opened with the other outputs */
+	int tier;		/* CM_TIER_*: --tier */
+	unsigned freq;		/* -F as given (0: not given) */
+	const char *tier_reason;	/* why the procfs tier runs */
 };
 
 /* Opens every output the options name, refusing two that name one file.
@@ -51,11 +54,16 @@ void cm_run_close_outputs(struct cm_run_opts *o);
  * or a zombie (targets.c). */
 int cm_check_attach_target(pid_t pid);
 
+enum { CM_TIER_AUTO = 0, CM_TIER_BPF, CM_TIER_PROCFS };
+
 /* Traces argv until it exits; returns its exit status (128+signal), or
  * contactmap's own failure status. */
 int cm_run_wrap(struct cm_run_opts *o);
 /* Traces the running processes o->pids until Ctrl-C, -d or they all exit;
  * with --cgroup, also every process of the cgroup, until Ctrl-C or -d. */
 int cm_run_attach(struct cm_run_opts *o);
+/* COMMAND as execvp would find it: 0, or the exit status of a shell that
+ * cannot run it (127 not found, 126 not executable), printed. */
+int cm_resolve_command(const char *cmd, char *out, size_t sz);
 
 #endif /* CM_SESSION_H */

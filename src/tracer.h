@@ -89,6 +89,7 @@ struct cm_life;
 struct cm_books;
 struct cm_critpath;
 struct cm_requests;
+struct cm_snapshot;
 
 struct cm_tracer {
 	struct contactmap_bpf *skel;
@@ -112,6 +113,10 @@ struct cm_tracer {
 	uint64_t start_ns, end_ns;
 	unsigned seeded;
 	struct cm_python *py;		/* python.c; NULL with --no-python */
+	/* another tier's state (the procfs tier, pftrack.h) and its parts of
+	 * the report, added by cm_build_report when set */
+	void *tier;
+	void (*tier_report)(const struct cm_tracer *tr, struct cm_snapshot *s, json_object *report);
 };
 
 /* Everything read back from the maps after detaching. */
