@@ -462,7 +462,7 @@ static __always_inline void emit_switch_in(struct cm_thread *t, __u64 end, bool 
 	e->id = 0;
 	e->flags = (resynced ? CM_CP_ESTIMATED : 0) | (t->blk_iowait ? CM_CP_IOWAIT : 0);
 	e->pad = 0;
-	if ((t->state == CM_BLOCKED || t->state == CM_UNKNOWN) && wake > t->state_ts && wake <= end) {
+	if ((t->state == CM_BLOCKED || t->state == CM_UNKNOWN) && wake >= t->state_ts && wake <= end) {
 		e->wake_ts = wake;
 		e->waker_gen = t->waker_gen;
 	} else {
@@ -494,7 +494,7 @@ static __always_inline void settle_off_cpu(struct cm_thread *t, __u64 end, bool 
 	case CM_BLOCKED:
 	case CM_UNKNOWN:
 		/* blocked until the wakeup, then runnable until the end */
-		if (wake > t->state_ts && wake <= end) {
+		if (wake >= t->state_ts && wake <= end) {
 			if (t->state == CM_BLOCKED) {
 				cm_account_blocked(t, wake - t->state_ts);
 				offcpu_nonsyscall(t, wake - t->state_ts);

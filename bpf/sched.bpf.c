@@ -19,7 +19,7 @@
 static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct task_struct *prev,
 				     struct task_struct *next, unsigned int prev_state)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_ns(), run_ts = 0;
 	struct cm_thread *t;
 
 	/* no switch happens inside an interrupt: a depth left over (a handler
@@ -43,6 +43,7 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 			emit_slice(t->pid, t->tid, &t->trace_seq,
 				   CM_SL_RUN | (t->run_est ? CM_SL_ESTIMATED : 0), 0, 0, t->run_ts, now, 0);
 		/* a switch-out with no switch-in after it starts no slice */
+		run_ts = t->run_ts;
 		t->run_ts = 0;
 		t->run_est = 0;
 		if ((prev_state & TASK_DEAD_STATE) && (t->flags & CM_TF_EXITED)) {
@@ -62,6 +63,10 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 		} else {
 			t->state = CM_BLOCKED;
 			t->vol_switches++;
+			/* woken while still on the CPU (sched_waking before this
+			 * switch-out): runnable from now on, not blocked */
+			if (cfg_critpath && run_ts && t->wake_ts > run_ts)
+				t->wake_ts = now;
 			if (btf)
 				t->blk_iowait = BPF_CORE_READ_BITFIELD(prev, in_iowait);
 			else
@@ -127,7 +132,10 @@ static __always_inline int on_waking(bool btf, struct task_struct *p)
 	struct cm_thread *t, *w;
 
 	t = thread_of(TASK_PID(btf, p));
-	if (!t || (t->state != CM_BLOCKED && t->state != CM_UNKNOWN))
+	/* sched_waking fires only for a task whose state says it sleeps; one we
+	 * still see running is waking before its switch-out was seen (the waker
+	 * then waits for it to be off the CPU): on_switch keeps the stamp */
+	if (!t || (t->state != CM_BLOCKED && t->state != CM_UNKNOWN && t->state != CM_RUNNING))
 		return 0;
 	/* with the critical path on, this program stamps the wake-up too (and
 	 * sched_wakeup is not loaded): one program per wake-up, not two */

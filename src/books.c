@@ -48,7 +48,7 @@ void cm_thread_close(struct cm_thread *t, uint64_t end)
 		t->runq_preempt_ns += d;
 		break;
 	case CM_BLOCKED:
-		if (t->wake_ts > t->state_ts && t->wake_ts <= end) {
+		if (t->wake_ts >= t->state_ts && t->wake_ts <= end) {
 			/* woken, not yet on a CPU: runnable since the wakeup */
 			t->runq_wake_ns += end - t->wake_ts;
 			d = t->wake_ts - t->state_ts;
