@@ -45,6 +45,10 @@ int cm_subsys_from_key(const char *key);
 
 /* CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns (util.c). */
 uint64_t cm_now_ns(void);
+/* The effective capability set (all ones for root), and whether it allows
+ * the BPF tier: root, CAP_SYS_ADMIN, or CAP_BPF+CAP_PERFMON. */
+uint64_t cm_cap_effective(void);
+bool cm_bpf_privileged(void);
 
 /* ---- histograms (hist.c) ------------------------------------------------- */
 #define CM_NSLOTS 40

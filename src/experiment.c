@@ -130,23 +130,6 @@ static char *xasprintf(const char *fmt, ...)
 
 /* ---- checks before anything runs ----------------------------------------------- */
 
-static bool may_trace(void)
-{
-	unsigned long long eff = 0;
-	char line[256];
-	FILE *fp;
-
-	if (geteuid() == 0)
-		return true;
-	fp = fopen("/proc/self/status", "re");
-	while (fp && fgets(line, sizeof(line), fp))
-		if (sscanf(line, "CapEff: %llx", &eff) == 1)
-			break;
-	if (fp)
-		fclose(fp);
-	/* CAP_SYS_ADMIN = 21, CAP_PERFMON = 38, CAP_BPF = 39 */
-	return (eff & (1ULL << 21)) || ((eff & (1ULL << 38)) && (eff & (1ULL << 39)));
-}
 
 /* As execvp would find it; the message says what is wrong. */
 static int check_command(const char *cmd)
@@ -514,7 +497,7 @@ int cm_experiment_main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (!may_trace()) {
+	if (!cm_bpf_privileged()) {
 		cm_err("needs root or CAP_BPF+CAP_PERFMON to trace the runs: run it with sudo");
 		goto out;
 	}

@@ -398,28 +398,10 @@ static void parse_args(int argc, char **argv, struct cm_run_opts *o)
 	o->tr.offcpu_stacks = (o->fold_which & CM_FOLD_OFFCPU) != 0;
 }
 
-/* Whether the BPF tier may run: root, or CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN). */
-static bool bpf_privileged(void)
-{
-	unsigned long long eff = 0;
-	char line[256];
-	FILE *fp;
-
-	if (geteuid() == 0)
-		return true;
-	fp = fopen("/proc/self/status", "re");
-	while (fp && fgets(line, sizeof(line), fp))
-		if (sscanf(line, "CapEff: %llx", &eff) == 1)
-			break;
-	if (fp)
-		fclose(fp);
-	/* CAP_SYS_ADMIN = 21, CAP_PERFMON = 38, CAP_BPF = 39 */
-	return (eff & (1ULL << 21)) || ((eff & (1ULL << 38)) && (eff & (1ULL << 39)));
-}
 
 static int check_privileges(void)
 {
-	if (bpf_privileged())
+	if (cm_bpf_privileged())
 		return 0;
 	cm_err("the BPF tier needs root or CAP_BPF+CAP_PERFMON: run it with sudo, or without "
 	       "--tier bpf for the procfs tier");
@@ -472,7 +454,7 @@ static int cmd_check(void)
 	int loaded;
 
 	cm_pf_probe(&caps);
-	if (!bpf_privileged()) {
+	if (!cm_bpf_privileged()) {
 		printf("contactmap %s: no root or CAP_BPF+CAP_PERFMON, so no BPF\n", CM_VERSION);
 		cm_pf_check_print(stdout, &caps, false);
 		printf("tier in use: procfs\n");
@@ -540,7 +522,7 @@ int main(int argc, char **argv)
 		return cm_metrics_main(argc - 1, argv + 1);
 	parse_args(argc, argv, &o);
 	if (o.tier == CM_TIER_AUTO) {
-		o.tier = bpf_privileged() ? CM_TIER_BPF : CM_TIER_PROCFS;
+		o.tier = cm_bpf_privileged() ? CM_TIER_BPF : CM_TIER_PROCFS;
 		o.tier_reason = "no root or CAP_BPF+CAP_PERFMON";
 	}
 	if (o.tier == CM_TIER_BPF && check_privileges())

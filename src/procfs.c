@@ -51,22 +51,10 @@ static bool pretend(const char *what)
 	return false;
 }
 
+/* CAP_SYS_ADMIN = 21, CAP_PERFMON = 38: perf_event_paranoid does not apply */
 static bool perf_capable(void)
 {
-	unsigned long long eff = 0;
-	char line[256];
-	FILE *fp;
-
-	if (geteuid() == 0)
-		return true;
-	fp = fopen("/proc/self/status", "re");
-	while (fp && fgets(line, sizeof(line), fp))
-		if (sscanf(line, "CapEff: %llx", &eff) == 1)
-			break;
-	if (fp)
-		fclose(fp);
-	/* CAP_SYS_ADMIN = 21, CAP_PERFMON = 38: perf_event_paranoid does not apply */
-	return (eff & (1ULL << 21)) || (eff & (1ULL << 38));
+	return cm_cap_effective() & ((1ULL << 21) | (1ULL << 38));
 }
 
 void cm_pf_probe(struct cm_pf_caps *c)

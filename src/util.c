@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* Small helpers: the clock, comm names and human-readable units. */
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "cm.h"
 
 uint64_t cm_now_ns(void)
@@ -127,4 +129,29 @@ const char *cm_json_str(json_object *o, const char *key)
 	json_object *v = cm_json_get_type(o, key, json_type_string);
 
 	return v ? json_object_get_string(v) : NULL;
+}
+
+uint64_t cm_cap_effective(void)
+{
+	unsigned long long eff = 0;
+	char line[256];
+	FILE *fp;
+
+	if (geteuid() == 0)
+		return UINT64_MAX;
+	fp = fopen("/proc/self/status", "re");
+	while (fp && fgets(line, sizeof(line), fp))
+		if (sscanf(line, "CapEff: %llx", &eff) == 1)
+			break;
+	if (fp)
+		fclose(fp);
+	return eff;
+}
+
+bool cm_bpf_privileged(void)
+{
+	uint64_t eff = cm_cap_effective();
+
+	/* CAP_SYS_ADMIN = 21, or CAP_PERFMON = 38 with CAP_BPF = 39 */
+	return (eff & (1ULL << 21)) || ((eff & (1ULL << 38)) && (eff & (1ULL << 39)));
 }
