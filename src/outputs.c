@@ -62,3 +62,47 @@ void cm_run_close_outputs(struct cm_run_opts *o)
 	o->json_out = o->folded_out = o->trace_out = o->jsonl_out = o->text_out = NULL;
 	o->pprof_out = NULL;
 }
+
+int cm_run_settle(struct cm_out **out, int failed)
+{
+	int rc = 0;
+
+	if (!*out)
+		return 0;
+	if (failed) {
+		cm_out_abort(*out);
+		rc = -1;
+	} else if (cm_out_commit(*out)) {
+		rc = -1;
+	}
+	*out = NULL;
+	return rc;
+}
+
+int cm_run_emit_report(struct cm_run_opts *o, json_object *report)
+{
+	int rc = 0;
+
+	if (o->iv && (cm_interval_emit(o->iv, report) | cm_interval_finish(o->iv)))
+		rc = -1;
+	if (o->json_out && cm_write_json_out(report, o->json_out))
+		rc = -1;
+	o->json_out = NULL;
+	return rc;
+}
+
+int cm_run_emit_text(struct cm_run_opts *o, json_object *report)
+{
+	struct cm_render_opts ro = { .threads = o->threads, .width = 80,
+				     .thread_rows = (int)o->thread_rows };
+
+	/* the text map goes to stderr, as perf and strace print theirs, unless
+	 * --text sends it elsewhere: stdout is the command's, or the JSON's */
+	if (o->text_out)
+		return cm_run_settle(&o->text_out,
+				     cm_render_text(report, &ro, cm_out_fp(o->text_out)));
+	if (cm_render_text(report, &ro, stderr) ||
+	    cm_out_check_stream(stderr, "text map", "stderr"))
+		return -1;
+	return 0;
+}

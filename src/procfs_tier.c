@@ -197,11 +197,9 @@ static int loop_timeout(struct tier *t, const struct cm_run_opts *o, uint64_t de
 /* The report and every output, committed as the BPF tier's are (session.c). */
 static int emit(struct tier *t, struct cm_run_opts *o, json_object *target, json_object *exitj)
 {
-	struct cm_render_opts ro = { .threads = o->threads, .width = 80,
-				     .thread_rows = (int)o->thread_rows };
 	struct cm_snapshot snap;
 	json_object *report;
-	int rc = 0;
+	int rc;
 
 	if (cm_pf_snapshot(t->pf, &snap)) {
 		json_object_put(target);
@@ -210,40 +208,20 @@ static int emit(struct tier *t, struct cm_run_opts *o, json_object *target, json
 	}
 	report = cm_build_report(&t->tr, &snap, target, exitj);
 	cm_snapshot_free(&snap);
-	if (o->iv && (cm_interval_emit(o->iv, report) | cm_interval_finish(o->iv)))
-		rc = -1;
-	if (o->json_out && cm_write_json_out(report, o->json_out))
-		rc = -1;
-	o->json_out = NULL;
+	rc = cm_run_emit_report(o, report);
 	if (o->folded_out && !t->tr.stacks) {
 		/* no perf events here: said at the start, and the file not written */
 		cm_out_abort(o->folded_out);
 		o->folded_out = NULL;
 	} else if (o->folded_out) {
-		if (cm_stacks_write_folded(t->tr.stacks, cm_out_fp(o->folded_out),
-							   (o->fold_which & CM_FOLD_ONCPU) |
-							   (o->fold_pid ? CM_FOLD_PID : 0))) {
-			cm_out_abort(o->folded_out);
-			rc = -1;
-		} else if (cm_out_commit(o->folded_out)) {
-			rc = -1;
-		}
-		o->folded_out = NULL;
+		rc |= cm_run_settle(&o->folded_out,
+			cm_stacks_write_folded(t->tr.stacks, cm_out_fp(o->folded_out),
+					       (o->fold_which & CM_FOLD_ONCPU) |
+					       (o->fold_pid ? CM_FOLD_PID : 0)));
 	}
-	if (o->text_out) {
-		if (cm_render_text(report, &ro, cm_out_fp(o->text_out))) {
-			cm_out_abort(o->text_out);
-			rc = -1;
-		} else if (cm_out_commit(o->text_out)) {
-			rc = -1;
-		}
-		o->text_out = NULL;
-	} else if (cm_render_text(report, &ro, stderr) ||
-		   cm_out_check_stream(stderr, "text map", "stderr")) {
-		rc = -1;
-	}
+	rc |= cm_run_emit_text(o, report);
 	json_object_put(report);
-	return rc;
+	return rc ? -1 : 0;
 }
 
 static json_object *wrap_target(char **argv, pid_t child, json_object *tenv)

@@ -462,11 +462,9 @@ static int interval_due(struct cm_tracer *tr, struct cm_run_opts *o, uint64_t *n
 static int emit(struct cm_tracer *tr, struct cm_run_opts *o, json_object *target,
 		json_object *exitj)
 {
-	struct cm_render_opts ro = { .threads = o->threads, .width = 80,
-				     .thread_rows = (int)o->thread_rows };
 	struct cm_snapshot snap;
 	json_object *report;
-	int rc = 0;
+	int rc;
 
 	if (session_stop(tr, &snap)) {
 		json_object_put(target);
@@ -474,8 +472,7 @@ static int emit(struct cm_tracer *tr, struct cm_run_opts *o, json_object *target
 		return -1;
 	}
 	report = cm_build_report(tr, &snap, target, exitj);
-	if (o->iv && (cm_interval_emit(o->iv, report) | cm_interval_finish(o->iv)))
-		rc = -1;
+	rc = cm_run_emit_report(o, report);
 	for (size_t i = 0; tr->timeline && i < snap.nthreads; i++) {
 		const struct cm_thread *t = &snap.threads[i];
 
@@ -486,52 +483,22 @@ static int emit(struct cm_tracer *tr, struct cm_run_opts *o, json_object *target
 		cm_timeline_close(tr->timeline, report,
 				  snap.counters.trace_ringbuf_full + snap.counters.trace_rate_limited);
 		tr->timeline = NULL;
-		if (cm_out_commit(o->trace_out))
-			rc = -1;
-		o->trace_out = NULL;
+		rc |= cm_run_settle(&o->trace_out, 0);
 	}
 	session_snapshot_free(&snap);
-	if (o->json_out && cm_write_json_out(report, o->json_out))
-		rc = -1;
-	o->json_out = NULL;
-	if (o->folded_out) {
-		if (!tr->stacks || cm_stacks_write_folded(tr->stacks, cm_out_fp(o->folded_out),
-						   o->fold_which | (o->fold_pid ? CM_FOLD_PID : 0))) {
-			cm_out_abort(o->folded_out);
-			rc = -1;
-		} else if (cm_out_commit(o->folded_out)) {
-			rc = -1;
-		}
-		o->folded_out = NULL;
-	}
-	if (o->pprof_out) {
-		if (!tr->stacks || cm_pprof_write(tr->stacks, cm_out_fp(o->pprof_out), &(struct cm_pprof_info){
-			    .sample_hz = o->tr.sample_hz, .start_ns = tr->start_ns,
-			    .duration_ns = tr->end_ns - tr->start_ns, .min_block_ns = tr->min_block_ns,
-			    .which = o->fold_which })) {
-			cm_out_abort(o->pprof_out);
-			rc = -1;
-		} else if (cm_out_commit(o->pprof_out)) {
-			rc = -1;
-		}
-		o->pprof_out = NULL;
-	}
-	/* the text map goes to stderr, as perf and strace print theirs, unless
-	 * --text sends it elsewhere: stdout is the command's, or the JSON's */
-	if (o->text_out) {
-		if (cm_render_text(report, &ro, cm_out_fp(o->text_out))) {
-			cm_out_abort(o->text_out);
-			rc = -1;
-		} else if (cm_out_commit(o->text_out)) {
-			rc = -1;
-		}
-		o->text_out = NULL;
-	} else if (cm_render_text(report, &ro, stderr) ||
-		   cm_out_check_stream(stderr, "text map", "stderr")) {
-		rc = -1;
-	}
+	if (o->folded_out)
+		rc |= cm_run_settle(&o->folded_out, !tr->stacks ||
+			cm_stacks_write_folded(tr->stacks, cm_out_fp(o->folded_out),
+					       o->fold_which | (o->fold_pid ? CM_FOLD_PID : 0)));
+	if (o->pprof_out)
+		rc |= cm_run_settle(&o->pprof_out, !tr->stacks ||
+			cm_pprof_write(tr->stacks, cm_out_fp(o->pprof_out), &(struct cm_pprof_info){
+				.sample_hz = o->tr.sample_hz, .start_ns = tr->start_ns,
+				.duration_ns = tr->end_ns - tr->start_ns,
+				.min_block_ns = tr->min_block_ns, .which = o->fold_which }));
+	rc |= cm_run_emit_text(o, report);
 	json_object_put(report);
-	return rc;
+	return rc ? -1 : 0;
 }
 
 /* Waits (briefly) until the held child sleeps on the go pipe, so it is seeded

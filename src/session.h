@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <sys/types.h>
+#include <json-c/json.h>
 #include "tracer.h"
 
 struct cm_interval;
@@ -50,6 +51,13 @@ struct cm_run_opts {
 int cm_run_open_outputs(struct cm_run_opts *o);
 /* Drops the outputs the run did not commit (nothing half-written is left). */
 void cm_run_close_outputs(struct cm_run_opts *o);
+/* Commits *out, or drops it if failed (its writer's result); clears it.
+ * 0, or -1 if it failed or the commit did (said once). */
+int cm_run_settle(struct cm_out **out, int failed);
+/* The report to the interval stream's end and to -o: 0 or -1. */
+int cm_run_emit_report(struct cm_run_opts *o, json_object *report);
+/* The text map, to --text or stderr: 0 or -1. */
+int cm_run_emit_text(struct cm_run_opts *o, json_object *report);
 /* 0 if -p may attach to pid; -1, with one error line, for a kernel thread
  * or a zombie (targets.c). */
 int cm_check_attach_target(pid_t pid);
