@@ -34,6 +34,7 @@ struct rec {
 
 struct hist {
 	uint32_t gen, tid, pid;
+	bool started;			/* its first switch-in record came (t0, vec0 set) */
 	uint64_t t0;			/* the history starts here, on a CPU, with vec0 */
 	uint64_t vec0[CM_SS_SLOTS];
 	struct rec *r;
@@ -48,6 +49,7 @@ struct cm_critpath {
 	size_t cap, n;
 	size_t nrecs;
 	uint64_t last_trim;
+	uint64_t trimmed_to;		/* no history before this is kept */
 	uint64_t trimmed_early;		/* times the record cap cut the horizon short */
 	/* the wrapped command's main thread */
 	uint32_t main_tid, main_gen;
@@ -174,14 +176,21 @@ static uint64_t vsum(const __u64 *v)
 
 void cm_critpath_switch_in(struct cm_critpath *cp, const struct cm_cp_event *e)
 {
-	struct hist *h = get(cp, e->gen);
+	struct hist *h;
 	struct rec *r;
 
+	/* a record of time already trimmed (its thread's history, ended, may be
+	 * gone): no one needs it, and it must not start a history again */
+	if (e->ts < cp->trimmed_to)
+		return;
 	/* a record may come after its thread's exit record (another ring,
-	 * read first): it still belongs to the history */
+	 * read first): it still belongs to the history, which the exit record
+	 * started, ended */
+	h = get(cp, e->gen);
 	if (!h)
 		return;
-	if (!h->n && !h->t0) {
+	if (!h->started) {
+		h->started = true;
 		/* before its first record it ran (seeded while running) for as long
 		 * as its on-CPU time says, or not at all (new: runnable from fork) */
 		h->tid = e->tid;
@@ -194,7 +203,7 @@ void cm_critpath_switch_in(struct cm_critpath *cp, const struct cm_cp_event *e)
 		}
 	}
 	if (h->n == h->cap) {
-		size_t nc = h->cap ? h->cap * 2 : 16;
+		size_t nc = h->cap ? h->cap * 2 : 4;
 		struct rec *n = realloc(h->r, nc * sizeof(*n));
 
 		if (!n)
@@ -217,12 +226,21 @@ void cm_critpath_switch_in(struct cm_critpath *cp, const struct cm_cp_event *e)
 
 void cm_critpath_thread_end(struct cm_critpath *cp, const struct cm_thread *t)
 {
-	struct hist *h = find(cp, t->gen);
+	uint64_t end = t->end_ns ? t->end_ns : t->exit_ts;
+	struct hist *h;
 
+	if (end < cp->trimmed_to)
+		return;
+	/* its switch-in records may still be on their way (the exit record
+	 * comes through another ring): the history is made here, ended, and
+	 * they join it; trimming frees it in the end either way */
+	h = get(cp, t->gen);
 	if (!h)
 		return;
+	h->tid = t->tid;
+	h->pid = t->pid;
 	h->ended = true;
-	h->end_ns = t->end_ns ? t->end_ns : t->exit_ts;
+	h->end_ns = end;
 	memcpy(h->vec_end, t->oncpu_ss, sizeof(h->vec_end));
 }
 
@@ -320,7 +338,7 @@ static int off_piece(struct cm_critpath *cp, const struct hist *h, const struct 
 	if (recursive && r->waker && r->waker != h->gen && depth < MAX_DEPTH) {
 		const struct hist *w = find(cp, r->waker);
 
-		if (w) {
+		if (w && w->started) {
 			uint64_t lo = a > r->off_start ? a : r->off_start, hi = b < bend ? b : bend;
 
 			return walk(cp, w, lo, hi, depth + 1, true, true, force, leaf_of(r), acc);
@@ -402,6 +420,8 @@ static int top_walk(struct cm_critpath *cp, uint32_t gen, uint64_t b, uint64_t e
 	struct cm_cp_acc tmp = { .detail = acc->detail };
 	int rc;
 
+	if (h && !h->started)	/* ended with no switch-in record (yet) */
+		h = NULL;
 	if (!h) {
 		if (!force)
 			return 1;
@@ -486,7 +506,19 @@ static void trim(struct cm_critpath *cp, uint64_t keep)
 		cp->nrecs -= k;
 		if (h->gen == cp->main_gen)
 			cp->main_next = cp->main_next > k ? cp->main_next - k : 0;
+		/* an idle thread holds no room for the records it had */
+		if (h->n * 4 < h->cap && h->cap > 4) {
+			size_t nc = h->n > 4 ? h->n : 4;
+			struct rec *n = realloc(h->r, nc * sizeof(*n));
+
+			if (n) {
+				h->r = n;
+				h->cap = nc;
+			}
+		}
 	}
+	if (keep > cp->trimmed_to)
+		cp->trimmed_to = keep;
 	rehash(cp, cp->cap);	/* removals break the probe chains */
 }
 

@@ -339,7 +339,7 @@ static struct contactmap_bpf *open_sized(const struct cm_tracer_opts *o, const s
 	skel->rodata->cfg_trace = o->trace_path != NULL;
 	skel->rodata->cfg_critpath = o->critpath;
 	if (o->critpath)
-		bpf_map__set_max_entries(skel->maps.cp_events, 16 << 20);
+		bpf_map__set_max_entries(skel->maps.cp_events, 8 << 20);
 	skel->rodata->cfg_trace_sys_min_ns = o->trace_sys_min_ns;
 	skel->rodata->cfg_trace_max_per_sec = o->trace_max_per_sec;
 	if (o->trace_path)

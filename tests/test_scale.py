@@ -87,6 +87,24 @@ def test_thread_churn_exact(tmp_path, ring):
     assert sum(g["count"] for g in p["threads_folded"]) == n + 1 - len(p["threads"])
 
 
+def test_memory_flat_under_churn(cmwrap):
+    """contactmap's memory follows the live set, not the threads ever made:
+    10000 and then 40000 short threads (8 alive at a time), the critical path
+    on (the default; its histories of ended threads must go too), peak RSS
+    alike. The rings' fixed pages are reached in both runs (10000 threads
+    write more switch-in records than the rings hold); before ended threads'
+    histories were freed, the second run held ~100 MiB more."""
+    rss = {}
+    for n in (10000, 40000):
+        r = cmwrap("churn", "threads", n, 8, 3, timeout=180)
+        assert r.rc == 0, r.describe()
+        lost_nothing(r.report)
+        assert total_calls(r.report, "getppid") == 3 * n
+        assert r.report["critical_path"]["truncated_ns"] == 0, r.report["critical_path"]
+        rss[n] = r.report["observer"]["self"]["max_rss_bytes"]
+    assert rss[40000] - rss[10000] < 12 << 20, f"peak RSS grew with the threads made: {rss}"
+
+
 def test_many_live_threads(cmwrap):
     """10000 threads alive at once (each makes one getppid call and waits for
     the rest at a barrier-free join): nothing dropped, every thread's row."""
