@@ -538,16 +538,22 @@ static struct cm_proc *pgroup_of(struct cm_books *b, const char *comm)
 	return g;
 }
 
+/* An ended process and its slot in the table. */
+struct done_proc {
+	struct cm_proc *p;
+	size_t slot;
+};
+
 static int cmp_wall(const void *a, const void *b)
 {
-	const struct cm_proc *x = *(struct cm_proc *const *)a, *y = *(struct cm_proc *const *)b;
+	const struct cm_proc *x = ((const struct done_proc *)a)->p, *y = ((const struct done_proc *)b)->p;
 
 	return x->tot.wall < y->tot.wall ? -1 : x->tot.wall > y->tot.wall;
 }
 
 void cm_books_trim(struct cm_books *b, uint64_t now_ns, uint64_t grace_ns)
 {
-	struct cm_proc **done;
+	struct done_proc *done;
 	size_t ndone = 0, nfold;
 
 	if (b->n <= (size_t)b->keep_procs + TRIM_SLACK)
@@ -559,7 +565,7 @@ void cm_books_trim(struct cm_books *b, uint64_t now_ns, uint64_t grace_ns)
 		struct cm_proc *p = b->procs[i];
 
 		if (p && p->group_dead && now_ns - p->dead_seen_ns >= grace_ns)
-			done[ndone++] = p;
+			done[ndone++] = (struct done_proc){ .p = p, .slot = i };
 	}
 	if (ndone <= b->keep_procs) {
 		free(done);
@@ -569,15 +575,13 @@ void cm_books_trim(struct cm_books *b, uint64_t now_ns, uint64_t grace_ns)
 	qsort(done, ndone, sizeof(*done), cmp_wall);
 	nfold = ndone - b->keep_procs;
 	for (size_t k = 0; k < nfold; k++) {
-		struct cm_proc *p = done[k], *g = pgroup_of(b, p->comm);
+		struct cm_proc *p = done[k].p, *g = pgroup_of(b, p->comm);
 
 		if (!g || proc_merge(g, p)) {
 			nfold = k;	/* out of memory: keep the rest as they are */
 			break;
 		}
-		for (size_t i = 0; i < b->cap; i++)
-			if (b->procs[i] == p)
-				b->procs[i] = NULL;
+		b->procs[done[k].slot] = NULL;
 		proc_free(p);
 		b->n--;
 		b->procs_folded++;
