@@ -26,10 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from mdsection import write_section
+
 REPO = Path(__file__).resolve().parent.parent
 CM = REPO / "contactmap"
 CHURN = REPO / ".output" / "tests" / "churn"
-BEGIN, END = "<!-- churn:begin -->", "<!-- churn:end -->"
 
 
 def run_untraced(mode, n):
@@ -103,13 +104,15 @@ def long_run(secs, tmp):
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     samples, t0 = [], time.monotonic()
     step = max(1, secs // 12)
-    while cm.poll() is None:
+    # -d ends the window and writes the report; contactmap then waits for the
+    # command, which goes on: it is ours to stop once the report is there
+    while cm.poll() is None and not (out.exists() and time.monotonic() - t0 > secs):
         r = rss_of(cm.pid)
         if r:
             samples.append((time.monotonic() - t0, r))
         time.sleep(step)
-    # -d leaves the command running: it is ours to stop
     subprocess.run(["pkill", "-f", f"{CHURN} threads 1000000000"], check=False)
+    cm.wait(timeout=60)
     rep = json.loads(out.read_text())
     made = rep["collector"]["threads_ended"]
     rows = [f"Steady churn for {secs} s (8 threads alive, {made:,} created; "
@@ -139,7 +142,7 @@ def main():
     procs = [1000] if a.quick else [1000, 3000, 10000]
     with tempfile.TemporaryDirectory() as tmp:
         host = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
-        lines = [BEGIN, "## Thread and process churn (`bench/churn.py`)", "",
+        lines = ["## Thread and process churn (`bench/churn.py`)", "",
                  f"Kernel {host}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
                  "`churn MODE N 8 3`: N tasks, 8 alive at a time, 3 getppid each; median of "
                  f"{reps} run(s). Events and BPF time from `--observer-cost full`; CPU and RSS "
@@ -148,15 +151,8 @@ def main():
         lines += table("procs", procs, reps, tmp) + [""]
         if a.long:
             lines += long_run(a.long, tmp) + [""]
-        lines.append(END)
     if a.out:
-        p = Path(a.out)
-        text = p.read_text() if p.exists() else ""
-        if BEGIN in text and END in text:
-            text = text[:text.index(BEGIN)] + "\n".join(lines) + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-        p.write_text(text)
+        write_section(a.out, "churn", lines)
 
 
 if __name__ == "__main__":
