@@ -37,8 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from mdsection import write_section
+
 REPO = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- procfs:begin -->", "<!-- procfs:end -->"
 
 
 def sandbox():
@@ -106,7 +107,7 @@ def main():
         shutil.rmtree(root, ignore_errors=True)
     took = time.monotonic() - t0
     load = open("/proc/loadavg").read().split()[:3]
-    lines = [BEGIN, "## procfs tier: the sampler's cost (`bench/procfs.py`)", "",
+    lines = ["## procfs tier: the sampler's cost (`bench/procfs.py`)", "",
              f"Produced by `/usr/bin/python3 bench/procfs.py{' --quick' if a.quick else ''}` in "
              f"{took / 60:.1f} min on {os.cpu_count()} CPUs (kernel {os.uname().release}; load average "
              f"{' '.join(load0)} at the start, {' '.join(load)} at the end, the busy runs' own threads "
@@ -124,17 +125,10 @@ def main():
               "cost per thread). An idle process costs one read of its CPU clock per tick "
               "(O(threads) in the kernel); a busy thread costs a schedstat, wchan and syscall read per "
               "sample. Where the CPUs are saturated (busy threads outnumber them) contactmap waits "
-              "for a CPU like the program does, and the achieved rate falls below the budget's.", END]
-    text = "\n".join(lines)
-    print(text)
+              "for a CPU like the program does, and the achieved rate falls below the budget's."]
+    print("\n".join(lines))
     if a.out:
-        path = Path(a.out)
-        old = path.read_text() if path.exists() else ""
-        if BEGIN in old and END in old:
-            new = old[:old.index(BEGIN)] + text + old[old.index(END) + len(END):]
-        else:
-            new = old.rstrip("\n") + "\n\n" + text + "\n"
-        path.write_text(new)
+        write_section(a.out, "procfs", lines)
 
 
 if __name__ == "__main__":
