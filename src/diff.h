@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cm.h"
+#include "xalloc.h"
 
 #define DIFF_SCHEMA "contactmap-diff/1"
 #define WIDTH 80
@@ -79,55 +80,6 @@ struct group {
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
-
-static inline void *xrealloc(void *p, size_t n)
-{
-	void *q = realloc(p, n ? n : 1);
-
-	if (!q) {
-		cm_err("out of memory");
-		exit(1);
-	}
-	return q;
-}
-
-static inline void *xcalloc(size_t n, size_t sz)
-{
-	void *p = calloc(n ? n : 1, sz ? sz : 1);
-
-	if (!p) {
-		cm_err("out of memory");
-		exit(1);
-	}
-	return p;
-}
-
-static inline char *xstrdup(const char *s)
-{
-	char *d = strdup(s ? s : "");
-
-	if (!d) {
-		cm_err("out of memory");
-		exit(1);
-	}
-	return d;
-}
-
-static inline char * __attribute__((format(printf, 1, 2))) xasprintf(const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-	int n;
-
-	va_start(ap, fmt);
-	n = vasprintf(&s, fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		cm_err("out of memory");
-		exit(1);
-	}
-	return s;
-}
 
 #define obj(o, k) cm_json_get_type((o), (k), json_type_object)
 #define arr(o, k) cm_json_get_type((o), (k), json_type_array)

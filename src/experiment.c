@@ -32,6 +32,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include "experiment.h"
+#include "xalloc.h"
 
 #define DEFAULT_RUNS 5
 #define MAX_RUNS 1000
@@ -98,34 +99,6 @@ static void usage_err(const char *fmt, const char *arg)
 	snprintf(msg, sizeof(msg), fmt, arg);
 	cm_err("%s (see contactmap experiment --help)", msg);
 	exit(2);
-}
-
-static void *xcalloc(size_t n, size_t sz)
-{
-	void *p = calloc(n ? n : 1, sz ? sz : 1);
-
-	if (!p) {
-		cm_err("out of memory");
-		exit(1);
-	}
-	return p;
-}
-
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-	int n;
-
-	va_start(ap, fmt);
-	n = vasprintf(&s, fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		cm_err("out of memory");
-		exit(1);
-	}
-	return s;
 }
 
 /* ---- checks before anything runs ----------------------------------------------- */
