@@ -123,6 +123,7 @@ static int walk_frame(__u32 i, struct walk *w)
 	}
 	w->out->code[w->n & (CM_PY_MAX_FRAMES - 1)] = code;
 	w->out->instr[w->n & (CM_PY_MAX_FRAMES - 1)] = instr;
+	w->out->globals[w->n & (CM_PY_MAX_FRAMES - 1)] = (__u32)LD(win, pp->fr_globals - pp->fr_win, __u64);
 	w->n++;
 	w->frame = prev;
 	return 0;

@@ -60,6 +60,7 @@ struct cm_py_proc {
 	__u32 fr_win;
 	__u32 fr_previous;
 	__u32 fr_code;
+	__u32 fr_globals;	/* f_globals: tells code objects at one address apart */
 	__u32 fr_instr;
 	__u32 fr_owner;		/* 3.11+ */
 	__u32 fr_is_entry;	/* 3.11 */
@@ -95,6 +96,10 @@ struct cm_py_stack {
 	__u64 seg_end;
 	__u64 code[CM_PY_MAX_FRAMES];	/* PyCodeObject * (3.13: f_executable) */
 	__u64 instr[CM_PY_MAX_FRAMES];	/* 3.10: f_lasti; else the instruction pointer */
+	/* low 32 bits of each frame's f_globals: a code object freed and another made
+	 * at its address (a module's body once imported, then a function) is seldom
+	 * run with the same globals, so a change tells the cached name is stale */
+	__u32 globals[CM_PY_MAX_FRAMES];
 };
 
 #endif /* CM_PYTHON_H */

@@ -52,6 +52,7 @@ int main(void)
 	F(ts_frame, offsetof(PyThreadState, current_frame));
 	F(fr_previous, offsetof(_PyInterpreterFrame, previous));
 	F(fr_code, offsetof(_PyInterpreterFrame, f_executable));
+	F(fr_globals, offsetof(_PyInterpreterFrame, f_globals));
 	F(fr_instr, offsetof(_PyInterpreterFrame, instr_ptr));
 	F(fr_owner, offsetof(_PyInterpreterFrame, owner));
 #elif PY_VERSION_HEX >= 0x030B0000
@@ -59,6 +60,7 @@ int main(void)
 	F(cf_current_frame, offsetof(_PyCFrame, current_frame));
 	F(fr_previous, offsetof(_PyInterpreterFrame, previous));
 	F(fr_code, offsetof(_PyInterpreterFrame, f_code));
+	F(fr_globals, offsetof(_PyInterpreterFrame, f_globals));
 	F(fr_instr, offsetof(_PyInterpreterFrame, prev_instr));
 	F(fr_owner, offsetof(_PyInterpreterFrame, owner));
 #if PY_VERSION_HEX < 0x030C0000
@@ -68,6 +70,7 @@ int main(void)
 	F(ts_frame, offsetof(PyThreadState, frame));
 	F(fr_previous, offsetof(PyFrameObject, f_back));
 	F(fr_code, offsetof(PyFrameObject, f_code));
+	F(fr_globals, offsetof(PyFrameObject, f_globals));
 	F(fr_instr, offsetof(PyFrameObject, f_lasti));
 #endif
 	F(co_filename, offsetof(PyCodeObject, co_filename));

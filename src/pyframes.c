@@ -273,11 +273,14 @@ static void code_fill(struct cm_python *py, struct py_proc *pp, struct py_code *
 		py->code_read_failed++;
 }
 
-/* The code object at addr, as cached or read now; check: the low 32 bits of
- * its co_linetable when the walk saw it (0: unknown). A cached entry that
- * does not match, or is older than REVALIDATE_NS, is read again; one that
- * still does not match is another object's address: NULL. */
-static struct py_code *code_get(struct cm_python *py, struct py_proc *pp, uint64_t addr, uint32_t check)
+/* The code object at addr, as cached or read now; globals: the low 32 bits
+ * of the f_globals the walked frame ran with (0: unknown). A cached entry
+ * older than REVALIDATE_NS, or last seen with other globals, has its header
+ * read again, and is read anew if that changed: a code object freed and
+ * another made at its address (a module's body, once imported, and then a
+ * function of the program's) is seldom run with the same globals, and would
+ * otherwise keep the first one's name until the entry grew old. */
+static struct py_code *code_get(struct cm_python *py, struct py_proc *pp, uint64_t addr, uint32_t globals)
 {
 	unsigned h = (unsigned)(((addr >> 4) ^ (uint64_t)pp->pid * 0x9e3779b97f4a7c15ull) % PY_CODE_BUCKETS);
 	uint8_t hdr[CODE_HDR];
@@ -286,9 +289,9 @@ static struct py_code *code_get(struct cm_python *py, struct py_proc *pp, uint64
 	for (c = py->codes[h]; c; c = c->next) {
 		if (c->pid != pp->pid || c->addr != addr)
 			continue;
-		bool stale = check && (uint32_t)c->fp[4] != check;
+		bool moved = globals && c->globals && c->globals != globals;
 
-		if (stale || py_now_ns() - c->checked_ns > REVALIDATE_NS) {
+		if (moved || py_now_ns() - c->checked_ns > REVALIDATE_NS) {
 			uint64_t fp[6];
 
 			/* gone (the process exited): what was read while it lived stands */
@@ -298,15 +301,12 @@ static struct py_code *code_get(struct cm_python *py, struct py_proc *pp, uint64
 				if (memcmp(fp, c->fp, sizeof(fp))) {
 					py->code_replaced++;
 					code_fill(py, pp, c, hdr);
-				} else {
-					c->checked_ns = py_now_ns();
 				}
+				c->checked_ns = py_now_ns();
 			}
 		}
-		if (check && (uint32_t)c->fp[4] != check) {
-			py->code_gone++;
-			return NULL;
-		}
+		if (globals)
+			c->globals = globals;
 		return c;
 	}
 	c = calloc(1, sizeof(*c));
@@ -320,12 +320,9 @@ static struct py_code *code_get(struct cm_python *py, struct py_proc *pp, uint64
 	else
 		py->code_read_failed++;
 	c->checked_ns = py_now_ns();
+	c->globals = globals;
 	c->next = py->codes[h];
 	py->codes[h] = c;
-	if (check && (uint32_t)c->fp[4] != check) {
-		py->code_gone++;
-		return NULL;
-	}
 	return c;
 }
 
@@ -419,7 +416,7 @@ const char *cm_python_frame_name(const struct cm_python *py, uint64_t id)
 static uint64_t frame_id(struct cm_python *py, struct py_proc *pp, const struct cm_py_stack *ps, int k)
 {
 	const struct cm_py_layout *L = &pp->mod->lay;
-	struct py_code *c = ps->code[k] ? code_get(py, pp, ps->code[k], 0) : NULL;
+	struct py_code *c = ps->code[k] ? code_get(py, pp, ps->code[k], ps->globals[k]) : NULL;
 	char name[2 * MAX_NAME + 64], file[MAX_NAME + 1];
 	int addr, line;
 	uint64_t id;

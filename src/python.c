@@ -420,12 +420,15 @@ static void describe(struct cm_python *py, struct py_proc *pp)
 	d->ts_native_thread_id = pp->mod->minor >= 11 ? L->ts_native_thread_id : 0;
 	d->fr_previous = L->fr_previous;
 	d->fr_code = L->fr_code;
+	d->fr_globals = L->fr_globals;
 	d->fr_instr = L->fr_instr;
 	d->fr_owner = L->fr_owner;
 	d->fr_is_entry = L->fr_is_entry;
 	fr_lo = L->fr_previous < L->fr_code ? L->fr_previous : L->fr_code;
 	fr_lo = L->fr_instr < fr_lo ? L->fr_instr : fr_lo;
+	fr_lo = L->fr_globals < fr_lo ? L->fr_globals : fr_lo;
 	fr_hi = L->fr_previous > L->fr_code ? L->fr_previous : L->fr_code;
+	fr_hi = L->fr_globals > fr_hi ? L->fr_globals : fr_hi;
 	fr_hi = (L->fr_instr > fr_hi ? L->fr_instr : fr_hi) + 8;
 	if (pp->mod->minor >= 11) {
 		unsigned own = (L->fr_owner > L->fr_is_entry ? L->fr_owner : L->fr_is_entry) + 1;

@@ -32,7 +32,7 @@ struct cm_py_layout {
 	unsigned gil_size, gil_last_holder, gil_locked;
 	unsigned ts_next, ts_interp, ts_thread_id, ts_native_thread_id, ts_frame, ts_cframe;
 	unsigned cf_current_frame;
-	unsigned fr_previous, fr_code, fr_instr, fr_owner, fr_is_entry;
+	unsigned fr_previous, fr_code, fr_globals, fr_instr, fr_owner, fr_is_entry;
 	unsigned co_filename, co_name, co_qualname, co_firstlineno, co_linetable;
 	unsigned co_code_adaptive, co_firsttraceable, co_code;
 	unsigned uni_ascii_size, uni_compact_size, uni_state, uni_length;

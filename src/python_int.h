@@ -73,6 +73,7 @@ struct py_code {
 	size_t ltlen;
 	uint64_t fp[6];		/* header words checked before the entry is used again */
 	uint64_t checked_ns;
+	uint32_t globals;	/* low 32 bits of the f_globals it last ran with (0: none seen) */
 };
 
 #define PY_PROC_BUCKETS 256

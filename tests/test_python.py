@@ -30,6 +30,7 @@ INTERPRETERS = {
 }
 CHAINS = REPO / "tests" / "python" / "chains.py"
 GIL = REPO / "tests" / "python" / "gil.py"
+REUSE = REPO / "tests" / "python" / "reuse.py"
 HZ = 99
 # off-CPU weight is the measured blocked time: the sleeps plus timer and
 # wake-up latency (-5% / +30%, as tests/test_stacks.py)
@@ -133,6 +134,29 @@ def test_chains_in_order(request, tmp_path, key, perf):
     # the report's top Python functions off-CPU name the sleeper
     top = {f["function"]: f for f in pys.get("top_offcpu", [])}
     assert py("sleeper", t, "SLEEP") in top, list(top)
+
+
+@pytest.mark.parametrize("key", ["3.11-debian", "3.10", "3.12", "3.13"])
+def test_reused_code_address_renamed(request, tmp_path, key):
+    """A code object freed and another made at its address (an imported
+    module's body, then the program's code) is named as the new one at once,
+    not after the cached name has grown old."""
+    exe = interpreter(request, key)
+    r, t, st = traced(tmp_path, [exe, str(REUSE), "--first", "0.3", "--second", "0.1"],
+                      extra=["-F", "499"])
+    k = t["reused"]
+    assert k >= 0, f"CPython {key} never put the second code object at the first's address: {t}"
+    spin = f"py:<module> (second{k}.py:{t['spin_line']})"
+    stale = f"py:<module> (first{k}.py:{t['spin_line']})"
+    under_second = {}
+    for frames, w in st.items():
+        f = frames.split(";")
+        for i, name in enumerate(f[:-1]):
+            if name.startswith("py:run_second ("):
+                under_second[f[i + 1]] = under_second.get(f[i + 1], 0) + w
+    assert under_second.get(stale, 0) == 0, f"the freed code object's name was kept: {under_second}"
+    # 0.1 s at 499 Hz: about 50 samples, most of them in the spin
+    assert under_second.get(spin, 0) >= 10, under_second
 
 
 @pytest.mark.parametrize("key", ["3.11-debian", "3.10", "3.12", "3.13"])
