@@ -566,6 +566,7 @@ __noinline int cm_resync(struct cm_thread *t, __u64 d, __u64 stime)
 	/* for the timeline: it has been running for the last `ran` ns */
 	t->run_ts = t->state_ts + d - ran;
 	t->run_est = 1;
+	t->steal_at_in = CM_STEAL_UNKNOWN;
 	cm_account_oncpu(t, ran, stime, false);
 	return 0;
 }

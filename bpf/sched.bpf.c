@@ -15,6 +15,46 @@
  */
 #define TASK_PID(btf, p) ((btf) ? (p)->pid : BPF_CORE_READ((p), pid))
 #define TASK_STIME(btf, p) ((btf) ? (p)->stime : BPF_CORE_READ((p), stime))
+#define TASK_EXEC(btf, p) ((btf) ? (p)->se.sum_exec_runtime : BPF_CORE_READ((p), se.sum_exec_runtime))
+
+/* Each CPU's run queue (struct rq *), found once from a task on it (the
+ * per-CPU `runqueues` symbol needs CONFIG_KALLSYMS_ALL to be loadable). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} cpu_rq SEC(".maps");
+
+/*
+ * This CPU's steal clock as its run queue has accounted it: the time the
+ * hypervisor ran something else on this vCPU, which update_rq_clock_task()
+ * leaves out of the tasks' run time. It lags by the time since the run
+ * queue's clock was last updated: for a switch, at the start of the same
+ * __schedule(), or at the wake-up just before. `on` is a task on this CPU.
+ * 0 without paravirt steal accounting or group scheduling (cfs_rq->rq).
+ */
+static __always_inline __u64 cpu_steal_ns(struct task_struct *on)
+{
+	__u32 k = 0;
+	__u64 *slot;
+	struct rq *rq;
+
+	if (!bpf_core_field_exists(struct rq, prev_steal_time_rq) ||
+	    !bpf_core_field_exists(struct cfs_rq, rq))
+		return 0;
+	slot = bpf_map_lookup_elem(&cpu_rq, &k);
+	if (!slot)
+		return 0;
+	if (!*slot) {
+		rq = BPF_CORE_READ(on, se.cfs_rq, rq);
+		if (!rq || BPF_CORE_READ(rq, cpu) != (int)bpf_get_smp_processor_id())
+			return 0;
+		*slot = (__u64)rq;
+	}
+	rq = (struct rq *)*slot;
+	return BPF_CORE_READ(rq, prev_steal_time_rq);
+}
 
 static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct task_struct *prev,
 				     struct task_struct *next, unsigned int prev_state)
@@ -38,7 +78,9 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 		__u64 seg = t->state_ts;
 
 		account_oncpu(t, now, TASK_STIME(btf, prev));
-		t->exec_at_out = btf ? prev->se.sum_exec_runtime : BPF_CORE_READ(prev, se.sum_exec_runtime);
+		t->exec_at_out = TASK_EXEC(btf, prev);
+		if (t->run_ts && !t->run_est && t->steal_at_in != CM_STEAL_UNKNOWN)
+			t->steal_ns += cpu_steal_ns(prev) - t->steal_at_in;
 		if (cfg_trace && t->run_ts)
 			emit_slice(t->pid, t->tid, &t->trace_seq,
 				   CM_SL_RUN | (t->run_est ? CM_SL_ESTIMATED : 0), 0, 0, t->run_ts, now, 0);
@@ -102,6 +144,7 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 		t->state_ts = now;
 		t->run_ts = now;
 		t->run_est = 0;
+		t->steal_at_in = cpu_steal_ns(next);
 	}
 	return 0;
 }
@@ -262,6 +305,7 @@ static __noinline void start_command(struct cm_thread *t)
 	t->state = CM_RUNNING;
 	t->state_ts = now;
 	t->run_ts = now;
+	t->steal_at_in = cpu_steal_ns(cur);
 	t->stime_at = cur->stime;
 	t->min_flt_base = cur->min_flt;
 	t->maj_flt_base = cur->maj_flt;

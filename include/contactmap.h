@@ -99,6 +99,7 @@ struct cm_thread {
 	__u32 last_cpu;
 	__u64 wake_ts;		/* last wakeup while BLOCKED: the one field another CPU writes */
 	__u64 exec_at_out;	/* task->se.sum_exec_runtime at the last switch-out */
+	__u64 steal_at_in;	/* the CPU's steal clock at run_ts; CM_STEAL_UNKNOWN: none */
 	__u64 run_ts;		/* when it was last switched in (timeline) */
 	__u32 trace_seq;	/* timeline events emitted or dropped for this thread */
 	__u32 run_est;		/* run_ts is an estimate (resync) */
@@ -140,6 +141,14 @@ struct cm_thread {
 	__u64 off_fault_iowait_ns;	/* part of off_fault_ns in io_schedule */
 	__u64 off_other_iowait_ns;
 	__u64 unattributed_ns;
+	/*
+	 * Part of the on-CPU time in which the hypervisor ran something else on
+	 * this vCPU (steal): the growth of the run queue's own steal account
+	 * (rq->prev_steal_time_rq, CONFIG_PARAVIRT_TIME_ACCOUNTING) from
+	 * switch-in to switch-out, the time the kernel left out of the thread's
+	 * run time for that reason. 0 on kernels without it.
+	 */
+	__u64 steal_ns;
 
 	/* scheduler */
 	__u64 vol_switches;
@@ -199,6 +208,7 @@ struct cm_thread {
 	__u64 py_tstate;	/* its PyThreadState, as the last walk found it */
 };
 
+#define CM_STEAL_UNKNOWN (~0ULL)	/* cm_thread.steal_at_in */
 #define CM_TF_SEEDED 1		/* existed before tracing began */
 #define CM_TF_EXITED 2		/* sched_process_exit seen */
 #define CM_TF_EXECED 4

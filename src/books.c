@@ -92,6 +92,12 @@ void cm_tl_from_thread(struct cm_tl *l, const struct cm_thread *t, uint64_t end)
 	l->unattributed = l->wall > attributed ? l->wall - attributed : 0;
 	if (attributed > l->wall)
 		l->wall = attributed;	/* never report a ledger that does not close */
+	{
+		uint64_t oncpu = l->oncpu_user + l->oncpu_sys + l->oncpu_kfault + l->oncpu_kother + l->gpu_spin;
+
+		/* the steal clock's lag can reach past the thread's own slices */
+		l->steal = t->steal_ns > oncpu ? oncpu : t->steal_ns;
+	}
 	l->vol = t->vol_switches;
 	l->invol = t->invol_switches;
 	l->migr = t->migrations;

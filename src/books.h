@@ -26,6 +26,7 @@ struct cm_tl {
 	uint64_t off_sys, off_fault, off_other, gpu_blocked, gil;
 	uint64_t sys_iowait, fault_iowait, other_iowait;
 	uint64_t unattributed;
+	uint64_t steal;		/* part of on-CPU: its vCPU not running (cm_thread.steal_ns) */
 	uint64_t vol, invol, migr, wakeups, runq_waits;
 	uint64_t minflt, majflt, user_faults;
 	uint64_t gpu_syncs, gpu_sync_ns;

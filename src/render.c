@@ -444,6 +444,9 @@ static void render_ledger(json_object *l, bool summed, FILE *out)
 		T(num(l, "oncpu_syscall_ns")));
 	if (num(l, "oncpu_kernel_ns"))
 		fprintf(out, ", kernel %s", T(num(l, "oncpu_kernel_ns")));
+	/* worth a word from 1% of on-CPU time */
+	if (num(l, "oncpu_steal_ns") * 100 >= num(l, "oncpu_ns") && num(l, "oncpu_steal_ns") >= 1000000)
+		fprintf(out, "; of it stolen (vCPU not running) %s", T(num(l, "oncpu_steal_ns")));
 	fputc('\n', out);
 	ledger_row(out, "run queue", num(l, "runq_ns"), wall);
 	fprintf(out, "  after wakeup %s, preempted %s\n",

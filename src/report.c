@@ -52,6 +52,7 @@ static json_object *ledger_json(const struct cm_tl *l, json_object *causes)
 	J_INT(o, "oncpu_kernel_ns", l->oncpu_kfault + l->oncpu_kother);
 	J_INT(o, "oncpu_kernel_fault_ns", l->oncpu_kfault);
 	J_INT(o, "oncpu_gpu_wait_ns", l->gpu_spin);
+	J_INT(o, "oncpu_steal_ns", l->steal);
 	J_INT(o, "runq_ns", runq);
 	J_INT(o, "runq_wakeup_ns", l->runq_wake);
 	J_INT(o, "runq_preempt_ns", l->runq_preempt);

@@ -495,6 +495,9 @@ def ledger_problems_one(L, where):
     if L["oncpu_kernel_fault_ns"] > L["oncpu_kernel_ns"]:
         P.append(f"{where}: oncpu_kernel_fault_ns {L['oncpu_kernel_fault_ns']} > "
                  f"oncpu_kernel_ns {L['oncpu_kernel_ns']}")
+    # steal is a part of on-CPU time (absent from reports of the procfs tier)
+    if L.get("oncpu_steal_ns", 0) > L["oncpu_ns"]:
+        P.append(f"{where}: oncpu_steal_ns {L['oncpu_steal_ns']} > oncpu_ns {L['oncpu_ns']}")
     if L["runq_ns"] != L["runq_wakeup_ns"] + L["runq_preempt_ns"]:
         P.append(f"{where}: runq_ns {L['runq_ns']} != wakeup {L['runq_wakeup_ns']} + "
                  f"preempt {L['runq_preempt_ns']}")
