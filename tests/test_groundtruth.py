@@ -238,8 +238,10 @@ def test_burn_oncpu(traced, request):
     cpu = r.truth["cpu_ns"]
     assert cpu >= BURN_MS * 1_000_000 * 0.99, r.truth
     L = proc_of(r)["ledger"]
-    assert abs(L["oncpu_ns"] - cpu) <= BURN_TOLERANCE * cpu, \
-        f"oncpu_ns {L['oncpu_ns']} vs getrusage utime+stime {cpu} (+-{BURN_TOLERANCE:.0%}); {L}"
+    # getrusage leaves out the time the vCPU was stolen (in a VM)
+    ran = L["oncpu_ns"] - L["oncpu_steal_ns"]
+    assert abs(ran - cpu) <= BURN_TOLERANCE * cpu, \
+        f"oncpu_ns {L['oncpu_ns']} less steal vs getrusage utime+stime {cpu} (+-{BURN_TOLERANCE:.0%}); {L}"
     assert L["oncpu_user_ns"] >= BURN_USER_SHARE * L["oncpu_ns"], L
     # the largest row of its own time: run queue aside, which is the machine's
     # other load (on a shared 2-CPU VM it can outweigh a 1-CPU burn)
