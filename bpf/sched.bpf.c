@@ -32,7 +32,8 @@ struct {
  * leaves out of the tasks' run time. It lags by the time since the run
  * queue's clock was last updated: for a switch, at the start of the same
  * __schedule(), or at the wake-up just before. `on` is a task on this CPU.
- * 0 without paravirt steal accounting or group scheduling (cfs_rq->rq).
+ * 0 without paravirt steal accounting or group scheduling (cfs_rq->rq);
+ * CM_STEAL_UNKNOWN while this CPU's run queue is not found.
  */
 static __always_inline __u64 cpu_steal_ns(struct task_struct *on)
 {
@@ -45,11 +46,11 @@ static __always_inline __u64 cpu_steal_ns(struct task_struct *on)
 		return 0;
 	slot = bpf_map_lookup_elem(&cpu_rq, &k);
 	if (!slot)
-		return 0;
+		return CM_STEAL_UNKNOWN;
 	if (!*slot) {
 		rq = BPF_CORE_READ(on, se.cfs_rq, rq);
 		if (!rq || BPF_CORE_READ(rq, cpu) != (int)bpf_get_smp_processor_id())
-			return 0;
+			return CM_STEAL_UNKNOWN;
 		*slot = (__u64)rq;
 	}
 	rq = (struct rq *)*slot;
@@ -79,8 +80,13 @@ static __always_inline int on_switch(void *ctx, bool btf, bool preempt, struct t
 
 		account_oncpu(t, now, TASK_STIME(btf, prev));
 		t->exec_at_out = TASK_EXEC(btf, prev);
-		if (t->run_ts && !t->run_est && t->steal_at_in != CM_STEAL_UNKNOWN)
-			t->steal_ns += cpu_steal_ns(prev) - t->steal_at_in;
+		if (t->run_ts && !t->run_est && t->steal_at_in != CM_STEAL_UNKNOWN) {
+			__u64 s = cpu_steal_ns(prev);
+
+			/* a slice runs on one CPU: its steal clock only grows */
+			if (s != CM_STEAL_UNKNOWN && s >= t->steal_at_in)
+				t->steal_ns += s - t->steal_at_in;
+		}
 		if (cfg_trace && t->run_ts)
 			emit_slice(t->pid, t->tid, &t->trace_seq,
 				   CM_SL_RUN | (t->run_est ? CM_SL_ESTIMATED : 0), 0, 0, t->run_ts, now, 0);
