@@ -61,6 +61,11 @@ void cm_thread_close(struct cm_thread *t, uint64_t end)
 	t->state_ts = end;
 }
 
+uint64_t cm_tl_oncpu(const struct cm_tl *l)
+{
+	return l->oncpu_user + l->oncpu_sys + l->oncpu_kfault + l->oncpu_kother + l->gpu_spin;
+}
+
 void cm_tl_from_thread(struct cm_tl *l, const struct cm_thread *t, uint64_t end)
 {
 	uint64_t tend = t->end_ns ? t->end_ns : end, attributed;
@@ -84,20 +89,15 @@ void cm_tl_from_thread(struct cm_tl *l, const struct cm_thread *t, uint64_t end)
 	l->sys_iowait = t->sys_iowait_ns;
 	l->fault_iowait = t->off_fault_iowait_ns;
 	l->other_iowait = t->off_other_iowait_ns;
-	attributed = l->oncpu_user + l->oncpu_sys + l->oncpu_kfault + l->oncpu_kother + l->gpu_spin +
-		     l->runq_wake + l->runq_preempt + l->off_sys + l->off_fault + l->off_other +
+	attributed = cm_tl_oncpu(l) + l->runq_wake + l->runq_preempt + l->off_sys + l->off_fault + l->off_other +
 		     l->gpu_blocked + l->gil;
 	/* the state machine charges every interval once, so the remainder is
 	 * what BPF itself could not classify (t->unattributed_ns) */
 	l->unattributed = l->wall > attributed ? l->wall - attributed : 0;
 	if (attributed > l->wall)
 		l->wall = attributed;	/* never report a ledger that does not close */
-	{
-		uint64_t oncpu = l->oncpu_user + l->oncpu_sys + l->oncpu_kfault + l->oncpu_kother + l->gpu_spin;
-
-		/* the steal clock's lag can reach past the thread's own slices */
-		l->steal = t->steal_ns > oncpu ? oncpu : t->steal_ns;
-	}
+	/* the steal clock's lag can reach past the thread's own slices */
+	l->steal = t->steal_ns < cm_tl_oncpu(l) ? t->steal_ns : cm_tl_oncpu(l);
 	l->vol = t->vol_switches;
 	l->invol = t->invol_switches;
 	l->migr = t->migrations;

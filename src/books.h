@@ -100,6 +100,8 @@ void cm_books_free(struct cm_books *b);
 /* Closes a thread's figures at `end` (its own end if it has one): the open
  * interval is charged as the BPF side would have at its next event. */
 void cm_thread_close(struct cm_thread *t, uint64_t end);
+/* on-CPU time: user + syscall + kernel + GPU spin */
+uint64_t cm_tl_oncpu(const struct cm_tl *l);
 /* Its ledger; rows are its syscall rows (drained or read), in-flight call
  * included when closed by cm_thread_close. */
 void cm_tl_from_thread(struct cm_tl *l, const struct cm_thread *t, uint64_t end);

@@ -35,18 +35,13 @@ static json_object *hist_json(const uint64_t *h)
 	return a;
 }
 
-static uint64_t tl_oncpu(const struct cm_tl *l)
-{
-	return l->oncpu_user + l->oncpu_sys + l->oncpu_kfault + l->oncpu_kother + l->gpu_spin;
-}
-
 static json_object *ledger_json(const struct cm_tl *l, json_object *causes)
 {
 	json_object *o = json_object_new_object();
 	uint64_t runq = l->runq_wake + l->runq_preempt;
 
 	J_INT(o, "wall_ns", l->wall);
-	J_INT(o, "oncpu_ns", tl_oncpu(l));
+	J_INT(o, "oncpu_ns", cm_tl_oncpu(l));
 	J_INT(o, "oncpu_user_ns", l->oncpu_user);
 	J_INT(o, "oncpu_syscall_ns", l->oncpu_sys);
 	J_INT(o, "oncpu_kernel_ns", l->oncpu_kfault + l->oncpu_kother);
