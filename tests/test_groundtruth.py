@@ -46,7 +46,10 @@ MF_PAGES = 512                          # major faults: pages of the O_DIRECT fi
 # scheduler's schedstat (elapsed - on-CPU - run queue), which in a VM also
 # holds the time the hypervisor ran something else on the vCPU (steal: left
 # out of the run time; a fault whose read completes meanwhile never blocks):
-# at least 95% of it less the process's steal, less 1 ms; at most it plus the
+# at least 95% of it less the process's steal, less 1 ms (with the ledger's
+# run-queue wait beyond schedstat's: a block ends at the wake-up tracepoint,
+# and schedstat's wait starts later, at its run queue's clock, often only at
+# the switch-in: 2-3 us a fault on this VM); at most it plus the
 # loop's run-queue time (a wake-up seen late leaves run-queue time in blocked)
 # plus 2 ms (faults while the program starts).
 MF_LOW_SHARE, MF_LOW_NS, MF_HIGH_NS = 0.95, 1_000_000, 2_000_000
@@ -200,9 +203,10 @@ def test_major_fault_blocks(traced, request):
     pf = L["offcpu_by_cause"].get("page_fault", 0)
     lo = MF_LOW_SHARE * (blocked - steal) - MF_LOW_NS
     hi = blocked + t["runq_ns"] + MF_HIGH_NS
-    assert lo <= pf <= hi, \
+    wake_extra = max(0, L["runq_wakeup_ns"] - t["runq_ns"])
+    assert lo <= pf + wake_extra and pf <= hi, \
         (f"page_fault blocked {pf} ns not in [{lo:.0f}, {hi:.0f}] (the loop blocked {blocked} ns "
-         f"by schedstat, steal {steal} ns); causes {L['offcpu_by_cause']}; truth {t}")
+         f"by schedstat, steal {steal} ns, run queue after wake-ups {wake_extra} ns beyond it); causes {L['offcpu_by_cause']}; truth {t}")
 
 
 def test_pingpong_switches(traced, request):
